@@ -1,0 +1,58 @@
+"""One process: every route on one gevent WSGI listener, plus the background loops.
+
+gevent gives each connection a greenlet, so thousands of idle SSE streams cost kilobytes each
+while requests keep flowing; SQLite commits run on a native thread pool so an fsync never
+stalls the event loop.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+
+import gevent
+from gevent.pywsgi import WSGIServer
+
+from shared.config import Config
+from shared.http import create_app
+from shared.runtime import Runtime
+
+log = logging.getLogger("resonate")
+
+
+def serve(cfg: Config) -> int:
+    logging.basicConfig(level=cfg.level.upper() if cfg.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR") else
+                        {"warn": "WARNING"}.get(cfg.level, "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hub = gevent.get_hub()
+    try:
+        rt = Runtime(cfg, offload=hub.threadpool.apply)
+    except Exception as e:
+        log.error("Fatal: failed to open storage: %s", e)
+        return 1
+    app = create_app(rt.service, rt.hub)
+    server = WSGIServer((cfg.server.bind.strip("[]"), cfg.server.port), app, log=None, error_log=log)
+    where = cfg.storage.sqlite.path if cfg.storage.type == "sqlite" else "in memory"
+    log.info("Resonate server listening on http://%s:%d (storage %s: %s, debug %s, profile %s)",
+             cfg.server.bind, cfg.server.port, cfg.storage.type, where, "on" if cfg.debug else "off", cfg.profile)
+    log.info("server URL for workers: %s", cfg.server_url)
+    stopping = gevent.event.Event()
+
+    def shutdown() -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        log.info("shutting down")
+        server.stop(timeout=cfg.server.shutdown_timeout / 1000)
+
+    gevent.signal_handler(signal.SIGINT, shutdown)
+    gevent.signal_handler(signal.SIGTERM, shutdown)
+    server.start()
+    rt.start()
+    try:
+        server.serve_forever()
+    finally:
+        if rt.hub is not None:
+            rt.hub.close_all()
+        rt.stop(cfg.server.shutdown_timeout / 1000)
+        log.info("stopped")
+    return 0

@@ -1,0 +1,63 @@
+"""Cron expressions (protocol §4.7): 5-field and seconds-first 6-field, evaluated in UTC.
+
+Compat uses the standard (Vixie) dialect: 0 or 7 = Sunday, day-of-month OR day-of-week.
+Strict reproduces the reference's library: 1 = Sunday ... 7 = Saturday, the two day fields ANDed.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from croniter import croniter
+
+
+class CronError(ValueError):
+    pass
+
+
+_DOW_NUM = re.compile(r"\d+")
+_HASH = re.compile(r"(?<![A-Z])H(?![A-Z])")
+
+
+def _strict_dow(field: str) -> str:
+    def shift(m: re.Match[str]) -> str:
+        n = int(m.group(0))
+        if not 1 <= n <= 7:
+            raise CronError("day-of-week out of range")
+        return str(n - 1)
+
+    # step values (`*/2`) are not day numbers; shift only range/list members
+    parts = []
+    for item in field.split(","):
+        base, _, step = item.partition("/")
+        parts.append(_DOW_NUM.sub(shift, base) + (f"/{step}" if step else ""))
+    return ",".join(parts)
+
+
+@lru_cache(maxsize=1024)
+def _compile(expr: str, strict: bool) -> tuple[str, bool, bool]:
+    fields = expr.split()
+    if len(fields) not in (5, 6):
+        raise CronError("expected 5 or 6 fields")
+    seconds = len(fields) == 6
+    if strict:
+        fields[-1] = _strict_dow(fields[-1])
+    norm = " ".join(fields)
+    if any(_HASH.search(f.upper()) for f in fields):
+        raise CronError("hashed (H) fields are not supported")
+    try:
+        croniter(norm, 0, day_or=not strict, second_at_beginning=seconds).get_next(float)
+    except Exception as e:  # croniter raises several exception types for bad input
+        raise CronError(str(e)) from e
+    return norm, not strict, seconds
+
+
+def validate(expr: str, strict: bool = False) -> None:
+    _compile(expr, strict)
+
+
+def next_after(expr: str, after_ms: int, strict: bool = False) -> int:
+    """Earliest matching instant strictly later than floor(after_ms / 1000) s, in ms."""
+    norm, day_or, seconds = _compile(expr, strict)
+    it = croniter(norm, after_ms // 1000, day_or=day_or, second_at_beginning=seconds)
+    return int(it.get_next(float)) * 1000

@@ -1,0 +1,138 @@
+"""In-process registry of SSE connections and `poll://` routing (§8.4.1, §9).
+
+A connection is registered before its first byte is written; a message is handed to exactly one
+connection's bounded queue. The delivery layer learns whether the event was really written
+through the `on_written` callback that travels with it (at-least-once, decision Q4).
+"""
+from __future__ import annotations
+
+import itertools
+import queue
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from shared.protocol import Address
+
+OnWritten = Callable[[bool], None]  # called with True once written, False if the event was dropped
+
+
+class AtCapacity(Exception):
+    pass
+
+
+@dataclass(eq=False)
+class Connection:
+    group: str
+    id: str
+    seq: int
+    queue: "queue.Queue[tuple[bytes, OnWritten | None] | None]"
+    closed: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class PollHub:
+    def __init__(self, max_connections: int = 1000, buffer_size: int = 100) -> None:
+        self.max_connections = max_connections
+        self.buffer_size = buffer_size
+        self._groups: dict[str, list[Connection]] = {}
+        self._count = 0
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+        self.on_connect: list[Callable[[Connection], None]] = []
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def register(self, group: str, id: str) -> Connection:
+        with self._lock:
+            if self._count >= self.max_connections:
+                raise AtCapacity()
+            conn = Connection(group, id, next(self._seq), queue.Queue(self.buffer_size))
+            self._groups.setdefault(group, []).append(conn)
+            self._count += 1
+        for cb in self.on_connect:
+            cb(conn)
+        return conn
+
+    def unregister(self, conn: Connection) -> None:
+        with self._lock:
+            if conn.closed:
+                return
+            conn.closed = True
+            conns = self._groups.get(conn.group, [])
+            if conn in conns:
+                conns.remove(conn)
+                self._count -= 1
+            if not conns:
+                self._groups.pop(conn.group, None)
+        while True:  # events never written go back to the delivery layer for another try
+            try:
+                item = conn.queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None and item[1] is not None:
+                item[1](False)
+
+    def pick(self, addr: Address) -> Connection | None:
+        """Unicast: newest connection with the id. Anycast: preferred id, else a random member."""
+        conns = self._groups.get(addr.group)
+        if not conns:
+            return None
+        if addr.id:
+            for conn in reversed(conns):
+                if conn.id == addr.id and not conn.closed:
+                    return conn
+            if addr.cast == "uni":
+                return None
+        live = [c for c in conns if not c.closed]
+        return random.choice(live) if live else None
+
+    def has_receiver(self, addr: Address) -> bool:
+        return self.pick(addr) is not None
+
+    def deliver(self, addr: Address, payload: bytes, on_written: OnWritten | None = None) -> bool:
+        """Queue one event on the chosen connection; False when none exists or its buffer is full."""
+        conn = self.pick(addr)
+        if conn is None:
+            return False
+        try:
+            conn.queue.put_nowait((payload, on_written))
+            return True
+        except queue.Full:
+            return False
+
+    def close_all(self) -> None:
+        with self._lock:
+            conns = [c for cs in self._groups.values() for c in cs]
+        for c in conns:
+            try:
+                c.queue.put_nowait(None)
+            except queue.Full:
+                pass
+            self.unregister(c)
+
+    def stream(self, conn: Connection, keepalive_s: float) -> Iterator[bytes]:
+        """The SSE body: one `data:` line per message, LF only, comment keep-alives when idle."""
+        pending: OnWritten | None = None
+        try:
+            yield b": connected\n\n"
+            while not conn.closed:
+                try:
+                    item = conn.queue.get(timeout=keepalive_s)
+                except queue.Empty:
+                    yield b": keep-alive\n\n"
+                    continue
+                if item is None:
+                    return
+                payload, pending = item
+                yield b"data: " + payload + b"\n\n"
+                done, pending = pending, None
+                if done is not None:  # the server wrote the event before resuming us
+                    done(True)
+        finally:
+            if pending is not None:  # the write of this event failed: the client is gone
+                pending(False)
+            self.unregister(conn)

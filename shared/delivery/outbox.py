@@ -1,0 +1,196 @@
+"""Outbox delivery: dispatch right after commit, remove a row only once its transport took it.
+
+Decision Q4 (at-least-once): every `execute`/`unblock` row stays in the outbox until the SSE
+write succeeded or the HTTP push answered 2xx. Rows that could not be delivered are re-driven
+by a background loop (with backoff for failing pushes), and a worker that connects gets the
+executes waiting for its group at once. An unblock with no live receiver is dropped (§9.4).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from shared.delivery.hub import Connection, PollHub
+from shared.delivery.push import HttpPush
+from shared.protocol import dumps, parse_address
+from shared.records import Effects, Message
+
+log = logging.getLogger("resonate.delivery")
+
+
+class Delivery:
+    def __init__(self, service: Any, hub: PollHub | None, push: HttpPush | None, server_url: str | None,
+                 redrive_interval_ms: int = 1000, batch_size: int = 100) -> None:
+        self.service = service
+        self.store = service.store
+        self.hub = hub
+        self.push = push
+        self.server_url = server_url
+        self.redrive_interval = redrive_interval_ms / 1000
+        self.batch_size = batch_size
+        self._inflight: dict[tuple, Message] = {}
+        self._backoff: dict[tuple, tuple[float, int]] = {}  # key -> (not before, failures)
+        self._lock = threading.Lock()
+        self._acks: "queue.Queue[Message | None]" = queue.Queue()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+        service.hooks.append(self.on_effects)
+        if hub is not None:
+            hub.on_connect.append(self.on_connect)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for target, name in ((self._redrive_loop, "redrive"), (self._ack_loop, "acks")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopped.set()
+        self._wake.set()
+        self._acks.put(None)
+        for t in self._threads:
+            t.join(timeout)
+
+    # ---- entry points -------------------------------------------------------------------------
+
+    def on_effects(self, fx: Effects) -> None:
+        if fx.debug_changed and not self.service.debug_session:
+            self._wake.set()
+        for m in fx.messages:
+            self.dispatch(m, fx.payloads.get(m.id) if m.kind == "unblock" else None)
+
+    def on_connect(self, conn: Connection) -> None:
+        """A worker connected: its group's waiting executes go out now, not at the next retry."""
+        threading.Thread(target=self.redrive, kwargs={"group": conn.group}, daemon=True).start()
+
+    def redrive(self, group: str | None = None) -> int:
+        """Dispatch undelivered outbox rows (all, or only `poll://` rows of one group)."""
+        if self.service.debug_session:
+            return 0
+        rows, promises = self.store.read(self._load_outbox)
+        now = time.monotonic()
+        sent = 0
+        for m in rows:
+            if group is not None:
+                addr = parse_address(m.address)
+                if addr is None or addr.scheme != "poll" or addr.group != group:
+                    continue
+            elif self._backoff.get(m.key, (0.0, 0))[0] > now:
+                continue
+            payload = promises.get(m.id) if m.kind == "unblock" else None
+            if m.kind == "unblock" and payload is None:
+                self._ack(m)  # the promise vanished (debug.reset); nothing to say
+                continue
+            sent += self.dispatch(m, payload)
+        return sent
+
+    def _load_outbox(self, tx: Any) -> tuple[list[Message], dict[str, dict]]:
+        rows = tx.outbox(self.batch_size * 10)
+        promises = {}
+        for m in rows:
+            if m.kind == "unblock" and m.id not in promises:
+                p = tx.get_promise(m.id)
+                if p is not None:
+                    promises[m.id] = p.wire()
+        return rows, promises
+
+    # ---- dispatch ------------------------------------------------------------------------------
+
+    def dispatch(self, m: Message, promise: dict | None = None) -> bool:
+        if self.service.debug_session:
+            return False
+        with self._lock:
+            if self._inflight.get(m.key) == m:
+                return False
+            self._inflight[m.key] = m
+        addr = parse_address(m.address)
+        if addr is None:
+            log.warning("dropping message to unparseable address %r", m.address)
+            self._ack(m)
+            return False
+        body = self._body(m, promise)
+        if addr.scheme == "poll" and self.hub is not None:
+            if self.hub.deliver(addr, body, lambda written: self._done(m, written)):
+                return True
+            if m.kind == "unblock":
+                self._ack(m)  # nobody listens: dropped, clients re-register or read (§9.4)
+            else:
+                self._release(m)  # stays queued until a matching worker connects
+            return False
+        if addr.scheme in ("http", "https") and self.push is not None:
+            self.push.send(addr.url, body, lambda ok: self._done(m, ok))
+            return True
+        log.warning("dropping message to %s: transport not enabled", m.address)
+        self._ack(m)
+        return False
+
+    def _body(self, m: Message, promise: dict | None) -> bytes:
+        if m.kind == "execute":
+            head = {"serverUrl": self.server_url} if self.server_url else {}
+            return dumps({"kind": "execute", "head": head, "data": {"task": {"id": m.id, "version": m.version}}})
+        if promise is None:
+            promise = self.store.read(lambda tx: tx.get_promise(m.id)).wire()
+        return dumps({"kind": "unblock", "head": {}, "data": {"promise": promise}})
+
+    def _done(self, m: Message, ok: bool) -> None:
+        if ok:
+            self._ack(m)
+            return
+        self._release(m)
+        with self._lock:
+            _, failures = self._backoff.get(m.key, (0.0, 0))
+            self._backoff[m.key] = (time.monotonic() + min(60.0, 0.5 * 2**failures), failures + 1)
+
+    def _release(self, m: Message) -> None:
+        with self._lock:
+            if self._inflight.get(m.key) == m:
+                del self._inflight[m.key]
+
+    def _ack(self, m: Message) -> None:
+        self._acks.put(m)
+
+    # ---- loops ---------------------------------------------------------------------------------
+
+    def _ack_loop(self) -> None:
+        """Acks of concurrent deliveries share one transaction."""
+        while True:
+            m = self._acks.get()
+            if m is None:
+                return
+            batch = [m]
+            while len(batch) < 1000:
+                try:
+                    nxt = self._acks.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._acks.put(None)
+                    break
+                batch.append(nxt)
+            try:
+                self.store.write(lambda tx: [tx.ack(x) for x in batch])
+            except Exception:
+                log.exception("acknowledging %d messages failed; they will be re-driven", len(batch))
+            finally:
+                with self._lock:
+                    for x in batch:
+                        if self._inflight.get(x.key) == x:
+                            del self._inflight[x.key]
+                        self._backoff.pop(x.key, None)
+
+    def _redrive_loop(self) -> None:
+        while not self._stopped.is_set():
+            self._wake.wait(self.redrive_interval)
+            self._wake.clear()
+            if self._stopped.is_set():
+                return
+            try:
+                self.redrive()
+            except Exception:
+                log.exception("outbox re-drive failed")

@@ -1,0 +1,36 @@
+"""HTTP push transport (§8.4.2): POST the message JSON to the address, bounded concurrency."""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import urllib3
+
+log = logging.getLogger("resonate.push")
+
+
+class HttpPush:
+    def __init__(self, concurrency: int = 256, connect_timeout_ms: int = 10000, request_timeout_ms: int = 180000) -> None:
+        self._pool = urllib3.PoolManager(num_pools=64, maxsize=concurrency, retries=False)
+        self._timeout = urllib3.Timeout(connect=connect_timeout_ms / 1000, total=request_timeout_ms / 1000)
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="push")
+
+    def send(self, url: str, body: bytes, done: Callable[[bool], None]) -> None:
+        self._executor.submit(self._post, url, body, done)
+
+    def _post(self, url: str, body: bytes, done: Callable[[bool], None]) -> None:
+        ok = False
+        try:
+            r = self._pool.request("POST", url, body=body, headers={"Content-Type": "application/json"},
+                                   timeout=self._timeout, redirect=False)
+            ok = 200 <= r.status < 300
+            if not ok:
+                log.warning("push to %s answered %s", url, r.status)
+        except Exception as e:
+            log.warning("push to %s failed: %s", url, e)
+        done(ok)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._pool.clear()

@@ -1,0 +1,181 @@
+"""Shared procedures of protocol §4: the only place that knows how state changes cascade.
+
+Every function takes a `Ctx` (the open transaction, the request's `now`, the profile and the
+effects collector). Nothing here reads the clock or does I/O beyond the transaction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from shared.records import LEASE, RETRY, TARGET, TIMER, DELAY, Effects, Message, Promise, Task
+from shared.storage.base import Tx, ordered_ids
+
+Resp = tuple[int, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    retry_timeout: int = 30000  # R
+    strict: bool = False  # strict profile (§1); compat otherwise
+    schedule_catch_up_cap: int = 1000
+
+    @property
+    def timeouts_target_only(self) -> bool:
+        """Background promise timeouts: every pending promise in compat (decision Q1), target-gated in strict."""
+        return self.strict
+
+
+@dataclass(slots=True)
+class Ctx:
+    tx: Tx
+    now: int
+    cfg: EngineConfig
+    corr_id: str = ""
+    fx: Effects = field(default_factory=Effects)
+
+
+def timeout_state(tags: dict[str, str]) -> str:
+    return "resolved" if tags.get(TIMER) == "true" else "rejected_timedout"
+
+
+def task_wire(c: Ctx, t: Task) -> dict[str, Any]:
+    return t.wire(c.tx.count_ready(t.id) if t.state != "fulfilled" else 0)
+
+
+def set_timer(c: Ctx, t: Task, kind: int | None, at: int | None, pid: str | None = None,
+              ttl: int | None = None, **changes: Any) -> Task:
+    t2 = replace(t, timer_type=kind, timer_at=at, pid=pid, ttl=ttl, **changes)
+    c.tx.update_task(t2)
+    if at is not None:
+        c.fx.add_deadline(at)
+    return t2
+
+
+def enqueue_execute(c: Ctx, task_id: str, version: int, address: str | None) -> None:
+    if address is None:
+        return
+    m = Message("execute", task_id, address, version)
+    c.tx.enqueue(m)
+    c.fx.messages.append(m)
+
+
+def timeout_promises(c: Ctx, expired: list[Promise]) -> None:
+    """The three phases of §4.2 / §7.1 step 1, in order (phase order avoids spurious resumes)."""
+    settled = []
+    for p in expired:
+        p2 = replace(p, state=timeout_state(p.tags), settled_at=p.timeout_at)
+        c.tx.update_promise(p2)
+        settled.append(p2)
+    for p in settled:
+        fulfill_task(c, p.id)
+    for p in settled:
+        resume_awaiters(c, p.id)
+        unblock_listeners(c, p)
+
+
+def lazy_timeout(c: Ctx, ids: list[str]) -> None:
+    expired = []
+    for id in ordered_ids(ids):
+        p = c.tx.get_promise(id)
+        if p is not None and p.pending and c.now >= p.timeout_at:
+            expired.append(p)
+    if expired:
+        timeout_promises(c, expired)
+
+
+def settle(c: Ctx, p: Promise, state: str, value: dict[str, Any]) -> Promise:
+    """SETTLE (§4.3); precondition: p is pending."""
+    p2 = replace(p, state=state, value=value, settled_at=c.now)
+    c.tx.update_promise(p2)
+    fulfill_task(c, p.id)
+    resume_awaiters(c, p.id)
+    unblock_listeners(c, p2)
+    return p2
+
+
+def fulfill_task(c: Ctx, id: str) -> None:
+    t = c.tx.get_task(id)
+    if t is not None and t.state != "fulfilled":
+        set_timer(c, t, None, None, state="fulfilled")
+        c.tx.delete_callbacks(id, ready_only=False)
+
+
+def resume_awaiters(c: Ctx, awaited: str) -> None:
+    for awaiter in c.tx.mark_callbacks_ready(awaited):
+        t = c.tx.get_task(awaiter)
+        if t is not None and t.state == "suspended":
+            resume(c, t)
+
+
+def resume(c: Ctx, t: Task) -> Task:
+    """RESUME: a suspended task goes back to pending and is dispatched to its promise's target."""
+    t2 = set_timer(c, t, RETRY, c.now + c.cfg.retry_timeout, state="pending")
+    p = c.tx.get_promise(t.id)
+    enqueue_execute(c, t.id, t.version, p.target if p else None)
+    return t2
+
+
+def unblock_listeners(c: Ctx, p: Promise) -> None:
+    for address in c.tx.pop_listeners(p.id):
+        m = Message("unblock", p.id, address)
+        c.tx.enqueue(m)
+        c.fx.payloads[p.id] = p.wire()
+        c.fx.messages.append(m)
+
+
+def create_promise(c: Ctx, id: str, timeout_at: int, param: dict[str, Any], tags: dict[str, str], *,
+                   lease: tuple[str, int] | None = None, fired_at: int | None = None) -> tuple[Promise, Task | None]:
+    """CREATE_PROMISE (§4.4). `lease` makes the task born acquired (task.create); `fired_at` marks a
+    schedule firing (createdAt = the instant, no delay honoured)."""
+    target = tags.get(TARGET)
+    now = c.now
+    if now >= timeout_at:
+        created = fired_at if fired_at is not None else timeout_at
+        p = Promise(id, timeout_state(tags), param, {}, tags, timeout_at, created, timeout_at)
+        c.tx.insert_promise(p)
+        task = Task(id, "fulfilled", 0) if target is not None else None
+        if task:
+            c.tx.insert_task(task)
+        return p, task
+    p = Promise(id, "pending", param, {}, tags, timeout_at, fired_at if fired_at is not None else now)
+    c.tx.insert_promise(p)
+    c.fx.add_deadline(timeout_at)
+    if target is None:
+        return p, None
+    if lease is not None:
+        pid, ttl = lease
+        task = Task(id, "acquired", 1, LEASE, now + ttl, pid, ttl)
+        c.tx.insert_task(task)
+        c.fx.add_deadline(now + ttl)
+        return p, task
+    delay = int(tags[DELAY]) if DELAY in tags and fired_at is None else None
+    if delay is not None and now < delay:
+        task = Task(id, "pending", 0, RETRY, delay)
+        c.tx.insert_task(task)
+        c.fx.add_deadline(delay)
+        return p, task
+    task = Task(id, "pending", 0, RETRY, now + c.cfg.retry_timeout)
+    c.tx.insert_task(task)
+    c.fx.add_deadline(task.timer_at)  # type: ignore[arg-type]
+    enqueue_execute(c, id, 0, target)
+    return p, task
+
+
+def acquire(c: Ctx, t: Task, pid: str, ttl: int) -> Task:
+    t2 = set_timer(c, t, LEASE, c.now + ttl, pid, ttl, state="acquired", version=t.version + 1)
+    c.tx.delete_callbacks(t.id, ready_only=True)
+    return t2
+
+
+def preload(c: Ctx, task_id: str) -> list[dict[str, Any]]:
+    """PRELOAD (§4.6): the promises sharing the task promise's branch, as stored."""
+    p = c.tx.get_promise(task_id)
+    branch = p.branch if p else None
+    if not branch:
+        return []
+    return [x.wire() for x in c.tx.promises_by_branch(branch) if x.id != task_id]
+
+
+def held(t: Task | None, version: int) -> bool:
+    return t is not None and t.state == "acquired" and t.version == version

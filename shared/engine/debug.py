@@ -1,0 +1,61 @@
+"""debug.* operations (§10)."""
+from __future__ import annotations
+
+from typing import Any
+
+from shared.engine.core import Ctx, Resp, task_wire
+from shared.engine.timeouts import process_timeouts
+from shared.requests import Req
+
+DEBUG_SESSION = "debug_session"
+
+
+def debug_start(c: Ctx, r: Req) -> Resp:
+    c.tx.set_meta(DEBUG_SESSION, "1")
+    c.fx.debug_changed = True
+    return 200, {}
+
+
+def debug_stop(c: Ctx, r: Req) -> Resp:
+    c.tx.set_meta(DEBUG_SESSION, None)
+    c.fx.debug_changed = True
+    return 200, {}
+
+
+def debug_reset(c: Ctx, r: Req) -> Resp:
+    c.tx.reset()
+    return 200, {}
+
+
+def debug_tick(c: Ctx, r: Req) -> Resp:
+    c.now = r.time
+    process_timeouts(c, target_only=True, limit=2**62)  # the reference's target-gated tick
+    return 200, []
+
+
+def debug_snap(c: Ctx, r: Req) -> Resp:
+    tx = c.tx
+    promises = tx.all_promises()
+    tasks = tx.all_tasks()
+    by_id = {p.id: p for p in promises}
+    outbox = tx.outbox()
+    executes = sorted((m for m in outbox if m.kind == "execute"), key=lambda m: m.id)
+    unblocks = sorted((m for m in outbox if m.kind == "unblock"), key=lambda m: (m.id, m.address))
+    messages: list[dict[str, Any]] = [
+        {"address": m.address,
+         "message": {"kind": "execute", "head": {}, "data": {"task": {"id": m.id, "version": m.version}}}}
+        for m in executes]
+    messages += [
+        {"address": m.address, "message": {"kind": "unblock", "head": {}, "data": {"promise": by_id[m.id].wire()}}}
+        for m in unblocks if m.id in by_id]
+    return 200, {
+        "promises": [p.wire() for p in promises],
+        "promiseTimeouts": [{"id": p.id, "timeout": p.timeout_at} for p in promises
+                            if p.pending and p.target is not None],
+        "callbacks": [{"awaiter": w, "awaited": a} for a, w, ready in tx.all_callbacks() if not ready],
+        "listeners": [{"id": p, "address": a} for p, a in tx.all_listeners()],
+        "tasks": [task_wire(c, t) for t in tasks],
+        "taskTimeouts": [{"id": t.id, "type": t.timer_type, "timeout": t.timer_at} for t in tasks
+                         if t.timer_at is not None],
+        "messages": messages,
+    }

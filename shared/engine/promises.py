@@ -1,0 +1,73 @@
+"""promise.* operations (§5.1–§5.6)."""
+from __future__ import annotations
+
+from shared.engine.core import Ctx, Resp, create_promise, lazy_timeout, resume, settle
+from shared.requests import Req
+
+
+def promise_get(c: Ctx, r: Req) -> Resp:
+    lazy_timeout(c, [r.id])
+    p = c.tx.get_promise(r.id)
+    if p is None:
+        return 404, "Promise not found"
+    return 200, {"promise": p.wire()}
+
+
+def promise_create(c: Ctx, r: Req) -> Resp:
+    d = r.create
+    lazy_timeout(c, [d.id])
+    p = c.tx.get_promise(d.id)
+    if p is None:
+        p, _ = create_promise(c, d.id, d.timeout_at, d.param, d.tags)
+    return 200, {"promise": p.wire()}
+
+
+def promise_settle(c: Ctx, r: Req) -> Resp:
+    s = r.settle
+    lazy_timeout(c, [s.id])
+    p = c.tx.get_promise(s.id)
+    if p is None:
+        return 404, "Promise not found"
+    if p.pending:
+        p = settle(c, p, s.state, s.value)
+    return 200, {"promise": p.wire()}
+
+
+def promise_register_callback(c: Ctx, r: Req) -> Resp:
+    lazy_timeout(c, [r.awaited, r.awaiter])
+    awaited = c.tx.get_promise(r.awaited)
+    if awaited is None:
+        return 404, "Awaited promise not found"
+    awaiter = c.tx.get_promise(r.awaiter)
+    if awaiter is None:
+        return 422, "Awaiter promise not found"
+    if awaiter.target is None:
+        return 422, "Awaiter promise has no resonate:target tag"
+    if awaiter.pending:
+        if awaited.pending:
+            c.tx.add_callback(awaited.id, awaiter.id, ready=False)
+        else:
+            t = c.tx.get_task(awaiter.id)
+            if t is not None and t.state == "suspended":
+                t = resume(c, t)
+            if t is not None and t.state in ("pending", "acquired"):
+                c.tx.add_callback(awaited.id, awaiter.id, ready=True)
+    return 200, {"promise": awaited.wire()}
+
+
+def promise_register_listener(c: Ctx, r: Req) -> Resp:
+    lazy_timeout(c, [r.awaited])
+    p = c.tx.get_promise(r.awaited)
+    if p is None:
+        return 404, "Awaited promise not found"
+    if p.pending:
+        c.tx.add_listener(p.id, r.address)
+    return 200, {"promise": p.wire()}
+
+
+def promise_search(c: Ctx, r: Req) -> Resp:
+    rows = c.tx.search_promises(r.state, r.tags, r.cursor, r.limit + 1)
+    out: dict = {"promises": [p.wire() for p in rows[: r.limit]]}
+    if len(rows) > r.limit:
+        out["cursor"] = rows[r.limit - 1].id
+    return 200, out

@@ -1,0 +1,56 @@
+"""schedule.* operations (§5.18–§5.21) and FIRE_SCHEDULE (§4.9)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from shared import cron
+from shared.engine.core import Ctx, Resp, create_promise
+from shared.records import BRANCH, ORIGIN, PARENT, PREFIX, SCHEDULE, Schedule
+from shared.requests import Req
+
+
+def schedule_get(c: Ctx, r: Req) -> Resp:
+    s = c.tx.get_schedule(r.id)
+    if s is None:
+        return 404, "Schedule not found"
+    return 200, {"schedule": s.wire()}
+
+
+def schedule_create(c: Ctx, r: Req) -> Resp:
+    s = c.tx.get_schedule(r.id)
+    if s is None:
+        nxt = cron.next_after(r.cron, c.now, c.cfg.strict)
+        s = Schedule(r.id, r.cron, r.promise_id, r.promise_timeout, r.promise_param, r.promise_tags, c.now, nxt)
+        c.tx.insert_schedule(s)
+        c.fx.add_deadline(nxt)
+    return 200, {"schedule": s.wire()}
+
+
+def schedule_delete(c: Ctx, r: Req) -> Resp:
+    if not c.tx.delete_schedule(r.id):
+        return 404, "Schedule not found"
+    return 200, {}
+
+
+def schedule_search(c: Ctx, r: Req) -> Resp:
+    rows = c.tx.search_schedules(r.tags, r.cursor, r.limit + 1)
+    out: dict[str, Any] = {"schedules": [s.wire() for s in rows[: r.limit]]}
+    if len(rows) > r.limit:
+        out["cursor"] = rows[r.limit - 1].id
+    return 200, out
+
+
+def fire_due(c: Ctx, s: Schedule) -> None:
+    """Fire every overdue instant of s (capped), advancing lastRunAt/nextRunAt each time (D19)."""
+    for _ in range(c.cfg.schedule_catch_up_cap):
+        if s.next_run_at > c.now:
+            break
+        fired_at = s.next_run_at
+        pid = s.promise_id.replace("{{.id}}", s.id).replace("{{.timestamp}}", str(fired_at))
+        if c.tx.get_promise(pid) is None:
+            tags = {**s.promise_tags, SCHEDULE: s.id, ORIGIN: pid, BRANCH: pid, PARENT: pid, PREFIX: pid}
+            create_promise(c, pid, fired_at + s.promise_timeout, s.promise_param, tags, fired_at=fired_at)
+        s = replace(s, last_run_at=fired_at, next_run_at=cron.next_after(s.cron, fired_at, c.cfg.strict))
+    c.tx.update_schedule(s)
+    c.fx.add_deadline(s.next_run_at)

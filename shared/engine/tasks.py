@@ -1,0 +1,174 @@
+"""task.* operations (§5.7–§5.17)."""
+from __future__ import annotations
+
+from typing import Any
+
+from shared.engine.core import (Ctx, Resp, acquire, create_promise, held, lazy_timeout, preload, set_timer,
+                                settle, task_wire, enqueue_execute)
+from shared.records import LEASE, RETRY
+from shared.protocol import VERSION
+from shared.requests import Req
+
+
+def _target(c: Ctx, id: str) -> str | None:
+    p = c.tx.get_promise(id)
+    return p.target if p else None
+
+
+def task_get(c: Ctx, r: Req) -> Resp:
+    lazy_timeout(c, [r.id])
+    t = c.tx.get_task(r.id)
+    if t is None:
+        return 404, "Task not found"
+    return 200, {"task": task_wire(c, t)}
+
+
+def task_create(c: Ctx, r: Req) -> Resp:
+    d = r.create
+    lazy_timeout(c, [d.id])
+    p = c.tx.get_promise(d.id)
+    if p is None:
+        p, t = create_promise(c, d.id, d.timeout_at, d.param, d.tags, lease=(r.pid, r.ttl))
+        assert t is not None
+        pre = preload(c, d.id) if t.state == "acquired" else []
+        return 200, {"task": task_wire(c, t), "promise": p.wire(), "preload": pre}
+    t = c.tx.get_task(d.id)
+    if t is None:
+        return 422, "The promise does not have a resonate:target tag"
+    if t.state == "fulfilled":
+        return 200, {"task": task_wire(c, t), "promise": p.wire(), "preload": []}
+    if t.state != "pending":
+        return 409, "Already exists"
+    t = acquire(c, t, r.pid, r.ttl)
+    return 200, {"task": task_wire(c, t), "promise": p.wire(), "preload": preload(c, d.id)}
+
+
+def task_acquire(c: Ctx, r: Req) -> Resp:
+    lazy_timeout(c, [r.id])
+    t = c.tx.get_task(r.id)
+    if t is None:
+        return 404, "Task not found"
+    if t.state != "pending":
+        return 409, "Task is not pending"
+    if t.version != r.version:
+        return 409, "Version mismatch"
+    t = acquire(c, t, r.pid, r.ttl)
+    p = c.tx.get_promise(r.id)
+    assert p is not None
+    return 200, {"task": task_wire(c, t), "promise": p.wire(), "preload": preload(c, r.id)}
+
+
+def task_release(c: Ctx, r: Req) -> Resp:
+    lazy_timeout(c, [r.id])
+    t = c.tx.get_task(r.id)
+    if t is None:
+        return 404, "Task not found"
+    if not held(t, r.version):
+        return 409, "Task version mismatch or invalid state"
+    set_timer(c, t, RETRY, c.now + c.cfg.retry_timeout, state="pending")
+    enqueue_execute(c, t.id, t.version, _target(c, t.id))
+    return 200, {}
+
+
+def task_fulfill(c: Ctx, r: Req) -> Resp:
+    lazy_timeout(c, [r.id])
+    t = c.tx.get_task(r.id)
+    if t is None:
+        return 404, "Task not found"
+    if not held(t, r.version):
+        return 409, "Task version mismatch or invalid state"
+    p = c.tx.get_promise(r.id)
+    assert p is not None and p.pending
+    p = settle(c, p, r.settle.state, r.settle.value)  # fulfils the task and drops its callbacks
+    return 200, {"promise": p.wire()}
+
+
+def task_suspend(c: Ctx, r: Req) -> Resp:
+    awaited = list(dict.fromkeys(r.awaited))
+    lazy_timeout(c, [r.id, *awaited])
+    t = c.tx.get_task(r.id)
+    if t is None:
+        return 404, "Task not found"
+    if not held(t, r.version):
+        return 409, "Task is not acquired or version mismatch"
+    promises = [c.tx.get_promise(a) for a in awaited]
+    if any(p is None for p in promises):
+        return 422, "Awaited promise not found"
+    c.tx.delete_callbacks(t.id, ready_only=True)
+    if all(p.pending for p in promises):  # type: ignore[union-attr]
+        for a in awaited:
+            c.tx.add_callback(a, t.id, ready=False)
+        set_timer(c, t, None, None, state="suspended")
+        return 200, {}
+    return 300, {"preload": preload(c, t.id)}
+
+
+def task_fence(c: Ctx, r: Req) -> Resp:
+    op = r.op
+    lazy_timeout(c, [r.id, op.id])
+    t = c.tx.get_task(r.id)
+    if t is None:
+        return 404, "Task not found"
+    if not held(t, r.version):
+        return 409, "Version mismatch"
+    status, data = 200, None
+    p = c.tx.get_promise(op.id)
+    if r.action_kind == "promise.create":
+        if p is None:
+            p, _ = create_promise(c, op.id, op.timeout_at, op.param, op.tags)
+        data = {"promise": p.wire()}
+    elif p is None:
+        status, data = 404, "Promise not found"
+    else:
+        if p.pending:
+            p = settle(c, p, op.state, op.value)
+        data = {"promise": p.wire()}
+    inner: dict[str, Any] = {"kind": r.action_kind,
+                             "head": {"corrId": c.corr_id, "status": status, "version": VERSION}, "data": data}
+    return 200, {"action": inner, "preload": preload(c, r.id)}
+
+
+def task_heartbeat(c: Ctx, r: Req) -> Resp:
+    if not r.tasks:  # compat C6: renew every lease the process holds
+        for t in c.tx.tasks_leased_by(r.pid):
+            set_timer(c, t, LEASE, c.now + t.ttl, t.pid, t.ttl)  # type: ignore[operator]
+        return 200, {}
+    for id, version in r.tasks:
+        if not id:
+            continue
+        t = c.tx.get_task(id)
+        if held(t, version) and t.timer_type == LEASE and t.pid == r.pid:  # type: ignore[union-attr]
+            set_timer(c, t, LEASE, c.now + t.ttl, t.pid, t.ttl)  # type: ignore[union-attr,operator,arg-type]
+    return 200, {}
+
+
+def task_halt(c: Ctx, r: Req) -> Resp:
+    lazy_timeout(c, [r.id])
+    t = c.tx.get_task(r.id)
+    if t is None:
+        return 404, "Task not found"
+    if t.state == "fulfilled":
+        return 409, "Task is fulfilled"
+    if t.state != "halted":
+        set_timer(c, t, None, None, state="halted")
+    return 200, {}
+
+
+def task_continue(c: Ctx, r: Req) -> Resp:
+    lazy_timeout(c, [r.id])
+    t = c.tx.get_task(r.id)
+    if t is None:
+        return 404, "Task not found"
+    if t.state != "halted":
+        return 409, "Task is not halted"
+    set_timer(c, t, RETRY, c.now + c.cfg.retry_timeout, state="pending")
+    enqueue_execute(c, t.id, t.version, _target(c, t.id))
+    return 200, {}
+
+
+def task_search(c: Ctx, r: Req) -> Resp:
+    rows = c.tx.search_tasks(r.state, r.cursor, r.limit + 1)
+    out: dict[str, Any] = {"tasks": [task_wire(c, t) for t in rows[: r.limit]]}
+    if len(rows) > r.limit:
+        out["cursor"] = rows[r.limit - 1].id
+    return 200, out

@@ -1,0 +1,36 @@
+"""PROCESS_TIMEOUTS (§7.1): promise timeouts, task retries, lease expiry, schedules."""
+from __future__ import annotations
+
+from shared.engine.core import Ctx, enqueue_execute, set_timer, timeout_promises
+from shared.engine.schedules import fire_due
+from shared.records import LEASE, RETRY
+
+
+def process_timeouts(c: Ctx, target_only: bool, limit: int) -> int:
+    """Apply everything due at c.now, at most `limit` rows per step; returns the rows handled.
+
+    The background loop calls it until it returns 0; `debug.tick` calls it once with no limit.
+    """
+    handled = 0
+    expired = c.tx.due_promises(c.now, target_only, limit)
+    if expired:
+        timeout_promises(c, expired)
+    handled += len(expired)
+    due = c.tx.due_tasks(c.now, limit)
+    for t in due:  # retries first, then leases (a lease expiring now yields exactly one execute)
+        if t.timer_type == RETRY and t.state == "pending":
+            set_timer(c, t, RETRY, c.now + c.cfg.retry_timeout)
+            p = c.tx.get_promise(t.id)
+            enqueue_execute(c, t.id, t.version, p.target if p else None)
+            handled += 1
+    for t in due:
+        if t.timer_type == LEASE and t.state == "acquired":
+            set_timer(c, t, RETRY, c.now + c.cfg.retry_timeout, state="pending")
+            p = c.tx.get_promise(t.id)
+            enqueue_execute(c, t.id, t.version, p.target if p else None)
+            handled += 1
+    schedules = c.tx.due_schedules(c.now, limit)
+    for s in schedules:
+        fire_due(c, s)
+    handled += len(schedules)
+    return handled

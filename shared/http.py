@@ -1,0 +1,105 @@
+"""HTTP handlers (flask), written once: the local app and the Cloud Functions both call them.
+
+`POST /` (RPC, §2.6), `GET /poll/{group}/{id}` (SSE, §9), `/health`, `/ready`, legacy 410s.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import unquote
+
+from flask import Flask, Request, Response, request
+
+from shared.delivery.hub import AtCapacity, PollHub
+from shared.protocol import dumps, response
+from shared.service import Service
+
+log = logging.getLogger("resonate.http")
+JSON = "application/json"
+LEGACY_BODY = dumps({"error": "This endpoint is no longer supported. Please update to the latest SDK."})
+_CHUNK = 1 << 16
+
+
+def read_body(req: Request, limit: int) -> bytes | None:
+    """The request body, or None when it exceeds limit (the rest is drained, never reset)."""
+    stream = req.stream
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:
+            while stream.read(_CHUNK):
+                pass
+            return None
+        parts.append(chunk)
+
+
+def rpc(service: Service, req: Request) -> Response:
+    raw = read_body(req, service.cfg.server.max_body)
+    if raw is None:
+        body = dumps(response("unknown", "0", 413, f"Request body exceeds {service.cfg.server.max_body} bytes"))
+        return Response(body, 413, mimetype=JSON)
+    status, body = service.rpc(raw)
+    return Response(body, status, mimetype=JSON)
+
+
+def poll(hub: PollHub, keepalive_ms: int, group: str, id: str) -> Response:
+    group, id = unquote(group), unquote(id)
+    if not group or not id:
+        return Response("", 404)
+    try:
+        conn = hub.register(group, id)
+    except AtCapacity:
+        return Response("Poll registration at capacity", 503, mimetype="text/plain")
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return Response(hub.stream(conn, keepalive_ms / 1000), 200, mimetype="text/event-stream", headers=headers,
+                    direct_passthrough=True)
+
+
+def health() -> Response:
+    return Response("", 200)
+
+
+def ready(service: Service) -> Response:
+    try:
+        service.store.ping()
+        return Response("", 200)
+    except Exception as e:
+        log.warning("not ready: %s", e)
+        return Response("", 503)
+
+
+def legacy(path: str = "") -> Response:
+    log.warning("legacy REST path hit: %s %s", request.method, request.path)
+    return Response(LEGACY_BODY, 410, mimetype=JSON)
+
+
+def create_app(service: Service, hub: PollHub | None) -> Flask:
+    """One flask app with every route (the local server; functions expose subsets)."""
+    app = Flask("resonate")
+    keepalive = service.cfg.transports.http_poll.keepalive_interval
+
+    app.add_url_rule("/", "rpc", lambda: rpc(service, request), methods=["POST"])
+    app.add_url_rule("/health", "health", health, methods=["GET"])
+    app.add_url_rule("/ready", "ready", lambda: ready(service), methods=["GET"])
+    if hub is not None:
+        app.add_url_rule("/poll/<group>/<id>", "poll", lambda group, id: poll(hub, keepalive, group, id),
+                         methods=["GET"])
+    for prefix in ("promises", "schedules", "tasks"):
+        app.add_url_rule(f"/{prefix}", f"legacy_{prefix}", legacy,
+                         methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+        app.add_url_rule(f"/{prefix}/<path:path>", f"legacy_{prefix}_sub", legacy,
+                         methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+
+    @app.errorhandler(404)
+    def _not_found(e: Any) -> Response:
+        return Response("", 404)
+
+    @app.errorhandler(405)
+    def _not_allowed(e: Any) -> Response:
+        return Response("", 405)
+
+    return app

@@ -1,0 +1,233 @@
+"""Envelope parsing and request decoding (protocol §2.2–§2.6, §3.8). No I/O, no state.
+
+Every check that can reject a request without reading state lives here, so a rejected request
+never opens a transaction and can never change anything.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+VERSION = "2026-04-01"
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+
+
+class Reject(Exception):
+    """A request that fails before any state is read: status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class DecodeError(Exception):
+    """A field has the wrong type or is missing (becomes 'Invalid request: <detail>')."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    kind: str
+    corr_id: str
+    head: dict[str, Any]
+    data: dict[str, Any]
+    auth: str | None
+    debug_time: int | None
+
+
+def response(kind: str, corr_id: str, status: int, data: Any) -> dict[str, Any]:
+    return {"kind": kind, "head": {"corrId": corr_id, "status": status, "version": VERSION}, "data": data}
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_KIND_RE = re.compile(rb'"kind"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_CORR_RE = re.compile(rb'"corrId"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _best_effort(raw: bytes, pattern: re.Pattern[bytes], default: str) -> str:
+    m = pattern.search(raw)
+    if not m:
+        return default
+    try:
+        value = json.loads(b'"' + m.group(1) + b'"')
+        return value if isinstance(value, str) else default
+    except ValueError:
+        return default
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and I64_MIN <= v <= I64_MAX
+
+
+def parse_envelope(raw: bytes) -> tuple[Envelope | None, dict[str, Any] | None]:
+    """Steps 1–4 of §2.6. Returns (envelope, None) or (None, error response)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        kind = _best_effort(raw, _KIND_RE, "unknown")
+        corr = _best_effort(raw, _CORR_RE, "0")
+        return None, response(kind, corr, 400, f"Invalid request envelope: {e}")
+    if not isinstance(body, dict):
+        return None, response("unknown", "0", 400, "Invalid request envelope: expected an object")
+    kind = body.get("kind")
+    head = body.get("head")
+    kind_echo = kind if isinstance(kind, str) else "unknown"
+    corr = head.get("corrId") if isinstance(head, dict) else None
+    corr_echo = corr if isinstance(corr, str) else "0"
+
+    def bad(msg: str) -> tuple[None, dict[str, Any]]:
+        return None, response(kind_echo, corr_echo, 400, msg)
+
+    if not isinstance(kind, str):
+        return bad("Invalid request envelope: missing or invalid field `kind`")
+    if not isinstance(head, dict):
+        return bad("Invalid request envelope: missing or invalid field `head`")
+    if not isinstance(corr, str):
+        return bad("Invalid request envelope: missing or invalid field `head.corrId`")
+    version = head.get("version")
+    if not isinstance(version, str):
+        return bad("Invalid request envelope: missing or invalid field `head.version`")
+    auth = head.get("auth")
+    if auth is not None and not isinstance(auth, str):
+        return bad("Invalid request envelope: invalid field `head.auth`")
+    debug_time = head.get("resonate:debug_time")
+    if debug_time is not None and not is_int(debug_time):
+        return bad("Invalid request envelope: invalid field `head.resonate:debug_time`")
+    if "data" not in body:
+        return bad("Invalid request envelope: missing field `data`")
+    if kind == "":
+        return bad("Missing or invalid 'kind' field — must be a non-empty string")
+    data = body["data"]
+    if not isinstance(data, dict):
+        return bad("Invalid 'data' field — must be an object")
+    if version != VERSION:
+        return bad(f'Unsupported protocol version \'{version}\', supported versions: ["{VERSION}"]')
+    return Envelope(kind, corr, head, data, auth, debug_time), None
+
+
+# ---- field decoders ------------------------------------------------------------------------
+
+def req_str(d: dict[str, Any], key: str) -> str:
+    v = d.get(key)
+    if v is None:
+        raise DecodeError(f"missing field `{key}`")
+    if not isinstance(v, str):
+        raise DecodeError(f"invalid type for `{key}`: expected a string")
+    return v
+
+
+def opt_str(d: dict[str, Any], key: str) -> str | None:
+    v = d.get(key)
+    if v is not None and not isinstance(v, str):
+        raise DecodeError(f"invalid type for `{key}`: expected a string")
+    return v
+
+
+def req_int(d: dict[str, Any], key: str) -> int:
+    v = d.get(key)
+    if v is None:
+        raise DecodeError(f"missing field `{key}`")
+    if not is_int(v):
+        raise DecodeError(f"invalid type for `{key}`: expected a 64-bit integer")
+    return v
+
+
+def opt_int(d: dict[str, Any], key: str) -> int | None:
+    v = d.get(key)
+    if v is not None and not is_int(v):
+        raise DecodeError(f"invalid type for `{key}`: expected a 64-bit integer")
+    return v
+
+
+def str_map(v: Any, key: str) -> dict[str, str]:
+    if v is None:
+        return {}
+    if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
+        raise DecodeError(f"invalid type for `{key}`: expected a map of strings")
+    return dict(v)
+
+
+def value(v: Any, key: str) -> dict[str, Any]:
+    """A Value (§3.1): optional `headers` map and optional `data` string; nothing else is kept."""
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise DecodeError(f"invalid type for `{key}`: expected an object")
+    out: dict[str, Any] = {}
+    if v.get("headers") is not None:
+        out["headers"] = str_map(v["headers"], f"{key}.headers")
+    if v.get("data") is not None:
+        if not isinstance(v["data"], str):
+            raise DecodeError(f"invalid type for `{key}.data`: expected a string")
+        out["data"] = v["data"]
+    return out
+
+
+def req_obj(d: dict[str, Any], key: str) -> dict[str, Any]:
+    v = d.get(key)
+    if v is None:
+        raise DecodeError(f"missing field `{key}`")
+    if not isinstance(v, dict):
+        raise DecodeError(f"invalid type for `{key}`: expected an object")
+    return v
+
+
+def enum(d: dict[str, Any], key: str, allowed: tuple[str, ...], required: bool) -> str | None:
+    v = d.get(key)
+    if v is None:
+        if required:
+            raise DecodeError(f"missing field `{key}`")
+        return None
+    if not isinstance(v, str) or v not in allowed:
+        raise DecodeError(f"invalid value for `{key}`: expected one of {', '.join(allowed)}")
+    return v
+
+
+# ---- addresses (§3.8) ------------------------------------------------------------------------
+
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.S)
+_HOST_BAD = set(" /?#@[]\\<>\"{}|^`%\t\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    scheme: str
+    cast: str = ""  # poll: "uni" or "any"
+    group: str = ""  # poll group / gcps project
+    id: str = ""  # poll id / gcps topic
+    url: str = ""
+
+
+def parse_address(addr: str) -> Address | None:
+    """Parse a delivery address; None when invalid. Poll groups keep their case."""
+    m = _SCHEME_RE.match(addr)
+    if not m:
+        return None
+    scheme, rest = m.group(1).lower(), m.group(2)
+    if scheme in ("http", "https"):
+        if not rest.startswith("//"):
+            return None
+        hostport = rest[2:].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rsplit("@", 1)[-1]
+        if not hostport or any(c in " \t\r\n" for c in addr):
+            return None
+        return Address(scheme, url=addr)
+    if scheme == "bash":
+        return Address(scheme, url=addr)
+    if not rest.startswith("//"):
+        return None
+    netloc, _, path = rest[2:].partition("/")
+    if scheme == "poll":
+        userinfo, at, group = netloc.rpartition("@")
+        if not at or userinfo not in ("uni", "any") or not group or any(c in _HOST_BAD for c in group):
+            return None
+        return Address(scheme, cast=userinfo, group=group, id=path)
+    if scheme == "gcps":
+        if not netloc or not path or any(c in _HOST_BAD for c in netloc):
+            return None
+        return Address(scheme, group=netloc, id=path)
+    return None

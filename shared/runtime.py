@@ -1,0 +1,56 @@
+"""Assembles the core from configuration: store, service, SSE hub, delivery, timer loop."""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from shared.config import Config
+from shared.delivery.hub import PollHub
+from shared.delivery.outbox import Delivery
+from shared.delivery.push import HttpPush
+from shared.service import Service
+from shared.storage.base import Store
+from shared.timers import TimerLoop
+
+log = logging.getLogger("resonate")
+
+
+def open_store(cfg: Config, offload: Callable | None = None) -> Store:
+    if cfg.storage.type == "memory":
+        from shared.storage.memory import MemoryStore
+
+        return MemoryStore()
+    from shared.storage.sqlite import SqliteStore
+
+    return SqliteStore(cfg.storage.sqlite.path, offload=offload)
+
+
+class Runtime:
+    """Everything one server process runs. `start()` launches the background loops."""
+
+    def __init__(self, cfg: Config, offload: Callable | None = None, background: bool = True) -> None:
+        self.cfg = cfg
+        self.store = open_store(cfg, offload)
+        self.service = Service(self.store, cfg)
+        t = cfg.transports
+        self.hub = PollHub(t.http_poll.max_connections, t.http_poll.buffer_size) if t.http_poll.enabled else None
+        self.push = (HttpPush(t.http_push.concurrency, t.http_push.connect_timeout, t.http_push.request_timeout)
+                     if t.http_push.enabled else None)
+        self.delivery = Delivery(self.service, self.hub, self.push, cfg.server_url,
+                                 cfg.messages.redrive_interval, cfg.messages.batch_size)
+        self.timers = TimerLoop(self.service, cfg.timeouts.max_sleep) if background else None
+
+    def start(self) -> None:
+        self.delivery.start()
+        if self.timers is not None:
+            self.timers.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.hub is not None:
+            self.hub.close_all()
+        if self.timers is not None:
+            self.timers.stop(timeout_s)
+        self.delivery.stop(timeout_s)
+        if self.push is not None:
+            self.push.close()
+        self.store.close()

@@ -1,0 +1,119 @@
+"""The storage port: what the engine needs from a database, and nothing protocol-specific.
+
+An adapter implements `Tx` (record reads/writes inside one transaction) and `Store` (runs a
+function inside a transaction). Adapters never decide what a request means: they load, save,
+query by index and order rows. Every list they return is ordered as documented here, so all
+adapters give identical results (the differential test holds them to it).
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Protocol, TypeVar
+
+from shared.records import Message, Promise, Schedule, Task
+
+T = TypeVar("T")
+
+
+class StorageError(Exception):
+    """The database failed; the request answers 500 (or 503 when retries ran out)."""
+
+
+class ReadOnlyViolation(Exception):
+    """A read transaction tried to write; the caller re-runs the function in a write transaction."""
+
+
+class Tx(Protocol):
+    # promises ------------------------------------------------------------------------------
+    def get_promise(self, id: str) -> Promise | None: ...
+    def insert_promise(self, p: Promise) -> None: ...
+    def update_promise(self, p: Promise) -> None:
+        """Persist state, value and settled_at of an existing promise."""
+    def search_promises(self, state: str | None, tags: dict[str, str], cursor: str | None, limit: int) -> list[Promise]:
+        """Promises with that state (if given) whose tags contain every pair, id > cursor, by id, at most limit."""
+    def promises_by_branch(self, branch: str) -> list[Promise]:
+        """Promises whose resonate:branch tag equals branch, by id."""
+    def due_promises(self, t: int, target_only: bool, limit: int) -> list[Promise]:
+        """Pending promises with timeout_at <= t (only those with a target if target_only), by (timeout_at, id)."""
+
+    # tasks ---------------------------------------------------------------------------------
+    def get_task(self, id: str) -> Task | None: ...
+    def insert_task(self, t: Task) -> None: ...
+    def update_task(self, t: Task) -> None: ...
+    def search_tasks(self, state: str | None, cursor: str | None, limit: int) -> list[Task]: ...
+    def due_tasks(self, t: int, limit: int) -> list[Task]:
+        """Tasks whose timer_at <= t, by (timer_at, id)."""
+    def tasks_leased_by(self, pid: str) -> list[Task]:
+        """Acquired tasks whose lease holder is pid, by id."""
+
+    # callbacks (awaited promise -> awaiter task) ------------------------------------------
+    def add_callback(self, awaited: str, awaiter: str, ready: bool) -> None:
+        """Insert the pair if absent; an existing row is left unchanged."""
+    def mark_callbacks_ready(self, awaited: str) -> list[str]:
+        """Mark every row of awaited ready; return their awaiters, by id."""
+    def delete_callbacks(self, awaiter: str, ready_only: bool) -> None: ...
+    def count_ready(self, awaiter: str) -> int: ...
+
+    # listeners -----------------------------------------------------------------------------
+    def add_listener(self, promise_id: str, address: str) -> None:
+        """Insert the pair if absent."""
+    def pop_listeners(self, promise_id: str) -> list[str]:
+        """Delete the promise's listeners; return their addresses, sorted."""
+
+    # outbox --------------------------------------------------------------------------------
+    def enqueue(self, m: Message) -> None:
+        """Execute: upsert by task id (a replaced row keeps its queue position). Unblock: insert if absent."""
+    def outbox(self, limit: int | None = None) -> list[Message]:
+        """Queued messages in queue (insertion) order."""
+    def ack(self, m: Message) -> bool:
+        """Delete the row iff it still equals m (an execute replaced meanwhile stays)."""
+
+    # schedules -----------------------------------------------------------------------------
+    def get_schedule(self, id: str) -> Schedule | None: ...
+    def insert_schedule(self, s: Schedule) -> None: ...
+    def update_schedule(self, s: Schedule) -> None: ...
+    def delete_schedule(self, id: str) -> bool: ...
+    def search_schedules(self, tags: dict[str, str], cursor: str | None, limit: int) -> list[Schedule]:
+        """Schedules whose promise_tags contain every pair, id > cursor, by id, at most limit."""
+    def due_schedules(self, t: int, limit: int) -> list[Schedule]:
+        """Schedules with next_run_at <= t, by (next_run_at, id)."""
+
+    # timers, debug, snapshots ----------------------------------------------------------------
+    def next_deadline(self, target_only: bool) -> int | None:
+        """Earliest of: pending promise timeout (with target if target_only), task timer, schedule run."""
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta(self, key: str, value: str | None) -> None: ...
+    def reset(self) -> None:
+        """Delete every promise, task, callback, listener, schedule and outbox row (not meta)."""
+    def all_promises(self) -> list[Promise]: ...
+    def all_tasks(self) -> list[Task]: ...
+    def all_callbacks(self) -> list[tuple[str, str, bool]]:
+        """(awaited, awaiter, ready) rows, by (awaiter, awaited)."""
+    def all_listeners(self) -> list[tuple[str, str]]:
+        """(promise_id, address), by (promise_id, address)."""
+
+
+class Store(Protocol):
+    name: str
+
+    def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run fn in one serialized write transaction; commit when it returns, roll back if it raises.
+
+        Concurrent callers may share one commit (group commit); each caller's effects are still
+        all-or-nothing. Returns only after the commit is durable.
+        """
+    def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run fn on a consistent read snapshot without waiting for writers.
+
+        Raises ReadOnlyViolation if fn tries to write; the caller then uses write().
+        """
+    def ping(self) -> None:
+        """Raise StorageError if the database is unreachable."""
+    def close(self) -> None: ...
+
+
+def ordered_ids(items: Iterable[str]) -> list[str]:
+    """Deduplicate, keeping first occurrence order (touch lists of §5)."""
+    seen: dict[str, None] = {}
+    for i in items:
+        seen.setdefault(i, None)
+    return list(seen)

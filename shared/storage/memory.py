@@ -1,0 +1,269 @@
+"""In-memory adapter (`dev` mode and the differential test's oracle side).
+
+One lock serializes transactions; each transaction keeps an undo log so a function that raises
+leaves nothing behind, exactly like a rolled-back database transaction.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any, Callable, TypeVar
+
+from shared.records import LEASE, Message, Promise, Schedule, Task
+from shared.storage.base import StorageError
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+class _State:
+    def __init__(self) -> None:
+        self.promises: dict[str, Promise] = {}
+        self.tasks: dict[str, Task] = {}
+        self.callbacks: dict[tuple[str, str], bool] = {}  # (awaited, awaiter) -> ready
+        self.listeners: dict[tuple[str, str], None] = {}  # (promise_id, address)
+        self.outbox: dict[tuple, tuple[int, Message]] = {}  # key -> (seq, message)
+        self.schedules: dict[str, Schedule] = {}
+        self.meta: dict[str, str] = {}
+        self.seq = itertools.count(1)
+
+
+class MemoryTx:
+    def __init__(self, st: _State, writable: bool) -> None:
+        self.st = st
+        self.writable = writable
+        self.undo: list[tuple[dict, Any, Any]] = []
+
+    def _set(self, table: dict, key: Any, value: Any) -> None:
+        if not self.writable:
+            from shared.storage.base import ReadOnlyViolation
+
+            raise ReadOnlyViolation()
+        self.undo.append((table, key, table.get(key, _MISSING)))
+        if value is _MISSING:
+            table.pop(key, None)
+        else:
+            table[key] = value
+
+    def rollback(self) -> None:
+        for table, key, old in reversed(self.undo):
+            if old is _MISSING:
+                table.pop(key, None)
+            else:
+                table[key] = old
+        self.undo.clear()
+
+    # promises
+    def get_promise(self, id: str) -> Promise | None:
+        return self.st.promises.get(id)
+
+    def insert_promise(self, p: Promise) -> None:
+        if p.id in self.st.promises:
+            raise StorageError(f"duplicate promise {p.id}")
+        self._set(self.st.promises, p.id, p)
+
+    def update_promise(self, p: Promise) -> None:
+        self._set(self.st.promises, p.id, p)
+
+    def search_promises(self, state, tags, cursor, limit):
+        out = []
+        for pid in sorted(self.st.promises):
+            if cursor is not None and pid <= cursor:
+                continue
+            p = self.st.promises[pid]
+            if state is not None and p.state != state:
+                continue
+            if any(p.tags.get(k) != v for k, v in tags.items()):
+                continue
+            out.append(p)
+            if len(out) >= limit:
+                break
+        return out
+
+    def promises_by_branch(self, branch: str) -> list[Promise]:
+        return [p for _, p in sorted(self.st.promises.items()) if p.tags.get("resonate:branch") == branch]
+
+    def due_promises(self, t: int, target_only: bool, limit: int) -> list[Promise]:
+        due = [p for p in self.st.promises.values()
+               if p.state == "pending" and p.timeout_at <= t and (not target_only or p.target is not None)]
+        due.sort(key=lambda p: (p.timeout_at, p.id))
+        return due[:limit]
+
+    # tasks
+    def get_task(self, id: str) -> Task | None:
+        return self.st.tasks.get(id)
+
+    def insert_task(self, t: Task) -> None:
+        if t.id in self.st.tasks:
+            raise StorageError(f"duplicate task {t.id}")
+        self._set(self.st.tasks, t.id, t)
+
+    def update_task(self, t: Task) -> None:
+        self._set(self.st.tasks, t.id, t)
+
+    def search_tasks(self, state, cursor, limit):
+        out = []
+        for tid in sorted(self.st.tasks):
+            if cursor is not None and tid <= cursor:
+                continue
+            t = self.st.tasks[tid]
+            if state is not None and t.state != state:
+                continue
+            out.append(t)
+            if len(out) >= limit:
+                break
+        return out
+
+    def due_tasks(self, t: int, limit: int) -> list[Task]:
+        due = [k for k in self.st.tasks.values() if k.timer_at is not None and k.timer_at <= t]
+        due.sort(key=lambda k: (k.timer_at, k.id))
+        return due[:limit]
+
+    def tasks_leased_by(self, pid: str) -> list[Task]:
+        return sorted((k for k in self.st.tasks.values()
+                       if k.state == "acquired" and k.timer_type == LEASE and k.pid == pid), key=lambda k: k.id)
+
+    # callbacks
+    def add_callback(self, awaited: str, awaiter: str, ready: bool) -> None:
+        if (awaited, awaiter) not in self.st.callbacks:
+            self._set(self.st.callbacks, (awaited, awaiter), ready)
+
+    def mark_callbacks_ready(self, awaited: str) -> list[str]:
+        awaiters = sorted(w for (a, w) in self.st.callbacks if a == awaited)
+        for w in awaiters:
+            if not self.st.callbacks[(awaited, w)]:
+                self._set(self.st.callbacks, (awaited, w), True)
+        return awaiters
+
+    def delete_callbacks(self, awaiter: str, ready_only: bool) -> None:
+        for key, ready in list(self.st.callbacks.items()):
+            if key[1] == awaiter and (ready or not ready_only):
+                self._set(self.st.callbacks, key, _MISSING)
+
+    def count_ready(self, awaiter: str) -> int:
+        return sum(1 for (a, w), r in self.st.callbacks.items() if w == awaiter and r)
+
+    # listeners
+    def add_listener(self, promise_id: str, address: str) -> None:
+        if (promise_id, address) not in self.st.listeners:
+            self._set(self.st.listeners, (promise_id, address), None)
+
+    def pop_listeners(self, promise_id: str) -> list[str]:
+        addrs = sorted(a for (p, a) in self.st.listeners if p == promise_id)
+        for a in addrs:
+            self._set(self.st.listeners, (promise_id, a), _MISSING)
+        return addrs
+
+    # outbox
+    def enqueue(self, m: Message) -> None:
+        old = self.st.outbox.get(m.key)
+        if old is None:
+            self._set(self.st.outbox, m.key, (next(self.st.seq), m))
+        elif m.kind == "execute" and old[1] != m:
+            self._set(self.st.outbox, m.key, (old[0], m))
+
+    def outbox(self, limit: int | None = None) -> list[Message]:
+        rows = sorted(self.st.outbox.values(), key=lambda r: r[0])
+        return [m for _, m in rows[:limit]]
+
+    def ack(self, m: Message) -> bool:
+        row = self.st.outbox.get(m.key)
+        if row is None or row[1] != m:
+            return False
+        self._set(self.st.outbox, m.key, _MISSING)
+        return True
+
+    # schedules
+    def get_schedule(self, id: str) -> Schedule | None:
+        return self.st.schedules.get(id)
+
+    def insert_schedule(self, s: Schedule) -> None:
+        self._set(self.st.schedules, s.id, s)
+
+    def update_schedule(self, s: Schedule) -> None:
+        self._set(self.st.schedules, s.id, s)
+
+    def delete_schedule(self, id: str) -> bool:
+        if id not in self.st.schedules:
+            return False
+        self._set(self.st.schedules, id, _MISSING)
+        return True
+
+    def search_schedules(self, tags, cursor, limit):
+        out = []
+        for sid in sorted(self.st.schedules):
+            if cursor is not None and sid <= cursor:
+                continue
+            s = self.st.schedules[sid]
+            if any(s.promise_tags.get(k) != v for k, v in tags.items()):
+                continue
+            out.append(s)
+            if len(out) >= limit:
+                break
+        return out
+
+    def due_schedules(self, t: int, limit: int) -> list[Schedule]:
+        due = sorted((s for s in self.st.schedules.values() if s.next_run_at <= t),
+                     key=lambda s: (s.next_run_at, s.id))
+        return due[:limit]
+
+    # timers, debug, snapshots
+    def next_deadline(self, target_only: bool) -> int | None:
+        cands = [p.timeout_at for p in self.st.promises.values()
+                 if p.state == "pending" and (not target_only or p.target is not None)]
+        cands += [t.timer_at for t in self.st.tasks.values() if t.timer_at is not None]
+        cands += [s.next_run_at for s in self.st.schedules.values()]
+        return min(cands) if cands else None
+
+    def get_meta(self, key: str) -> str | None:
+        return self.st.meta.get(key)
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        self._set(self.st.meta, key, _MISSING if value is None else value)
+
+    def reset(self) -> None:
+        for table in (self.st.promises, self.st.tasks, self.st.callbacks, self.st.listeners,
+                      self.st.outbox, self.st.schedules):
+            for key in list(table):
+                self._set(table, key, _MISSING)
+
+    def all_promises(self) -> list[Promise]:
+        return [p for _, p in sorted(self.st.promises.items())]
+
+    def all_tasks(self) -> list[Task]:
+        return [t for _, t in sorted(self.st.tasks.items())]
+
+    def all_callbacks(self) -> list[tuple[str, str, bool]]:
+        return sorted(((a, w, r) for (a, w), r in self.st.callbacks.items()), key=lambda c: (c[1], c[0]))
+
+    def all_listeners(self) -> list[tuple[str, str]]:
+        return sorted(self.st.listeners)
+
+
+class MemoryStore:
+    """Everything in one process's memory; lost at exit. Used by `dev`."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._st = _State()
+        self._lock = threading.RLock()
+
+    def write(self, fn: Callable[[MemoryTx], T]) -> T:
+        with self._lock:
+            tx = MemoryTx(self._st, writable=True)
+            try:
+                return fn(tx)
+            except BaseException:
+                tx.rollback()
+                raise
+
+    def read(self, fn: Callable[[MemoryTx], T]) -> T:
+        with self._lock:
+            return fn(MemoryTx(self._st, writable=False))
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
