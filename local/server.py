@@ -42,6 +42,8 @@ def serve(cfg: Config) -> int:
             return
         stopping.set()
         log.info("shutting down")
+        if rt.hub is not None:
+            rt.hub.close_all()  # end SSE streams first, so in-flight requests are all that remain
         server.stop(timeout=cfg.server.shutdown_timeout / 1000)
 
     gevent.signal_handler(signal.SIGINT, shutdown)
@@ -51,8 +53,6 @@ def serve(cfg: Config) -> int:
     try:
         server.serve_forever()
     finally:
-        if rt.hub is not None:
-            rt.hub.close_all()
         rt.stop(cfg.server.shutdown_timeout / 1000)
         log.info("stopped")
     return 0

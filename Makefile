@@ -1,0 +1,34 @@
+# Resonate for GCP — one command to serve, one to test.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTHON312 := $(shell bash .ci/find-python312)
+PORT ?= 8001
+
+.PHONY: install serve dev test test-fast bench sdk-ts clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+serve: install  ## start the server on SQLite (resonate.db) at :8001
+	$(PY) -m local serve --server-port $(PORT)
+
+dev: install  ## start the server in memory with debug operations on
+	$(PY) -m local dev --server-port $(PORT)
+
+sdk-ts:  ## Node 22 + the official TypeScript SDK for the SDK tests
+	bash tests/sdk/install_ts.sh
+
+test: install sdk-ts  ## the whole suite, every backend (what CI runs)
+	$(PY) -m pytest -q
+
+bench: install  ## benchmarks; prints ratios against baselines measured in the same run
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

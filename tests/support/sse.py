@@ -1,0 +1,58 @@
+"""A minimal SSE client for tests: a reader thread parses `data:` events into a queue."""
+from __future__ import annotations
+
+import http.client
+import json
+import queue
+import socket
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class SSE:
+    def __init__(self, url: str, timeout: float = 10, headers: dict[str, str] | None = None) -> None:
+        u = urlsplit(url)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+        self.conn.request("GET", u.path, headers={"Accept": "text/event-stream", **(headers or {})})
+        self.resp = self.conn.getresponse()
+        self.status = self.resp.status
+        self.headers = dict(self.resp.getheaders())
+        self.events: "queue.Queue[dict[str, Any]]" = queue.Queue()
+        self.raw = bytearray()
+        self.comments = 0
+        self.body = b""
+        if self.status == 200:
+            self.conn.sock.settimeout(None)
+            threading.Thread(target=self._read, daemon=True).start()
+        else:
+            self.body = self.resp.read()
+
+    def _read(self) -> None:
+        buf = b""
+        try:
+            while True:
+                chunk = self.resp.read1(65536)
+                if not chunk:
+                    return
+                self.raw += chunk
+                buf += chunk
+                while b"\n\n" in buf:
+                    event, buf = buf.split(b"\n\n", 1)
+                    if event.startswith(b"data: "):
+                        self.events.put(json.loads(event[6:]))
+                    elif event.startswith(b":"):
+                        self.comments += 1
+        except Exception:
+            pass
+
+    def next(self, timeout: float = 5.0) -> dict[str, Any]:
+        return self.events.get(timeout=timeout)
+
+    def close(self) -> None:
+        try:
+            if self.conn.sock is not None:
+                self.conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.conn.close()

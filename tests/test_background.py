@@ -1,0 +1,122 @@
+"""Background behaviour with the loops running (no debug session): timers, leases, delivery."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from tests.support.server import ServerProc
+from tests.support.sse import SSE
+
+FAR = 2**53
+
+
+@pytest.fixture
+def live(rs: ServerProc) -> ServerProc:
+    """A wiped server with its background loops running."""
+    assert rs.rpc("debug.stop", {})[0] == 200
+    yield rs
+    rs.rpc("debug.start", {})
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def wait_for(pred, timeout: float = 5.0, step: float = 0.02):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("condition not met in time")
+
+
+def snap(srv: ServerProc) -> dict:
+    return srv.rpc("debug.snap", {})[1]
+
+
+def stored(srv: ServerProc, id: str) -> dict:
+    return next(p for p in snap(srv)["promises"] if p["id"] == id)
+
+
+def test_bare_promise_times_out_in_background(live):
+    """Decision Q1: a promise without target times out without anyone touching it."""
+    t = now_ms() + 300
+    live.rpc("promise.create", {"id": "bare", "timeoutAt": t})
+    live.rpc("promise.create", {"id": "sleep", "timeoutAt": t, "tags": {"resonate:timer": "true"}})
+    wait_for(lambda: stored(live, "bare")["state"] == "rejected_timedout", 3)
+    assert stored(live, "bare")["settledAt"] == t
+    assert stored(live, "sleep")["state"] == "resolved"
+
+
+def test_awaiter_wakes_when_awaited_bare_promise_times_out(live):
+    live.rpc("promise.create", {"id": "wf", "timeoutAt": FAR, "tags": {"resonate:target": "poll://any@nobody"}})
+    status, data = live.rpc("task.acquire", {"id": "wf", "version": 0, "pid": "w", "ttl": 60000})
+    assert status == 200
+    live.rpc("promise.create", {"id": "ext", "timeoutAt": now_ms() + 200})
+    act = {"kind": "promise.register_callback", "head": {}, "data": {"awaited": "ext", "awaiter": "wf"}}
+    assert live.rpc("task.suspend", {"id": "wf", "version": 1, "actions": [act]})[0] == 200
+    wait_for(lambda: live.rpc("task.get", {"id": "wf"})[1]["task"]["state"] == "pending", 3)
+
+
+def test_expired_lease_is_redispatched_with_same_version(live):
+    sse = SSE(live.url + "/poll/lease/w1")
+    try:
+        live.rpc("promise.create", {"id": "L", "timeoutAt": FAR, "tags": {"resonate:target": "poll://any@lease"}})
+        assert sse.next()["data"]["task"] == {"id": "L", "version": 0}
+        assert live.rpc("task.acquire", {"id": "L", "version": 0, "pid": "w1", "ttl": 300})[0] == 200
+        again = sse.next()
+        assert again["kind"] == "execute" and again["data"]["task"] == {"id": "L", "version": 1}
+    finally:
+        sse.close()
+
+
+def test_cron_with_seconds_fires_in_background(live):
+    status, _ = live.rpc("schedule.create", {"id": "tick", "cron": "* * * * * *", "promiseId": "tick-{{.timestamp}}",
+                                             "promiseTimeout": 60000,
+                                             "promiseTags": {"resonate:target": "poll://any@cron"}})
+    assert status == 200
+    found = wait_for(lambda: live.rpc("promise.search", {"tags": {"resonate:schedule": "tick"}})[1]["promises"], 4)
+    assert found[0]["id"].startswith("tick-") and found[0]["tags"]["resonate:origin"] == found[0]["id"]
+    assert live.rpc("schedule.delete", {"id": "tick"})[0] == 200
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    fail_first = 2
+    bodies: list[dict] = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).bodies.append({"ct": self.headers["Content-Type"], "body": body})
+        status = 500 if len(type(self).bodies) <= type(self).fail_first else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_http_push_is_retried_until_accepted_then_leaves_outbox(live):
+    _Receiver.bodies = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/hook"
+        live.rpc("promise.create", {"id": "push", "timeoutAt": FAR, "tags": {"resonate:target": url}})
+        wait_for(lambda: len(_Receiver.bodies) >= 3, 10)
+        got = _Receiver.bodies[-1]
+        assert got["ct"] == "application/json"
+        assert got["body"]["kind"] == "execute" and got["body"]["data"]["task"] == {"id": "push", "version": 0}
+        assert got["body"]["head"]["serverUrl"].startswith("http://")
+        wait_for(lambda: snap(live)["messages"] == [], 5)
+        time.sleep(1.5)
+        assert len(_Receiver.bodies) == 3  # accepted once: no more re-drives
+    finally:
+        httpd.shutdown()
