@@ -55,7 +55,7 @@ def poll(hub: PollHub, keepalive_ms: int, group: str, id: str) -> Response:
     except AtCapacity:
         return Response("Poll registration at capacity", 503, mimetype="text/plain")
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return Response(hub.stream(conn, keepalive_ms / 1000), 200, mimetype="text/event-stream", headers=headers,
+    return Response(hub.stream(conn, keepalive_ms / 1000), 200, content_type="text/event-stream", headers=headers,
                     direct_passthrough=True)
 
 

@@ -23,11 +23,15 @@ class ReadOnlyViolation(Exception):
 
 
 class Tx(Protocol):
+    """Row access inside one transaction. `insert_*` of an existing promise/task raises
+    StorageError; `update_*` replaces the row. Limits are >= 1. Ids order by code point.
+    Records hold JSON-compatible values only."""
+
     # promises ------------------------------------------------------------------------------
     def get_promise(self, id: str) -> Promise | None: ...
     def insert_promise(self, p: Promise) -> None: ...
     def update_promise(self, p: Promise) -> None:
-        """Persist state, value and settled_at of an existing promise."""
+        """Replace the stored promise with the same id."""
     def search_promises(self, state: str | None, tags: dict[str, str], cursor: str | None, limit: int) -> list[Promise]:
         """Promises with that state (if given) whose tags contain every pair, id > cursor, by id, at most limit."""
     def promises_by_branch(self, branch: str) -> list[Promise]:
@@ -99,7 +103,8 @@ class Store(Protocol):
         """Run fn in one serialized write transaction; commit when it returns, roll back if it raises.
 
         Concurrent callers may share one commit (group commit); each caller's effects are still
-        all-or-nothing. Returns only after the commit is durable.
+        all-or-nothing. Returns only after the commit is durable. fn may run on another native
+        thread and must not call the store or block on anything but the transaction.
         """
     def read(self, fn: Callable[[Tx], T]) -> T:
         """Run fn on a consistent read snapshot without waiting for writers.

@@ -31,7 +31,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from resonate import Resonate
+from resonate.resonate import Resonate
 from resonate.retry import Never
 from resonate.types import Value
 
@@ -135,7 +135,10 @@ async def always_fails(ctx, msg):
 
 async def counted(ctx, key):
     append_line(f"counted-{key}.log", f"run {ctx.info.id} {NAME}")
-    await asyncio.sleep(2.0)
+    release = DATA / f"counted-{key}.release"
+    deadline = time.time() + 40
+    while not release.exists() and time.time() < deadline:  # the test releases us
+        await asyncio.sleep(0.05)
     return {"key": key, "token": uuid.uuid4().hex, "by": NAME}
 
 
