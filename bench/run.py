@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--conns", type=int, default=32, help="keep-alive connections per load-generator process")
     p.add_argument("--procs", type=int, default=2, help="load-generator processes (a)")
-    p.add_argument("--seconds", type=float, default=5.0, help="measurement window per throughput run (a)")
+    p.add_argument("--seconds", type=float, default=4.0, help="measurement window per throughput run (a)")
+    p.add_argument("--rounds", type=int, default=2, help="alternating /health + create runs (a)")
     p.add_argument("--samples", type=int, default=1000, help="dispatch-latency samples (b)")
     p.add_argument("--get-samples", type=int, default=1000, help="promise.get round trips, baseline of (b)")
     p.add_argument("--fill-conns", type=int, default=128,
@@ -68,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     srv = None
     try:
-        log(f"workdir {workdir} ({os.cpu_count()} CPUs)")
+        load0 = os.getloadavg()[0]
+        log(f"workdir {workdir} ({os.cpu_count()} CPUs, load average {load0:.2f})")
+        if load0 > 0.5 * (os.cpu_count() or 1):
+            log("note: the machine is already busy; throughput and tail latencies will be noisy")
         raw = commits_per_second(workdir / "raw.db")
         log(f"raw SQLite single-row commits (WAL, synchronous=FULL): {raw:,.0f}/s")
 
@@ -79,15 +83,24 @@ def main(argv: list[str] | None = None) -> int:
         log(f"server pid {pid} on :{srv.port}, RSS at start {rss0:.1f} MB")
         created = 0
 
-        # (a) throughput: the no-op route first, then promise.create, same client and concurrency
+        # (a) throughput: the no-op route and promise.create, same client and concurrency, alternated
+        # over `rounds` so that a change in the machine's load hits both alike
         conc = f"{args.procs}x{args.conns} connections"
-        health = figures.load(srv.port, "health", args.procs, args.conns, args.seconds)
-        log(f"GET /health: {health['rate']:,.0f}/s ({conc}, p50 {health['p50_ms']:.2f} ms, "
-            f"p99 {health['p99_ms']:.2f} ms, errors {health['errors']})")
-        create = figures.load(srv.port, "create", args.procs, args.conns, args.seconds)
-        created += create["created"]
-        log(f"promise.create: {create['rate']:,.0f}/s ({conc}, p50 {create['p50_ms']:.2f} ms, "
-            f"p99 {create['p99_ms']:.2f} ms, errors {create['errors']} {create['first_error']})")
+        hs, cs = [], []
+        for i in range(args.rounds):
+            h = figures.load(srv.port, "health", args.procs, args.conns, args.seconds)
+            log(f"GET /health round {i + 1}: {h['rate']:,.0f}/s ({conc}, p50 {h['p50_ms']:.2f} ms, "
+                f"p99 {h['p99_ms']:.2f} ms, errors {h['errors']} {h['first_error']})")
+            c = figures.load(srv.port, "create", args.procs, args.conns, args.seconds, prefix=f"tp{i}")
+            created += c["created"]
+            log(f"promise.create round {i + 1}: {c['rate']:,.0f}/s ({conc}, p50 {c['p50_ms']:.2f} ms, "
+                f"p99 {c['p99_ms']:.2f} ms, errors {c['errors']} {c['first_error']})")
+            hs.append(h)
+            cs.append(c)
+        health = {"rate": sum(h["ok"] for h in hs) / sum(h["seconds"] for h in hs),
+                  "errors": sum(h["errors"] for h in hs)}
+        create = {"rate": sum(c["ok"] for c in cs) / sum(c["seconds"] for c in cs),
+                  "errors": sum(c["errors"] for c in cs)}
         r_health = create["rate"] / health["rate"]
         rows.append(Row("(a) promise.create throughput", _fmt_rate(create["rate"]), "ratio >= 0.50",
                         f"GET /health {_fmt_rate(health['rate'])}", f"{r_health:.2f}",
@@ -142,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     print()
-    print(f"Resonate server benchmark (SQLite, {os.cpu_count()} CPUs, {time.perf_counter() - t_start:.0f} s)")
+    print(f"Resonate server benchmark (SQLite, {os.cpu_count()} CPUs, load average {load0:.2f} -> "
+          f"{os.getloadavg()[0]:.2f}, {time.perf_counter() - t_start:.0f} s)")
     cols = ("figure", "value", "target", "baseline (same run)", "ratio", "result")
     widths = [max(len(c), *(len(getattr(r, f)) for r in rows)) for c, f in
               zip(cols, ("name", "value", "target", "baseline", "ratio", "result"))]

@@ -46,6 +46,14 @@ def rpc(service: Service, req: Request) -> Response:
     return Response(body, status, mimetype=JSON)
 
 
+def client_socket(environ: dict[str, Any]) -> Any:
+    """The connection's socket under gunicorn or gevent's pywsgi (whose Input wraps a SocketIO)."""
+    if environ.get("gunicorn.socket") is not None:
+        return environ["gunicorn.socket"]
+    raw = getattr(getattr(environ.get("wsgi.input"), "rfile", None), "raw", None)
+    return getattr(raw, "_sock", None)
+
+
 def poll(hub: PollHub, keepalive_ms: int, group: str, id: str) -> Response:
     group, id = unquote(group), unquote(id)
     if not group or not id:
@@ -54,6 +62,9 @@ def poll(hub: PollHub, keepalive_ms: int, group: str, id: str) -> Response:
         conn = hub.register(group, id)
     except AtCapacity:
         return Response("Poll registration at capacity", 503, mimetype="text/plain")
+    sock = client_socket(request.environ)
+    if sock is not None:
+        hub.watch(conn, sock)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Response(hub.stream(conn, keepalive_ms / 1000), 200, content_type="text/event-stream", headers=headers,
                     direct_passthrough=True)

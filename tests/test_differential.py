@@ -15,7 +15,7 @@ Environment:
                            reference; e.g. "memory,sqlite,postgres")
   RESONATE_DIFF_SEED       run only this seed
   RESONATE_DIFF_SEEDS      number of seeds to run (default 5: seeds 1..N)
-  RESONATE_DIFF_MIN_STEPS  minimum steps per seed (default 1500)
+  RESONATE_DIFF_MIN_STEPS  minimum steps per seed (default 2000)
   RESONATE_DIFF_MAX_STEPS  step cap (default 20000)
   RESONATE_DIFF_POSTGRES_DSN  DSN for the postgres adapter
 """
@@ -81,7 +81,7 @@ def seeds() -> list[int]:
     return list(range(1, int(os.environ.get("RESONATE_DIFF_SEEDS", "5")) + 1))
 
 
-MIN_STEPS = int(os.environ.get("RESONATE_DIFF_MIN_STEPS", "1500"))
+MIN_STEPS = int(os.environ.get("RESONATE_DIFF_MIN_STEPS", "2000"))
 MAX_STEPS = int(os.environ.get("RESONATE_DIFF_MAX_STEPS", "20000"))
 
 # ---------------------------------------------------------------------------------- the model
@@ -293,8 +293,19 @@ class Gen:
         """(kind, head, data) of the next request; advances the clock."""
         self.step += 1
         self.advance()
-        kinds = list(self.WEIGHTS)
-        kind = self.r.choices(kinds, weights=[self.WEIGHTS[k] for k in kinds])[0]
+        weights = dict(self.WEIGHTS)
+        # a small pool goes stale once everything has settled: reset more often then
+        settled = sum(1 for p in self.snap["promises"] if p["id"] in POOL and p["state"] != "pending")
+        weights["debug.reset"] += 6 * (settled / len(POOL)) ** 3
+        kinds = list(weights)
+        kind = self.r.choices(kinds, weights=[weights[k] for k in kinds])[0]
+        # behave like workers more often than not: lease holders need something to hold
+        states = Counter(t["state"] for t in self.snap["tasks"])
+        if kind in ("task.release", "task.fulfill", "task.suspend", "task.fence") and not states["acquired"] \
+                and states["pending"] and self.chance(0.6):
+            kind = "task.acquire"
+        elif kind == "task.continue" and not states["halted"] and self.chance(0.5):
+            kind = "task.halt"
         head: dict[str, Any] = {"corrId": f"c{self.step}", "version": VERSION, "resonate:debug_time": self.clock}
         data = getattr(self, "g_" + kind.replace(".", "_"))(head)
         return kind, head, data
@@ -341,7 +352,9 @@ class Gen:
         if self.chance(0.5):
             d["state"] = self.r.choice(["pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout"])
         if self.chance(0.4):
-            d["tags"] = self.r.choice([{}, {"k": "v"}, {"resonate:target": A}, {"resonate:branch": "p0"}])
+            d["tags"] = self.r.choice([{}, {"k": "v"}, {"resonate:target": A}, {"resonate:branch": "p0"},
+                                       {"k": "v", "resonate:target": A}, {"resonate:branch": "p0", "k": "v"},
+                                       {"k": "v", "resonate:target": "http://127.0.0.1:9/hook"}])
         if self.chance(0.6):
             d["limit"] = self.r.choice([1, 2, 3, 100, 1000] + ([0, 1001] if self.chance(0.05) else []))
         if self.chance(0.3):
@@ -458,8 +471,12 @@ class Gen:
         return d
 
     # schedule.*
+    def schedule_id(self) -> str:
+        known = list(self.schedules)
+        return self.r.choice(known) if known and self.chance(0.7) else self.r.choice(SCHEDULES + [MISSING])
+
     def g_schedule_get(self, head):
-        return {"id": self.r.choice(SCHEDULES + [MISSING])}
+        return {"id": self.schedule_id()}
 
     def g_schedule_create(self, head):
         tags: dict[str, str] = {"resonate:target": self.r.choice(TARGETS)}
@@ -477,12 +494,13 @@ class Gen:
         return d
 
     def g_schedule_delete(self, head):
-        return {"id": self.r.choice(SCHEDULES + [MISSING])}
+        return {"id": self.schedule_id()}
 
     def g_schedule_search(self, head):
         d: dict[str, Any] = {}
         if self.chance(0.4):
-            d["tags"] = self.r.choice([{}, {"k": "v"}, {"resonate:target": A}])
+            d["tags"] = self.r.choice([{}, {"k": "v"}, {"resonate:target": A}, {"k": "v", "resonate:target": A},
+                                       {"k": "v", "resonate:target": "poll://any@g/w1"}])
         if self.chance(0.5):
             d["limit"] = self.r.choice([1, 2, 10])
         if self.chance(0.3):

@@ -104,6 +104,28 @@ class PollHub:
         except queue.Full:
             return False
 
+    def watch(self, conn: Connection, sock: object) -> None:
+        """Notice a client that hung up while its stream is idle: SSE clients never send after the
+        request, so end-of-file on the socket means gone. Without this, messages routed to a dead
+        connection would count as written once the kernel buffered them."""
+
+        def run() -> None:
+            try:
+                while sock.recv(4096):  # type: ignore[attr-defined]
+                    pass
+            except OSError:
+                pass
+            self.disconnect(conn)
+
+        threading.Thread(target=run, name=f"sse-watch-{conn.seq}", daemon=True).start()
+
+    def disconnect(self, conn: Connection) -> None:
+        self.unregister(conn)
+        try:
+            conn.queue.put_nowait(None)  # wake the stream so it ends now
+        except queue.Full:
+            pass
+
     def close_all(self) -> None:
         with self._lock:
             conns = [c for cs in self._groups.values() for c in cs]

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import requests
 
 from tests.support.server import VERSION
-from tests.conformance.helpers import A, T, call, create, cb_action, now_ms, ok, suspend, task_create, tags
+from tests.conformance.helpers import T, call, cb_action, create, now_ms, ok, task_create
 
 
 def raw_post(srv, body: bytes) -> requests.Response:
@@ -36,6 +35,21 @@ def env(kind, data, corr="c1", version=VERSION, **head):
 def test_s1_body_not_json(rs):
     r = raw_post(rs, b"not json")
     assert_error(r, 400, kind="unknown", corr="0")
+
+
+@pytest.mark.parametrize("body", [b"", b"[]", b"\xff\xfe"])
+def test_s1_unparseable_envelopes(rs, body):
+    assert_error(raw_post(rs, body), 400, kind="unknown", corr="0")
+
+
+def test_s1_kind_not_string(rs):
+    body = b'{"kind":5,"head":{"corrId":"c","version":"2026-04-01"},"data":{}}'
+    assert_error(raw_post(rs, body), 400, kind="unknown", corr="c")
+
+
+def test_s1_corr_not_string(rs):
+    body = b'{"kind":"promise.get","head":{"corrId":5,"version":"2026-04-01"},"data":{"id":"x"}}'
+    assert_error(raw_post(rs, body), 400, kind="promise.get", corr="0")
 
 
 def test_s2_missing_version_echoes_kind_and_corr(rs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conformance.helpers import (
-    A, R, T, create, find, get, messages_for, ok, same, settle, snap, suspend, task_create, unblock, execute,
+    A, R, T, create, find, get, messages_for, ok, settle, snap, suspend, task_create, unblock, execute,
 )
 
 

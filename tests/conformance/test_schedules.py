@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.conformance.helpers import A, T, execute, find, get, ok, snap
+from tests.conformance.helpers import A, execute, find, get, ok, snap
 
 SCHED = {"id": "s", "cron": "* * * * *", "promiseId": "{{.id}}-{{.timestamp}}", "promiseTimeout": 60_000,
          "promiseParam": {}, "promiseTags": {"resonate:target": A}}
