@@ -206,12 +206,16 @@ async def _timers(port: int, n: int, lo_ms: int, hi_ms: int, run_id: str, conns:
     t_setup = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(conns)))
     setup_s = time.perf_counter() - t_setup
+    setup_end = now_ms()
     deadline = max(timeout_at.values(), default=now_ms()) + 5000
     while now_ms() < deadline and any(pid not in arrivals for pid in timeout_at):
         await asyncio.sleep(0.05)
     await sse.close()
     late = [arrivals[pid] - t for pid, t in timeout_at.items() if pid in arrivals]
+    quiet = [arrivals[pid] - t for pid, t in timeout_at.items() if pid in arrivals and t > setup_end]
+    busy = [arrivals[pid] - t for pid, t in timeout_at.items() if pid in arrivals and t <= setup_end]
     return {"p50_ms": pct(late, 50), "p99_ms": pct(late, 99), "max_ms": max(late, default=float("nan")),
+            "during_setup": len(busy), "during_setup_p99_ms": pct(busy, 99), "after_setup_p99_ms": pct(quiet, 99),
             "min_ms": min(late, default=float("nan")), "received": len(late), "expected": len(timeout_at),
             "missed_registration": len(missed), "setup_s": setup_s, "created": n}
 
