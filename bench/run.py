@@ -148,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"server RSS after {created:,} promises: {rss:.1f} MB")
         rows.append(Row(f"(d) server RSS after {created // 1000}k promises", f"{rss:.1f} MB", "< 150 MB",
                         f"RSS at start {rss0:.1f} MB", f"{rss / rss0:.2f}", _verdict(rss < 150)))
+    except BaseException:
+        args.keep = True  # leave the evidence
+        if srv is not None:
+            print("--- server log (tail) ---\n" + srv.logs()[-3000:], file=sys.stderr)
+        raise
     finally:
         if srv is not None:
             srv.stop()

@@ -11,6 +11,9 @@ from functools import lru_cache
 from croniter import croniter
 
 
+NEVER = 2**63 - 1  # the largest instant every store can hold
+
+
 class CronError(ValueError):
     pass
 
@@ -59,5 +62,8 @@ def validate(expr: str, strict: bool = False) -> None:
 def next_after(expr: str, after_ms: int, strict: bool = False) -> int:
     """Earliest matching instant strictly later than floor(after_ms / 1000) s, in ms."""
     norm, day_or, seconds = _compile(expr, strict)
-    it = croniter(norm, after_ms // 1000, day_or=day_or, second_at_beginning=seconds)
-    return int(it.get_next(float)) * 1000
+    try:
+        it = croniter(norm, after_ms // 1000, day_or=day_or, second_at_beginning=seconds)
+        return min(int(it.get_next(float)) * 1000, NEVER)
+    except (ValueError, OverflowError, ArithmeticError):
+        return NEVER  # past year 9999: the schedule will not fire again

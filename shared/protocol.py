@@ -35,6 +35,7 @@ class Envelope:
     data: dict[str, Any]
     auth: str | None
     debug_time: int | None
+    nul: bool = False  # some string in data holds U+0000, which no SQL store keeps as text
 
 
 def response(kind: str, corr_id: str, status: int, data: Any) -> dict[str, Any]:
@@ -42,7 +43,35 @@ def response(kind: str, corr_id: str, status: int, data: Any) -> dict[str, Any]:
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate echoed back (e.g. a corrId): escape it
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(v: Any) -> bool:
+    return _any_str(v, _unencodable)
+
+
+def _unencodable(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _any_str(v: Any, bad: Any) -> bool:
+    if isinstance(v, str):
+        return bad(v)
+    if isinstance(v, dict):
+        return any(bad(k) or _any_str(x, bad) for k, x in v.items())
+    if isinstance(v, list):
+        return any(_any_str(x, bad) for x in v)
+    return False
 
 
 _KIND_RE = re.compile(rb'"kind"\s*:\s*"((?:[^"\\]|\\.)*)"')
@@ -68,7 +97,7 @@ def parse_envelope(raw: bytes) -> tuple[Envelope | None, dict[str, Any] | None]:
     """Steps 1–4 of §2.6. Returns (envelope, None) or (None, error response)."""
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         kind = _best_effort(raw, _KIND_RE, "unknown")
         corr = _best_effort(raw, _CORR_RE, "0")
         return None, response(kind, corr, 400, f"Invalid request envelope: {e}")
@@ -107,7 +136,10 @@ def parse_envelope(raw: bytes) -> tuple[Envelope | None, dict[str, Any] | None]:
         return bad("Invalid 'data' field — must be an object")
     if version != VERSION:
         return bad(f'Unsupported protocol version \'{version}\', supported versions: ["{VERSION}"]')
-    return Envelope(kind, corr, head, data, auth, debug_time), None
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):  # not storable as UTF-8
+        return bad("Invalid request envelope: strings must be valid Unicode (lone surrogate)")
+    nul = b"\\u0000" in raw and _any_str(data, lambda x: "\x00" in x)
+    return Envelope(kind, corr, head, data, auth, debug_time, nul), None
 
 
 # ---- field decoders ------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def create_data(d: dict[str, Any], strict: bool) -> CreateData:
         errors.append("TimeoutAt must be a non-negative integer")
     if DELAY in c.tags:
         raw = c.tags[DELAY]
-        if not (raw.isascii() and raw.isdigit()) or not is_int(int(raw)):
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or not is_int(int(raw)):
             errors.append("resonate:delay must be a non-negative integer")
         elif int(raw) >= c.timeout_at:
             errors.append("resonate:delay must be less than timeoutAt")

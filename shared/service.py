@@ -50,6 +50,8 @@ class Service:
                 return 400, f"Unknown operation: {kind}"
             debug_time = env.debug_time if self.cfg.debug else None
             req = decode(kind, env.data, self.cfg.strict)
+            if env.nul:
+                return 400, "Invalid request: strings must not contain NUL characters"
             if kind == "debug.tick" and debug_time is not None and debug_time != req.time:
                 return 400, "resonate:debug_time must equal data.time"
             now = debug_time if debug_time is not None else self.clock.now()

@@ -75,10 +75,16 @@ class Fuzz:
         return {"corrId": corr if corr is not None else uuid.uuid4().hex, "version": VERSION,
                 "resonate:debug_time": T}
 
-    def post(self, body: bytes, **kw: Any) -> tuple[requests.Response, Any]:
+    def post(self, body: bytes, keepalive: bool = False) -> tuple[requests.Response, Any]:
+        """One request. Fuzzing uses a fresh connection per request: over a kept-alive connection
+        every response currently stalls ~40 ms (headers and body leave in separate segments and
+        Nagle waits for the client's delayed ACK), which would blow the time budget."""
+        headers = {"Content-Type": "application/json"}
+        if not keepalive:
+            headers["Connection"] = "close"
         try:
-            r = self.http.post(self.srv.url + "/", data=body, headers={"Content-Type": "application/json"},
-                               timeout=60, **kw)
+            client = self.http if keepalive else requests  # requests.post: its own connection, then closed
+            r = client.post(self.srv.url + "/", data=body, headers=headers, timeout=60)
         except requests.RequestException as e:  # a dropped or reset connection
             pytest.fail(f"connection failed for body {body[:300]!r}: {e!r}\nserver log tail:\n{self.srv.logs()[-3000:]}")
         assert r.status_code != 500, (
@@ -95,6 +101,8 @@ class Fuzz:
         assert "data" in env, env
         if r.status_code >= 400:
             assert isinstance(env["data"], str), env
+        big = _out_of_int64(env)
+        assert big is None, f"integer outside int64 in the response (§0.1): {big}\nbody: {body[:300]!r}\n{str(env)[:800]}"
         return r, env
 
     def rpc(self, kind: str, data: Any) -> tuple[int, Any]:
@@ -160,6 +168,24 @@ class Fuzz:
         return status, env
 
 
+def _out_of_int64(v: Any, path: str = "$") -> str | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return None if I64_MIN <= v <= I64_MAX else f"{path} = {v}"
+    if isinstance(v, dict):
+        items = v.items()
+    elif isinstance(v, list):
+        items = enumerate(v)
+    else:
+        return None
+    for k, x in items:
+        found = _out_of_int64(x, f"{path}.{k}")
+        if found:
+            return found
+    return None
+
+
 @pytest.fixture(scope="module")
 def fz(server: ServerProc) -> Fuzz:
     f = Fuzz(server)
@@ -189,6 +215,10 @@ huge_ints = st.one_of(st.integers(min_value=I64_MAX + 1, max_value=2**200),
                       st.sampled_from([I64_MAX + 1, I64_MIN - 1, 10**30]))
 boundary_ints = st.one_of(st.sampled_from([0, -1, 1, I64_MAX, I64_MIN, T - 1, T, T + 1, 2**53, 2**53 + 1]),
                           st.integers(min_value=I64_MIN, max_value=I64_MAX))
+
+
+def _has_surrogate(s: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in s)
 
 
 def is_i64(v: Any) -> bool:
@@ -235,20 +265,23 @@ SCHEMA: dict[str, list[tuple[tuple, str, bool]]] = {
                        (("tags",), "map", False), (("limit",), "int", False), (("cursor",), "str", False)],
     "task.get": [(("id",), "str", True)],
     "task.create": [(("pid",), "str", True), (("ttl",), "int", True), (("action",), "obj", True),
-                    (("action", "kind"), "str", True), (("action", "data"), "obj", True)]
+                    (("action", "kind"), "str", True), (("action", "head"), "any", True),
+                    (("action", "data"), "obj", True)]
                    + [(("action", "data") + p, t, r) for p, t, r in CREATE_FIELDS],
     "task.acquire": [(("id",), "str", True), (("version",), "int", True), (("pid",), "str", True),
                      (("ttl",), "int", True)],
     "task.release": [(("id",), "str", True), (("version",), "int", True)],
     "task.fulfill": [(("id",), "str", True), (("version",), "int", True), (("action",), "obj", True),
-                     (("action", "kind"), "str", True), (("action", "data"), "obj", True)]
-                    + [(("action", "data") + p, t, r) for p, t, r in SETTLE_FIELDS if p != ("id",)],
+                     (("action", "kind"), "str", True), (("action", "head"), "any", True),
+                     (("action", "data"), "obj", True)]
+                    + [(("action", "data") + p, t, r) for p, t, r in SETTLE_FIELDS],
     "task.suspend": [(("id",), "str", True), (("version",), "int", True), (("actions",), "list", True),
                      (("actions", 0), "obj", True), (("actions", 0, "kind"), "str", True),
+                     (("actions", 0, "head"), "any", True),
                      (("actions", 0, "data"), "obj", True), (("actions", 0, "data", "awaited"), "str", True),
                      (("actions", 0, "data", "awaiter"), "str", True)],
     "task.fence": [(("id",), "str", True), (("version",), "int", True), (("action",), "obj", True),
-                   (("action", "kind"), "str", True)],
+                   (("action", "kind"), "str", True), (("action", "data"), "obj", True)],
     "task.heartbeat": [(("pid",), "str", True), (("tasks",), "list", True), (("tasks", 0), "obj", True),
                        (("tasks", 0, "id"), "str", True), (("tasks", 0, "version"), "int", True)],
     "task.halt": [(("id",), "str", True)],
@@ -263,8 +296,11 @@ SCHEMA: dict[str, list[tuple[tuple, str, bool]]] = {
     "schedule.search": [(("tags",), "map", False), (("limit",), "int", False), (("cursor",), "str", False)],
     "debug.tick": [(("time",), "int", True)],
 }
-FENCE_CREATE = [(("action", "data") + p, t, r) for p, t, r in CREATE_FIELDS if p != ("id",)]
-FENCE_SETTLE = [(("action", "data") + p, t, r) for p, t, r in SETTLE_FIELDS if p != ("id",)]
+FENCE_CREATE = [(("action", "data") + p, t, r) for p, t, r in CREATE_FIELDS]
+FENCE_SETTLE = [(("action", "data") + p, t, r) for p, t, r in SETTLE_FIELDS]
+CRON_SAMPLES = ["* * * * *", "*/5 * * * * *", "0 0 29 2 *", "0 0 31 2 *", "*/0 * * * *", "60 * * * *", "1-0 * * * *",
+                "0 0 * * 7", "0 0 * * 8", "* * * * MON-SUN", "@daily", "* * * * * * *", "* * * *", "0 0 L * *",
+                "*/99999999999999999999 * * * *", "\t* * * * *\n", "* * * * \u0661", "0 0 1 1 * 2099", "H * * * *"]
 
 
 def templates(kind: str) -> list[dict[str, Any]]:
@@ -402,6 +438,8 @@ def mutated(draw: Any) -> tuple[str, dict[str, Any], str, int | None]:
     fields = [f for f in fields if _exists(data, f[0])]
     if how == "drop":  # removing a list element is not a missing field
         fields = [f for f in fields if not isinstance(f[0][-1], int)]
+    elif how != "null":  # `head` of an action may be any JSON value, null included; it only has to be there
+        fields = [f for f in fields if f[1] != "any"]
     if not fields and how in ("wrong_type", "drop", "null", "valid_edge"):
         how = "chaos"
     if how in ("wrong_type", "drop", "null", "valid_edge"):
@@ -414,7 +452,9 @@ def mutated(draw: Any) -> tuple[str, dict[str, Any], str, int | None]:
             expect = 400 if required else None
         elif how == "null":
             set_path(data, path, None)
-            expect = 400 if required else None
+            expect = 400 if required and ty != "any" else None
+        elif path == ("cron",):
+            set_path(data, path, draw(st.one_of(st.sampled_from(CRON_SAMPLES), weird_text)))
         else:
             set_path(data, path, draw(valid_for(ty)))
         return kind, data, f"{how} {'.'.join(map(str, path))}", expect
@@ -462,7 +502,8 @@ def envelopes(draw: Any) -> tuple[bytes, str, str, int | None]:
     """Envelopes whose top level or head is broken in one or more ways: (body, kind echo, corrId echo, status)."""
     kind: Any = draw(st.sampled_from(FUZZ_KINDS + ["promise.frobnicate", "", "PROMISE.GET", "debug.", "task"]))
     data: Any = draw(st.sampled_from(templates(kind))) if kind in FUZZ_KINDS else {}
-    corr: Any = draw(st.one_of(st.just("c1"), st.just(""), weird_text))
+    # (unpaired surrogates in kind/corrId have their own pinned test below)
+    corr: Any = draw(st.one_of(st.just("c1"), st.just(""), weird_text.filter(lambda s: not _has_surrogate(s))))
     head: Any = {"corrId": corr, "version": VERSION, "resonate:debug_time": T}
     env: dict[str, Any] = {"kind": kind, "head": head, "data": data}
     broken: list[str] = []
@@ -517,9 +558,6 @@ def envelopes(draw: Any) -> tuple[bytes, str, str, int | None]:
 @SETTINGS
 @given(case=envelopes())
 @example(case=(b'{"kind":"promise.get","head":{"corrId":"c1"},"data":{"id":"x"}}', "promise.get", "c1", 400))
-@example(case=(dumps({"kind": "promise.get", "head": {"corrId": "\ud800", "version": VERSION,
-                                                      "resonate:debug_time": T}, "data": {"id": "x"}}),
-               "promise.get", "\ud800", 404))
 def test_envelope_fuzz(fz: Fuzz, case: tuple[bytes, str, str, int | None]) -> None:
     """Broken envelopes: 400 with the §2.3 echo rules; never a 500; state untouched."""
     body, kind_echo, corr_echo, expect = case
@@ -569,7 +607,8 @@ def test_raw_body_fuzz(fz: Fuzz, body: bytes) -> None:
             return  # a valid-looking envelope on the wall clock; covered by the other properties
         k = parsed.get("kind")
         corr = h.get("corrId") if isinstance(h, dict) else None
-        fz.check(body, kind=k, echo=(k if isinstance(k, str) else "unknown", corr if isinstance(corr, str) else "0"))
+        echo = (k if isinstance(k, str) else "unknown", corr if isinstance(corr, str) else "0")
+        fz.check(body, kind=k, echo=None if _has_surrogate(echo[0] + echo[1]) else echo)
 
 
 # ------------------------------------------------------------------------------- size limits
@@ -581,20 +620,21 @@ def test_body_over_limit_is_413_envelope(fz: Fuzz) -> None:
     before = fz.snap()
     pad = "A" * (11 * MIB)
     body = body_for("promise.create", {"id": "big", "timeoutAt": FAR, "param": {"data": pad}})
-    r, env = fz.post(body)
+    r, env = fz.post(body, keepalive=True)
     assert r.status_code == 413, (r.status_code, env)
     assert isinstance(env["data"], str)
     assert fz.snap() == before
     # the limit is exact: one byte over is refused too
     over = _padded_body(MAX_BODY + 1)
-    r, env = fz.post(over)
+    r, env = fz.post(over, keepalive=True)
     assert r.status_code == 413, (r.status_code, env)
     # chunked upload (no Content-Length) over the limit
-    r, env = fz.post(iter([body[i:i + MIB] for i in range(0, len(body), MIB)]))  # type: ignore[arg-type]
+    r, env = fz.post(iter([body[i:i + MIB] for i in range(0, len(body), MIB)]),  # type: ignore[arg-type]
+                     keepalive=True)
     assert r.status_code == 413, (r.status_code, env)
     assert fz.snap() == before
-    status, _ = fz.rpc("promise.get", {"id": "seed-a"})
-    assert status == 200
+    r, env = fz.post(body_for("promise.get", {"id": "seed-a"}, "after-413"), keepalive=True)  # same connection
+    assert r.status_code == 200 and env["head"]["corrId"] == "after-413", env
 
 
 def _padded_body(size: int) -> bytes:
@@ -608,9 +648,90 @@ def _padded_body(size: int) -> bytes:
 
 def test_body_exactly_at_limit_is_accepted(fz: Fuzz) -> None:
     body = _padded_body(MAX_BODY)
-    r, env = fz.post(body)
+    r, env = fz.post(body, keepalive=True)
     assert r.status_code == 200, (r.status_code, str(env)[:300])
     assert env["kind"] == "promise.create" and env["head"]["corrId"] == "c-big"
     assert len(env["data"]["promise"]["param"]["data"]) == MAX_BODY - len(
         body_for("promise.create", {"id": "big-exact", "timeoutAt": FAR, "param": {"data": ""}}, "c-big"))
     fz.seed()  # drop the 10 MiB promise again
+
+
+# ------------------------------------------------------------------------ pinned regressions
+# Inputs that once made the server fail; each must answer with a proper envelope (never 500).
+
+
+@pytest.mark.parametrize("where", ["corrId", "kind", "get id", "create id", "tag value", "param data", "cursor"])
+def test_lone_surrogate_escapes_never_500(fz: Fuzz, where: str) -> None:
+    """`"\\ud800"` is a legal JSON escape that decodes to an unpaired surrogate; it must not break
+    the response encoder, and a stored one must not poison later snapshots or searches."""
+    bad = "a\ud800"
+    kind, data, corr = "promise.get", {"id": "seed-a"}, "c-sur"
+    if where == "corrId":
+        corr = bad
+    elif where == "kind":
+        kind = bad
+    elif where == "get id":
+        data = {"id": bad}
+    elif where == "create id":
+        kind, data = "promise.create", {"id": bad, "timeoutAt": FAR}
+    elif where == "tag value":
+        kind, data = "promise.create", {"id": "sur-tag", "timeoutAt": FAR, "tags": {"k": bad}}
+    elif where == "param data":
+        kind, data = "promise.create", {"id": "sur-param", "timeoutAt": FAR, "param": {"data": bad}}
+    else:
+        kind, data = "promise.search", {"cursor": bad}
+    fz.ensure_seeded()
+    r, env = fz.post(body_for(kind, data, corr))
+    fz.dirty = True
+    assert (env["kind"], env["head"]["corrId"]) in ((kind, corr), ("unknown", "0"), (kind, "0"), ("unknown", corr)), env
+    # whatever was accepted, the state must still be readable
+    assert fz.rpc("debug.snap", {})[0] == 200
+    assert fz.rpc("promise.search", {})[0] == 200
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000,
+    b"{" * 100_000,
+    b'{"kind":"promise.get","head":{"corrId":"c","version":"2026-04-01","resonate:debug_time":1},"data":'
+    b'{"id":"x","pad":' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+], ids=["arrays", "objects", "inside-data"])
+def test_deeply_nested_json_is_400(fz: Fuzz, body: bytes) -> None:
+    fz.check(body, expect=400)
+
+
+def test_delay_with_thousands_of_digits_is_400(fz: Fuzz) -> None:
+    data = {"id": "d", "timeoutAt": FAR, "tags": {"resonate:target": A, "resonate:delay": "1" * 5000}}
+    fz.check(body_for("promise.create", data, "c-delay"), kind="promise.create", expect=400,
+             echo=("promise.create", "c-delay"))
+
+
+def test_int64_edges_never_500(fz: Fuzz) -> None:
+    """Values inside int64 whose derived timestamps are not (now + ttl, now + R, instant +
+    promiseTimeout, the next cron instant after now): any documented answer, never a 500."""
+    fz.seed()
+    fz.dirty = True
+    tg = {"resonate:target": A}
+
+    def send(kind: str, data: dict[str, Any], now: int = T) -> int:
+        corr = uuid.uuid4().hex
+        body = dumps({"kind": kind, "head": {"corrId": corr, "version": VERSION, "resonate:debug_time": now},
+                      "data": data})
+        r, env = fz.post(body)
+        assert (env["kind"], env["head"]["corrId"]) == (kind, corr), env
+        assert r.status_code in ALLOWED_STATUS[kind], (kind, data, now, r.status_code, env)
+        return r.status_code
+
+    send("task.acquire", {"id": "seed-wf", "version": 0, "pid": "w9", "ttl": I64_MAX})
+    send("task.heartbeat", {"pid": "w9", "tasks": []})
+    send("task.create", {"pid": "w9", "ttl": I64_MAX - T + 1, "action": {
+        "kind": "promise.create", "head": {}, "data": {"id": "big-ttl", "timeoutAt": FAR, "tags": tg}}})
+    send("promise.create", {"id": "late", "timeoutAt": I64_MAX, "tags": tg}, now=I64_MAX - 1)
+    send("task.release", {"id": "seed-run", "version": 1}, now=I64_MAX - 1)
+    send("schedule.create", {"id": "late-s", "cron": "* * * * *", "promiseId": "{{.id}}", "promiseTimeout": 0,
+                             "promiseTags": tg}, now=I64_MAX - 1)
+    send("schedule.create", {"id": "huge-timeout", "cron": "* * * * * *", "promiseId": "{{.id}}-{{.timestamp}}",
+                             "promiseTimeout": I64_MAX - 1000, "promiseTags": tg})
+    tick = T + 2_000
+    send("debug.tick", {"time": tick}, now=tick)
+    assert fz.rpc("debug.snap", {})[0] == 200
+    fz.seed()

@@ -226,7 +226,7 @@ class Gen:
             hi = max(self.clock, timeout_at - 1)
             t = {"resonate:target": A, "resonate:delay": str(self.r.randint(max(0, self.clock - 100), hi))}
         elif profile == "bare":
-            t = self.r.choice([{}, {"k": "v"}, {"k": "w"}])
+            t = self.r.choice([{}, {"k": "v"}, {"k": "w"}, {"k": "v\x00w"}, {"k": "\u00e9\U0001f600"}])
         elif profile == "http":
             t = {"resonate:target": "http://127.0.0.1:9/hook", "k": "v"}
         if self.chance(0.03):  # occasionally invalid: bad target, bad or misplaced delay
@@ -354,7 +354,8 @@ class Gen:
         if self.chance(0.4):
             d["tags"] = self.r.choice([{}, {"k": "v"}, {"resonate:target": A}, {"resonate:branch": "p0"},
                                        {"k": "v", "resonate:target": A}, {"resonate:branch": "p0", "k": "v"},
-                                       {"k": "v", "resonate:target": "http://127.0.0.1:9/hook"}])
+                                       {"k": "v", "resonate:target": "http://127.0.0.1:9/hook"},
+                                       {"k": "v\x00w"}, {"k": "\u00e9\U0001f600"}])
         if self.chance(0.6):
             d["limit"] = self.r.choice([1, 2, 3, 100, 1000] + ([0, 1001] if self.chance(0.05) else []))
         if self.chance(0.3):
@@ -481,7 +482,7 @@ class Gen:
     def g_schedule_create(self, head):
         tags: dict[str, str] = {"resonate:target": self.r.choice(TARGETS)}
         if self.chance(0.4):
-            tags["k"] = "v"
+            tags["k"] = self.r.choice(["v", "v", "v\x00w"])
         d: dict[str, Any] = {"id": self.r.choice(SCHEDULES), "cron": self.r.choice(CRONS),
                              "promiseId": self.r.choice(TEMPLATES),
                              "promiseTimeout": self.r.choice([0, 1_000, 10_000, 120_000]),
@@ -500,7 +501,7 @@ class Gen:
         d: dict[str, Any] = {}
         if self.chance(0.4):
             d["tags"] = self.r.choice([{}, {"k": "v"}, {"resonate:target": A}, {"k": "v", "resonate:target": A},
-                                       {"k": "v", "resonate:target": "poll://any@g/w1"}])
+                                       {"k": "v", "resonate:target": "poll://any@g/w1"}, {"k": "v\x00w"}])
         if self.chance(0.5):
             d["limit"] = self.r.choice([1, 2, 10])
         if self.chance(0.3):

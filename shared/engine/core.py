@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.records import LEASE, RETRY, TARGET, TIMER, DELAY, Effects, Message, Promise, Task
+from shared.protocol import I64_MAX
 from shared.storage.base import Tx, ordered_ids
 
 Resp = tuple[int, Any]
@@ -33,6 +34,14 @@ class Ctx:
     cfg: EngineConfig
     corr_id: str = ""
     fx: Effects = field(default_factory=Effects)
+
+    def after(self, ms: int) -> int:
+        """now + ms, saturated to the 64-bit range that every store can hold."""
+        return sat(self.now + ms)
+
+
+def sat(t: int) -> int:
+    return min(t, I64_MAX)
 
 
 def timeout_state(tags: dict[str, str]) -> str:
@@ -110,7 +119,7 @@ def resume_awaiters(c: Ctx, awaited: str) -> None:
 
 def resume(c: Ctx, t: Task) -> Task:
     """RESUME: a suspended task goes back to pending and is dispatched to its promise's target."""
-    t2 = set_timer(c, t, RETRY, c.now + c.cfg.retry_timeout, state="pending")
+    t2 = set_timer(c, t, RETRY, c.after(c.cfg.retry_timeout), state="pending")
     p = c.tx.get_promise(t.id)
     enqueue_execute(c, t.id, t.version, p.target if p else None)
     return t2
@@ -145,9 +154,9 @@ def create_promise(c: Ctx, id: str, timeout_at: int, param: dict[str, Any], tags
         return p, None
     if lease is not None:
         pid, ttl = lease
-        task = Task(id, "acquired", 1, LEASE, now + ttl, pid, ttl)
+        task = Task(id, "acquired", 1, LEASE, c.after(ttl), pid, ttl)
         c.tx.insert_task(task)
-        c.fx.add_deadline(now + ttl)
+        c.fx.add_deadline(task.timer_at)  # type: ignore[arg-type]
         return p, task
     delay = int(tags[DELAY]) if DELAY in tags and fired_at is None else None
     if delay is not None and now < delay:
@@ -155,7 +164,7 @@ def create_promise(c: Ctx, id: str, timeout_at: int, param: dict[str, Any], tags
         c.tx.insert_task(task)
         c.fx.add_deadline(delay)
         return p, task
-    task = Task(id, "pending", 0, RETRY, now + c.cfg.retry_timeout)
+    task = Task(id, "pending", 0, RETRY, c.after(c.cfg.retry_timeout))
     c.tx.insert_task(task)
     c.fx.add_deadline(task.timer_at)  # type: ignore[arg-type]
     enqueue_execute(c, id, 0, target)
@@ -163,7 +172,7 @@ def create_promise(c: Ctx, id: str, timeout_at: int, param: dict[str, Any], tags
 
 
 def acquire(c: Ctx, t: Task, pid: str, ttl: int) -> Task:
-    t2 = set_timer(c, t, LEASE, c.now + ttl, pid, ttl, state="acquired", version=t.version + 1)
+    t2 = set_timer(c, t, LEASE, c.after(ttl), pid, ttl, state="acquired", version=t.version + 1)
     c.tx.delete_callbacks(t.id, ready_only=True)
     return t2
 

@@ -5,7 +5,7 @@ from dataclasses import replace
 from typing import Any
 
 from shared import cron
-from shared.engine.core import Ctx, Resp, create_promise
+from shared.engine.core import Ctx, Resp, create_promise, sat
 from shared.records import BRANCH, ORIGIN, PARENT, PREFIX, SCHEDULE, Schedule
 from shared.requests import Req
 
@@ -50,7 +50,7 @@ def fire_due(c: Ctx, s: Schedule) -> None:
         pid = s.promise_id.replace("{{.id}}", s.id).replace("{{.timestamp}}", str(fired_at))
         if c.tx.get_promise(pid) is None:
             tags = {**s.promise_tags, SCHEDULE: s.id, ORIGIN: pid, BRANCH: pid, PARENT: pid, PREFIX: pid}
-            create_promise(c, pid, fired_at + s.promise_timeout, s.promise_param, tags, fired_at=fired_at)
+            create_promise(c, pid, sat(fired_at + s.promise_timeout), s.promise_param, tags, fired_at=fired_at)
         s = replace(s, last_run_at=fired_at, next_run_at=cron.next_after(s.cron, fired_at, c.cfg.strict))
     c.tx.update_schedule(s)
     c.fx.add_deadline(s.next_run_at)

@@ -65,7 +65,7 @@ def task_release(c: Ctx, r: Req) -> Resp:
         return 404, "Task not found"
     if not held(t, r.version):
         return 409, "Task version mismatch or invalid state"
-    set_timer(c, t, RETRY, c.now + c.cfg.retry_timeout, state="pending")
+    set_timer(c, t, RETRY, c.after(c.cfg.retry_timeout), state="pending")
     enqueue_execute(c, t.id, t.version, _target(c, t.id))
     return 200, {}
 
@@ -131,14 +131,14 @@ def task_fence(c: Ctx, r: Req) -> Resp:
 def task_heartbeat(c: Ctx, r: Req) -> Resp:
     if not r.tasks:  # compat C6: renew every lease the process holds
         for t in c.tx.tasks_leased_by(r.pid):
-            set_timer(c, t, LEASE, c.now + t.ttl, t.pid, t.ttl)  # type: ignore[operator]
+            set_timer(c, t, LEASE, c.after(t.ttl), t.pid, t.ttl)  # type: ignore[operator]
         return 200, {}
     for id, version in r.tasks:
         if not id:
             continue
         t = c.tx.get_task(id)
         if held(t, version) and t.timer_type == LEASE and t.pid == r.pid:  # type: ignore[union-attr]
-            set_timer(c, t, LEASE, c.now + t.ttl, t.pid, t.ttl)  # type: ignore[union-attr,operator,arg-type]
+            set_timer(c, t, LEASE, c.after(t.ttl), t.pid, t.ttl)  # type: ignore[union-attr,operator,arg-type]
     return 200, {}
 
 
@@ -161,7 +161,7 @@ def task_continue(c: Ctx, r: Req) -> Resp:
         return 404, "Task not found"
     if t.state != "halted":
         return 409, "Task is not halted"
-    set_timer(c, t, RETRY, c.now + c.cfg.retry_timeout, state="pending")
+    set_timer(c, t, RETRY, c.after(c.cfg.retry_timeout), state="pending")
     enqueue_execute(c, t.id, t.version, _target(c, t.id))
     return 200, {}
 

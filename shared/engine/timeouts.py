@@ -19,13 +19,13 @@ def process_timeouts(c: Ctx, target_only: bool, limit: int) -> int:
     due = c.tx.due_tasks(c.now, limit)
     for t in due:  # retries first, then leases (a lease expiring now yields exactly one execute)
         if t.timer_type == RETRY and t.state == "pending":
-            set_timer(c, t, RETRY, c.now + c.cfg.retry_timeout)
+            set_timer(c, t, RETRY, c.after(c.cfg.retry_timeout))
             p = c.tx.get_promise(t.id)
             enqueue_execute(c, t.id, t.version, p.target if p else None)
             handled += 1
     for t in due:
         if t.timer_type == LEASE and t.state == "acquired":
-            set_timer(c, t, RETRY, c.now + c.cfg.retry_timeout, state="pending")
+            set_timer(c, t, RETRY, c.after(c.cfg.retry_timeout), state="pending")
             p = c.tx.get_promise(t.id)
             enqueue_execute(c, t.id, t.version, p.target if p else None)
             handled += 1
