@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 
 import gevent
 from gevent.pywsgi import WSGIServer
@@ -17,6 +18,17 @@ from shared.http import create_app
 from shared.runtime import Runtime
 
 log = logging.getLogger("resonate")
+
+
+class Server(WSGIServer):
+    """pywsgi with TCP_NODELAY: small responses must not wait for the peer's delayed ACK."""
+
+    def handle(self, sock: socket.socket, address: tuple) -> None:  # type: ignore[override]
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        super().handle(sock, address)
 
 
 def serve(cfg: Config) -> int:
@@ -30,7 +42,7 @@ def serve(cfg: Config) -> int:
         log.error("Fatal: failed to open storage: %s", e)
         return 1
     app = create_app(rt.service, rt.hub)
-    server = WSGIServer((cfg.server.bind.strip("[]"), cfg.server.port), app, log=None, error_log=log)
+    server = Server((cfg.server.bind.strip("[]"), cfg.server.port), app, log=None, error_log=log)
     where = cfg.storage.sqlite.path if cfg.storage.type == "sqlite" else "in memory"
     log.info("Resonate server listening on http://%s:%d (storage %s: %s, debug %s, profile %s)",
              cfg.server.bind, cfg.server.port, cfg.storage.type, where, "on" if cfg.debug else "off", cfg.profile)

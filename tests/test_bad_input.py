@@ -33,9 +33,10 @@ A = "poll://any@g"
 MIB = 1024 * 1024
 MAX_BODY = 10 * MIB
 
-SETTINGS = settings(max_examples=300, deadline=None, database=None, print_blob=True,
+SETTINGS = settings(max_examples=200, deadline=None, database=None, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
+DATA_SETTINGS = settings(SETTINGS, max_examples=300)
 
 KINDS = (
     "promise.get", "promise.create", "promise.settle", "promise.register_callback",
@@ -119,6 +120,10 @@ class Fuzz:
     def snap(self) -> dict[str, Any]:
         return self.ok("debug.snap", {})
 
+    def state(self) -> dict[str, Any]:
+        """Everything observable: the snapshot plus the schedules (which debug.snap leaves out)."""
+        return {**self.snap(), "schedules": self.ok("schedule.search", {"limit": 1000})["schedules"]}
+
     def seed(self) -> None:
         """Wipe and seed a little state of every sort: tasks in each state, callback, listener, schedule."""
         self.ok("debug.start", {})
@@ -149,7 +154,7 @@ class Fuzz:
               echo: tuple[str, str] | None = None) -> tuple[int, Any]:
         """Send body; check status, echo, and that a 4xx leaves the snapshot unchanged."""
         self.ensure_seeded()
-        before = self.snap()
+        before = self.state()
         r, env = self.post(body)
         status = r.status_code
         if echo is not None:
@@ -161,7 +166,7 @@ class Fuzz:
         if expect is not None:
             assert status == expect, f"expected {expect}, got {status}: {env}\nbody: {body[:600]!r}"
         if 400 <= status < 500:
-            after = self.snap()
+            after = self.state()
             assert after == before, f"rejected request ({status}) changed state: {body[:600]!r}\n{env}"
         elif not (isinstance(kind, str) and kind in READ_ONLY):
             self.dirty = True
@@ -479,7 +484,7 @@ def body_for(kind: Any, data: Any, corr: Any = "c") -> bytes:
 # ------------------------------------------------------------------------------- properties
 
 
-@SETTINGS
+@DATA_SETTINGS
 @given(case=mutated())
 @example(case=("promise.create", {"id": "x", "timeoutAt": FAR, "tags": {"resonate:target": A,
                                                                     "resonate:delay": "1" * 5000}},
@@ -617,13 +622,13 @@ def test_raw_body_fuzz(fz: Fuzz, body: bytes) -> None:
 def test_body_over_limit_is_413_envelope(fz: Fuzz) -> None:
     """11 MiB -> 413 with a JSON envelope; the connection survives and the next request works."""
     fz.ensure_seeded()
-    before = fz.snap()
+    before = fz.state()
     pad = "A" * (11 * MIB)
     body = body_for("promise.create", {"id": "big", "timeoutAt": FAR, "param": {"data": pad}})
     r, env = fz.post(body, keepalive=True)
     assert r.status_code == 413, (r.status_code, env)
     assert isinstance(env["data"], str)
-    assert fz.snap() == before
+    assert fz.state() == before
     # the limit is exact: one byte over is refused too
     over = _padded_body(MAX_BODY + 1)
     r, env = fz.post(over, keepalive=True)
@@ -632,7 +637,7 @@ def test_body_over_limit_is_413_envelope(fz: Fuzz) -> None:
     r, env = fz.post(iter([body[i:i + MIB] for i in range(0, len(body), MIB)]),  # type: ignore[arg-type]
                      keepalive=True)
     assert r.status_code == 413, (r.status_code, env)
-    assert fz.snap() == before
+    assert fz.state() == before
     r, env = fz.post(body_for("promise.get", {"id": "seed-a"}, "after-413"), keepalive=True)  # same connection
     assert r.status_code == 200 and env["head"]["corrId"] == "after-413", env
 
@@ -653,7 +658,7 @@ def test_body_exactly_at_limit_is_accepted(fz: Fuzz) -> None:
     assert env["kind"] == "promise.create" and env["head"]["corrId"] == "c-big"
     assert len(env["data"]["promise"]["param"]["data"]) == MAX_BODY - len(
         body_for("promise.create", {"id": "big-exact", "timeoutAt": FAR, "param": {"data": ""}}, "c-big"))
-    fz.seed()  # drop the 10 MiB promise again
+    fz.dirty = True  # the next test starts from fresh seeds (without the 10 MiB promise)
 
 
 # ------------------------------------------------------------------------ pinned regressions
@@ -734,4 +739,29 @@ def test_int64_edges_never_500(fz: Fuzz) -> None:
     tick = T + 2_000
     send("debug.tick", {"time": tick}, now=tick)
     assert fz.rpc("debug.snap", {})[0] == 200
+
+
+def test_very_long_ids(fz: Fuzz) -> None:
+    """A 1 MiB id is just a string: stored and found again, or rejected with a 4xx; never a 500."""
     fz.seed()
+    fz.dirty = True
+    big = "i" * MIB
+    for kind, data in [("promise.create", {"id": big, "timeoutAt": FAR, "tags": {"resonate:target": A}}),
+                       ("promise.get", {"id": big}),
+                       ("task.get", {"id": big}),
+                       ("promise.register_listener", {"awaited": big, "address": "poll://uni@g/" + big}),
+                       ("task.acquire", {"id": big, "version": 0, "pid": big, "ttl": 1000}),
+                       ("task.heartbeat", {"pid": big, "tasks": []}),
+                       ("promise.search", {"cursor": big}),
+                       ("schedule.create", {"id": big, "cron": "* * * * *", "promiseId": big + "{{.timestamp}}",
+                                            "promiseTimeout": 1000, "promiseTags": {"resonate:target": A}}),
+                       ("schedule.get", {"id": big}),
+                       ("debug.tick", {"time": T + 120_000})]:
+        corr = uuid.uuid4().hex
+        now = T + 120_000 if kind == "debug.tick" else T
+        body = dumps({"kind": kind, "head": {"corrId": corr, "version": VERSION, "resonate:debug_time": now},
+                      "data": data})
+        r, env = fz.post(body)
+        assert (env["kind"], env["head"]["corrId"]) == (kind, corr), env
+        assert r.status_code in ALLOWED_STATUS[kind], (kind, r.status_code, str(env)[:300])
+    assert fz.rpc("debug.snap", {})[0] == 200

@@ -15,7 +15,7 @@ Environment:
                            reference; e.g. "memory,sqlite,postgres")
   RESONATE_DIFF_SEED       run only this seed
   RESONATE_DIFF_SEEDS      number of seeds to run (default 5: seeds 1..N)
-  RESONATE_DIFF_MIN_STEPS  minimum steps per seed (default 2000)
+  RESONATE_DIFF_MIN_STEPS  minimum steps per seed (default 3000)
   RESONATE_DIFF_MAX_STEPS  step cap (default 20000)
   RESONATE_DIFF_POSTGRES_DSN  DSN for the postgres adapter
 """
@@ -81,7 +81,7 @@ def seeds() -> list[int]:
     return list(range(1, int(os.environ.get("RESONATE_DIFF_SEEDS", "5")) + 1))
 
 
-MIN_STEPS = int(os.environ.get("RESONATE_DIFF_MIN_STEPS", "2000"))
+MIN_STEPS = int(os.environ.get("RESONATE_DIFF_MIN_STEPS", "3000"))
 MAX_STEPS = int(os.environ.get("RESONATE_DIFF_MAX_STEPS", "20000"))
 
 # ---------------------------------------------------------------------------------- the model
@@ -382,7 +382,7 @@ class Gen:
     def g_task_acquire(self, head):
         id = self.task_id(("pending",))
         return {"id": id, "version": self.version_for(id), "pid": self.r.choice(PIDS),
-                "ttl": self.r.choice([1, 500, 5_000, 30_000, 60_000])}
+                "ttl": self.r.choice([1, 500, 5_000, 30_000, 60_000]) if self.chance(0.98) else I64_MAX}
 
     def g_task_release(self, head):
         id = self.task_id(("acquired",))
@@ -485,7 +485,7 @@ class Gen:
             tags["k"] = self.r.choice(["v", "v", "v\x00w"])
         d: dict[str, Any] = {"id": self.r.choice(SCHEDULES), "cron": self.r.choice(CRONS),
                              "promiseId": self.r.choice(TEMPLATES),
-                             "promiseTimeout": self.r.choice([0, 1_000, 10_000, 120_000]),
+                             "promiseTimeout": self.r.choice([0, 1_000, 10_000, 120_000] + [I64_MAX] * self.chance(0.05)),
                              "promiseTags": tags}
         if self.chance(0.5):
             d["promiseParam"] = self.value() or {}
@@ -589,8 +589,11 @@ def check_invariants(snap: dict[str, Any], prev: dict[str, Any] | None, reset: b
         if p["state"] == "rejected_timedout" and (p.get("settledAt") != p["timeoutAt"]
                                                   or p["tags"].get("resonate:timer") == "true"):
             errs.append(f"P-4 {id}: {p}")
-        if not pending and p.get("settledAt") == p["timeoutAt"] and p["state"] not in ("resolved", "rejected_timedout"):
-            pass  # settled explicitly at the last instant before the deadline is impossible (now < timeoutAt)
+        if not pending and p.get("settledAt") == p["timeoutAt"]:
+            # an explicit settle needs now < timeoutAt (the lazy timeout wins at equality), so this was a timeout
+            want = "resolved" if p["tags"].get("resonate:timer") == "true" else "rejected_timedout"
+            if p["state"] != want or p["value"] != {}:
+                errs.append(f"P-5 {id}: settled at timeoutAt as {p['state']} value {p['value']}")
         if target != (id in tasks):
             errs.append(f"P-6 {id}: target {target} task {id in tasks}")
         if (pending and target) != (id in ptos):
@@ -685,6 +688,36 @@ def check_invariants(snap: dict[str, Any], prev: dict[str, Any] | None, reset: b
 
 # ---------------------------------------------------------------------------------- the run
 
+INTERACTIONS = ("resume", "lease_expiry", "schedule_fired", "tick_timeout", "lazy_timeout", "timer_resolved",
+                "halted_then_fulfilled", "ready_callback")
+
+
+def interactions(prev: dict[str, Any], snap: dict[str, Any], kind: str) -> set[str]:
+    """Which interesting transitions this step produced (the run must see each at least once)."""
+    seen = set()
+    old_t = {t["id"]: t for t in prev["tasks"]}
+    for t in snap["tasks"]:
+        o = old_t.get(t["id"])
+        if o and o["state"] == "suspended" and t["state"] == "pending":
+            seen.add("resume")
+        if o and o["state"] == "acquired" and t["state"] == "pending" and kind == "debug.tick":
+            seen.add("lease_expiry")
+        if o and o["state"] == "halted" and t["state"] == "fulfilled":
+            seen.add("halted_then_fulfilled")
+        if t["resumes"] > 0:
+            seen.add("ready_callback")
+    old_p = {p["id"]: p for p in prev["promises"]}
+    for p in snap["promises"]:
+        o = old_p.get(p["id"])
+        if o is None and "resonate:schedule" in p["tags"]:
+            seen.add("schedule_fired")
+        if o and o["state"] == "pending" and p["state"] != "pending" and p.get("settledAt") == p["timeoutAt"]:
+            seen.add("tick_timeout" if kind == "debug.tick" else "lazy_timeout")
+            if p["state"] == "resolved":
+                seen.add("timer_resolved")
+    return seen
+
+
 
 def first_diff(a: Any, b: Any, path: str = "$") -> str:
     if type(a) is not type(b):
@@ -771,6 +804,7 @@ def run_seed(seed: int, tmp: Path) -> dict[str, Any]:
     gen = Gen(rnd)
     run = Run(seed, tmp)
     succeeded: set[str] = set()
+    covered: set[str] = set()
     statuses: Counter = Counter()
     try:
         for kind in ("debug.start", "debug.reset"):
@@ -798,13 +832,17 @@ def run_seed(seed: int, tmp: Path) -> dict[str, Any]:
             if errs:
                 run.fail("invariant violations after " + json.dumps(env, ensure_ascii=False)[:800] + ":\n  "
                          + "\n  ".join(errs[:20]))
+            covered |= interactions(prev, snap, kind)
             gen.observe(kind, status, out, snap, data)
             prev = snap
-            if step >= MIN_STEPS and len(succeeded) == len(ALL_KINDS):
+            if step >= MIN_STEPS and len(succeeded) == len(ALL_KINDS) and len(covered) == len(INTERACTIONS):
                 break
         missing = sorted(set(ALL_KINDS) - succeeded)
         if missing:
             run.fail(f"after {step} steps these kinds never succeeded: {missing}")
+        unexercised = sorted(set(INTERACTIONS) - covered)
+        if unexercised:
+            run.fail(f"after {step} steps the generator never produced: {unexercised}")
         return {"steps": step, "statuses": statuses, "clock": gen.clock - T0}
     finally:
         run.close()

@@ -90,6 +90,9 @@ class PollHub:
         live = [c for c in conns if not c.closed]
         return random.choice(live) if live else None
 
+    def has_group(self, group: str) -> bool:
+        return bool(self._groups.get(group))
+
     def has_receiver(self, addr: Address) -> bool:
         return self.pick(addr) is not None
 

@@ -70,18 +70,27 @@ class Delivery:
         threading.Thread(target=self.redrive, kwargs={"group": conn.group}, daemon=True).start()
 
     def redrive(self, group: str | None = None) -> int:
-        """Dispatch undelivered outbox rows (all, or only `poll://` rows of one group)."""
+        """Dispatch undelivered outbox rows (all, or only `poll://` rows of one group).
+
+        The periodic pass skips `poll://` rows whose group has no connection at all: they wait
+        for `on_connect`, which re-drives exactly that group.
+        """
         if self.service.debug_session:
             return 0
         rows, promises = self.store.read(self._load_outbox)
         now = time.monotonic()
         sent = 0
         for m in rows:
+            if m.key in self._inflight:
+                continue
+            addr = parse_address(m.address)
             if group is not None:
-                addr = parse_address(m.address)
                 if addr is None or addr.scheme != "poll" or addr.group != group:
                     continue
             elif self._backoff.get(m.key, (0.0, 0))[0] > now:
+                continue
+            elif addr is not None and addr.scheme == "poll" and self.hub is not None and m.kind == "execute" \
+                    and not self.hub.has_group(addr.group):
                 continue
             payload = promises.get(m.id) if m.kind == "unblock" else None
             if m.kind == "unblock" and payload is None:
@@ -146,6 +155,7 @@ class Delivery:
         with self._lock:
             _, failures = self._backoff.get(m.key, (0.0, 0))
             self._backoff[m.key] = (time.monotonic() + min(60.0, 0.5 * 2**failures), failures + 1)
+        self._wake.set()  # re-plan the loop's sleep around this retry
 
     def _release(self, m: Message) -> None:
         with self._lock:
@@ -185,12 +195,20 @@ class Delivery:
                         self._backoff.pop(x.key, None)
 
     def _redrive_loop(self) -> None:
+        """Re-drive undelivered rows; passes that find nothing to send back off (up to 30 s)."""
+        idle = 0
         while not self._stopped.is_set():
-            self._wake.wait(self.redrive_interval)
+            wait = min(30.0, self.redrive_interval * 2**idle)
+            with self._lock:
+                retry_at = min((nb for nb, _ in self._backoff.values()), default=None)
+            if retry_at is not None:
+                wait = max(0.0, min(wait, retry_at - time.monotonic()))
+            if self._wake.wait(wait):
+                idle = 0
             self._wake.clear()
             if self._stopped.is_set():
                 return
             try:
-                self.redrive()
+                idle = 0 if self.redrive() else min(idle + 1, 8)
             except Exception:
                 log.exception("outbox re-drive failed")
