@@ -1,0 +1,305 @@
+"""SQLite schema, migrations and the `Tx` implementation: every statement the adapter runs.
+
+Results must equal `MemoryStore`'s for every `Tx` method (the differential test checks it).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from shared.records import BRANCH, LEASE, TARGET, Message, Promise, Schedule, Task
+from shared.storage.base import ReadOnlyViolation, StorageError
+
+BUSY_TIMEOUT_MS = 5000
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode  # prebuilt: json.dumps(**kw) builds one per call
+_loads = json.loads
+
+
+def _obj(s: str) -> dict:
+    return {} if s == "{}" else _loads(s)  # empty value/tags are the common case
+
+# Append-only: (version, DDL). Applied in order inside one transaction at open; never edit a
+# shipped entry, add a new version instead.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, [
+        "CREATE TABLE promises (id TEXT NOT NULL PRIMARY KEY, state TEXT NOT NULL, param TEXT NOT NULL,"
+        " value TEXT NOT NULL, tags TEXT NOT NULL, target TEXT, branch TEXT, timeout_at INTEGER NOT NULL,"
+        " created_at INTEGER NOT NULL, settled_at INTEGER)",
+        "CREATE INDEX promises_due ON promises (timeout_at, id) WHERE state = 'pending'",
+        "CREATE INDEX promises_due_target ON promises (timeout_at, id) WHERE state = 'pending' AND target IS NOT NULL",
+        "CREATE INDEX promises_branch ON promises (branch, id) WHERE branch IS NOT NULL",
+        "CREATE TABLE tasks (id TEXT NOT NULL PRIMARY KEY, state TEXT NOT NULL, version INTEGER NOT NULL,"
+        " timer_type INTEGER, timer_at INTEGER, pid TEXT, ttl INTEGER)",
+        "CREATE INDEX tasks_timer ON tasks (timer_at, id) WHERE timer_at IS NOT NULL",
+        "CREATE INDEX tasks_pid ON tasks (pid, id) WHERE pid IS NOT NULL",
+        "CREATE TABLE callbacks (awaited TEXT NOT NULL, awaiter TEXT NOT NULL, ready INTEGER NOT NULL,"
+        " PRIMARY KEY (awaited, awaiter)) WITHOUT ROWID",
+        "CREATE INDEX callbacks_awaiter ON callbacks (awaiter, ready)",
+        "CREATE TABLE listeners (promise_id TEXT NOT NULL, address TEXT NOT NULL,"
+        " PRIMARY KEY (promise_id, address)) WITHOUT ROWID",
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE,"
+        " kind TEXT NOT NULL, id TEXT NOT NULL, address TEXT NOT NULL, version INTEGER NOT NULL)",
+        "CREATE TABLE schedules (id TEXT NOT NULL PRIMARY KEY, cron TEXT NOT NULL, promise_id TEXT NOT NULL,"
+        " promise_timeout INTEGER NOT NULL, promise_param TEXT NOT NULL, promise_tags TEXT NOT NULL,"
+        " created_at INTEGER NOT NULL, next_run_at INTEGER NOT NULL, last_run_at INTEGER)",
+        "CREATE INDEX schedules_due ON schedules (next_run_at, id)",
+        "CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)",
+    ]),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_P = "id, state, param, value, tags, timeout_at, created_at, settled_at"
+_T = "id, state, version, timer_type, timer_at, pid, ttl"
+_S = ("id, cron, promise_id, promise_timeout, promise_param, promise_tags, created_at,"
+      " next_run_at, last_run_at")
+_HAS_TAG = "EXISTS (SELECT 1 FROM json_each({col}) WHERE key = ? AND value = ?)"  # no JSON paths from keys
+_INSERT_P = f"INSERT INTO promises ({_P}, target, branch) VALUES (?,?,?,?,?,?,?,?,?,?)"
+_UPDATE_P = ("UPDATE promises SET state = ?, param = ?, value = ?, tags = ?, timeout_at = ?, created_at = ?,"
+             " settled_at = ?, target = ?, branch = ? WHERE id = ?")
+_INSERT_T = f"INSERT INTO tasks ({_T}) VALUES (?,?,?,?,?,?,?)"
+_UPDATE_T = "UPDATE tasks SET state = ?, version = ?, timer_type = ?, timer_at = ?, pid = ?, ttl = ? WHERE id = ?"
+_UPSERT_S = (f"INSERT INTO schedules ({_S}) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+             + ", ".join(f"{c} = excluded.{c}" for c in _S.replace(" ", "").split(",")[1:]))
+
+
+def _promise(r: tuple) -> Promise:
+    return Promise(r[0], r[1], _obj(r[2]), _obj(r[3]), _obj(r[4]), r[5], r[6], r[7])
+
+
+def _schedule(r: tuple) -> Schedule:
+    return Schedule(r[0], r[1], r[2], r[3], _obj(r[4]), _obj(r[5]), r[6], r[7], r[8])
+
+
+def _promise_row(p: Promise) -> tuple:
+    return (p.id, p.state, _dumps(p.param), _dumps(p.value), _dumps(p.tags), p.timeout_at,
+            p.created_at, p.settled_at, p.tags.get(TARGET), p.tags.get(BRANCH))
+
+
+def _msg_key(m: Message) -> str:
+    return _dumps(m.key)  # JSON array: unambiguous for any id/address
+
+
+def _error(e: sqlite3.Error) -> StorageError:
+    return StorageError(f"sqlite: {type(e).__name__}: {e}")
+
+
+class SqliteTx:
+    """`Tx` over one connection inside an open transaction. Read-only instances refuse writes
+    before touching the database, so a read-first request fails fast and is re-run as a write."""
+
+    __slots__ = ("_c", "writable")
+
+    def __init__(self, conn: sqlite3.Connection, writable: bool) -> None:
+        self._c = conn
+        self.writable = writable
+
+    def _x(self, sql: str, args: tuple | list = ()) -> sqlite3.Cursor:
+        try:
+            return self._c.execute(sql, args)
+        except sqlite3.Error as e:
+            raise _error(e) from e
+
+    def _w(self) -> None:
+        if not self.writable:
+            raise ReadOnlyViolation()
+
+    def _insert(self, sql: str, row: tuple, what: str) -> None:
+        self._w()
+        try:
+            self._c.execute(sql, row)
+        except sqlite3.IntegrityError as e:
+            if "UNIQUE" not in str(e):
+                raise _error(e) from e
+            raise StorageError(f"duplicate {what} {row[0]}") from e  # as MemoryStore raises
+        except sqlite3.Error as e:
+            raise _error(e) from e
+
+    def _search(self, table: str, cols: str, state: str | None, tags: dict[str, str], tag_col: str,
+                cursor: str | None, limit: int) -> sqlite3.Cursor:
+        """Shared by the three searches: filters, id > cursor, by id, at most limit."""
+        where, args = ["1"], []
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        if cursor is not None:
+            where.append("id > ?")
+            args.append(cursor)
+        for k, v in tags.items():
+            if table == "promises" and k in (TARGET, BRANCH):  # indexed plain columns
+                where.append("target = ?" if k == TARGET else "branch = ?")
+            else:
+                where.append(_HAS_TAG.format(col=tag_col))
+                args.append(k)
+            args.append(v)
+        args.append(limit)
+        return self._x(f"SELECT {cols} FROM {table} WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", args)
+
+    # promises ------------------------------------------------------------------------------
+    def get_promise(self, id: str) -> Promise | None:
+        r = self._x(f"SELECT {_P} FROM promises WHERE id = ?", (id,)).fetchone()
+        return None if r is None else _promise(r)
+
+    def insert_promise(self, p: Promise) -> None:
+        self._insert(_INSERT_P, _promise_row(p), "promise")
+
+    def update_promise(self, p: Promise) -> None:
+        self._w()
+        # The whole record, not just state/value/settled_at: MemoryStore replaces (and upserts) too.
+        row = _promise_row(p)
+        if self._x(_UPDATE_P, row[1:] + row[:1]).rowcount == 0:
+            self._x(_INSERT_P, row)
+
+    def search_promises(self, state: str | None, tags: dict[str, str], cursor: str | None,
+                        limit: int) -> list[Promise]:
+        return [_promise(r) for r in self._search("promises", _P, state, tags, "tags", cursor, limit)]
+
+    def promises_by_branch(self, branch: str) -> list[Promise]:
+        return [_promise(r) for r in self._x(f"SELECT {_P} FROM promises WHERE branch = ? ORDER BY id", (branch,))]
+
+    def due_promises(self, t: int, target_only: bool, limit: int) -> list[Promise]:
+        # the literal predicates match the partial indexes promises_due / promises_due_target
+        extra = " AND target IS NOT NULL" if target_only else ""
+        sql = (f"SELECT {_P} FROM promises WHERE state = 'pending'{extra} AND timeout_at <= ?"
+               " ORDER BY timeout_at, id LIMIT ?")
+        return [_promise(r) for r in self._x(sql, (t, limit))]
+
+    # tasks ---------------------------------------------------------------------------------
+    def get_task(self, id: str) -> Task | None:
+        r = self._x(f"SELECT {_T} FROM tasks WHERE id = ?", (id,)).fetchone()
+        return None if r is None else Task(*r)
+
+    def insert_task(self, t: Task) -> None:
+        self._insert(_INSERT_T, (t.id, t.state, t.version, t.timer_type, t.timer_at, t.pid, t.ttl), "task")
+
+    def update_task(self, t: Task) -> None:
+        self._w()
+        if self._x(_UPDATE_T, (t.state, t.version, t.timer_type, t.timer_at, t.pid, t.ttl, t.id)).rowcount == 0:
+            self._x(_INSERT_T, (t.id, t.state, t.version, t.timer_type, t.timer_at, t.pid, t.ttl))  # upsert, as Memory
+
+    def search_tasks(self, state: str | None, cursor: str | None, limit: int) -> list[Task]:
+        return [Task(*r) for r in self._search("tasks", _T, state, {}, "", cursor, limit)]
+
+    def due_tasks(self, t: int, limit: int) -> list[Task]:
+        sql = f"SELECT {_T} FROM tasks WHERE timer_at <= ? ORDER BY timer_at, id LIMIT ?"
+        return [Task(*r) for r in self._x(sql, (t, limit))]
+
+    def tasks_leased_by(self, pid: str) -> list[Task]:
+        sql = (f"SELECT {_T} FROM tasks WHERE pid = ? AND state = 'acquired' AND timer_type = ?"
+               " ORDER BY id")
+        return [Task(*r) for r in self._x(sql, (pid, LEASE))]
+
+    # callbacks -----------------------------------------------------------------------------
+    def add_callback(self, awaited: str, awaiter: str, ready: bool) -> None:
+        self._w()
+        self._x("INSERT INTO callbacks (awaited, awaiter, ready) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                (awaited, awaiter, 1 if ready else 0))
+
+    def mark_callbacks_ready(self, awaited: str) -> list[str]:
+        self._w()
+        rows = self._x("SELECT awaiter FROM callbacks WHERE awaited = ? ORDER BY awaiter", (awaited,)).fetchall()
+        if rows:
+            self._x("UPDATE callbacks SET ready = 1 WHERE awaited = ? AND ready = 0", (awaited,))
+        return [r[0] for r in rows]
+
+    def delete_callbacks(self, awaiter: str, ready_only: bool) -> None:
+        self._w()
+        self._x("DELETE FROM callbacks WHERE awaiter = ?" + (" AND ready = 1" if ready_only else ""), (awaiter,))
+
+    def count_ready(self, awaiter: str) -> int:
+        return self._x("SELECT count(*) FROM callbacks WHERE awaiter = ? AND ready = 1", (awaiter,)).fetchone()[0]
+
+    # listeners -----------------------------------------------------------------------------
+    def add_listener(self, promise_id: str, address: str) -> None:
+        self._w()
+        self._x("INSERT INTO listeners (promise_id, address) VALUES (?,?) ON CONFLICT DO NOTHING",
+                (promise_id, address))
+
+    def pop_listeners(self, promise_id: str) -> list[str]:
+        self._w()
+        rows = self._x("DELETE FROM listeners WHERE promise_id = ? RETURNING address", (promise_id,)).fetchall()
+        return sorted(r[0] for r in rows)
+
+    # outbox --------------------------------------------------------------------------------
+    def enqueue(self, m: Message) -> None:
+        self._w()
+        # the upsert keeps seq, i.e. the replaced execute keeps its queue position
+        on_conflict = ("DO UPDATE SET address = excluded.address, version = excluded.version"
+                       if m.kind == "execute" else "DO NOTHING")
+        self._x("INSERT INTO outbox (key, kind, id, address, version) VALUES (?,?,?,?,?)"
+                f" ON CONFLICT(key) {on_conflict}", (_msg_key(m), m.kind, m.id, m.address, m.version))
+
+    def outbox(self, limit: int | None = None) -> list[Message]:
+        rows = self._x("SELECT kind, id, address, version FROM outbox ORDER BY seq LIMIT ?",
+                       (-1 if limit is None else limit,))
+        return [Message(*r) for r in rows]
+
+    def ack(self, m: Message) -> bool:
+        self._w()
+        cur = self._x("DELETE FROM outbox WHERE key = ? AND kind = ? AND id = ? AND address = ? AND version = ?",
+                      (_msg_key(m), m.kind, m.id, m.address, m.version))
+        return cur.rowcount > 0
+
+    # schedules -----------------------------------------------------------------------------
+    def get_schedule(self, id: str) -> Schedule | None:
+        r = self._x(f"SELECT {_S} FROM schedules WHERE id = ?", (id,)).fetchone()
+        return None if r is None else _schedule(r)
+
+    def insert_schedule(self, s: Schedule) -> None:
+        self._w()  # MemoryStore overwrites an existing id; so does the upsert
+        self._x(_UPSERT_S, (s.id, s.cron, s.promise_id, s.promise_timeout, _dumps(s.promise_param),
+                            _dumps(s.promise_tags), s.created_at, s.next_run_at, s.last_run_at))
+
+    update_schedule = insert_schedule
+
+    def delete_schedule(self, id: str) -> bool:
+        self._w()
+        return self._x("DELETE FROM schedules WHERE id = ?", (id,)).rowcount > 0
+
+    def search_schedules(self, tags: dict[str, str], cursor: str | None, limit: int) -> list[Schedule]:
+        return [_schedule(r) for r in self._search("schedules", _S, None, tags, "promise_tags", cursor, limit)]
+
+    def due_schedules(self, t: int, limit: int) -> list[Schedule]:
+        sql = f"SELECT {_S} FROM schedules WHERE next_run_at <= ? ORDER BY next_run_at, id LIMIT ?"
+        return [_schedule(r) for r in self._x(sql, (t, limit))]
+
+    # timers, debug, snapshots ----------------------------------------------------------------
+    def next_deadline(self, target_only: bool) -> int | None:
+        extra = " AND target IS NOT NULL" if target_only else ""
+        r = self._x(f"SELECT (SELECT min(timeout_at) FROM promises WHERE state = 'pending'{extra}),"
+                    " (SELECT min(timer_at) FROM tasks), (SELECT min(next_run_at) FROM schedules)").fetchone()
+        cands = [x for x in r if x is not None]
+        return min(cands) if cands else None
+
+    def get_meta(self, key: str) -> str | None:
+        r = self._x("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if r is None else r[0]
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        self._w()
+        if value is None:
+            self._x("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self._x("INSERT INTO meta (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, value))
+
+    def reset(self) -> None:
+        self._w()
+        for table in ("promises", "tasks", "callbacks", "listeners", "outbox", "schedules"):
+            self._x(f"DELETE FROM {table}")
+
+    def all_promises(self) -> list[Promise]:
+        return [_promise(r) for r in self._x(f"SELECT {_P} FROM promises ORDER BY id")]
+
+    def all_tasks(self) -> list[Task]:
+        return [Task(*r) for r in self._x(f"SELECT {_T} FROM tasks ORDER BY id")]
+
+    def all_callbacks(self) -> list[tuple[str, str, bool]]:
+        rows = self._x("SELECT awaited, awaiter, ready FROM callbacks ORDER BY awaiter, awaited")
+        return [(a, w, bool(r)) for a, w, r in rows]
+
+    def all_listeners(self) -> list[tuple[str, str]]:
+        return self._x("SELECT promise_id, address FROM listeners ORDER BY promise_id, address").fetchall()
+
+    def _select1(self) -> None:
+        self._x("SELECT 1").fetchone()
