@@ -19,7 +19,8 @@ class CronError(ValueError):
 
 
 _DOW_NUM = re.compile(r"\d+")
-_HASH = re.compile(r"(?<![A-Z])H(?![A-Z])")
+_NAMES = re.compile(r"JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC|SUN|MON|TUE|WED|THU|FRI|SAT")
+_FIELD = re.compile(r"[0-9*,/-]+")
 
 
 def _strict_dow(field: str) -> str:
@@ -46,8 +47,9 @@ def _compile(expr: str, strict: bool) -> tuple[str, bool, bool]:
     if strict:
         fields[-1] = _strict_dow(fields[-1])
     norm = " ".join(fields)
-    if any(_HASH.search(f.upper()) for f in fields):
-        raise CronError("hashed (H) fields are not supported")
+    for f in fields:  # only §4.7's syntax: numbers, names, *, ranges, lists, steps
+        if not _FIELD.fullmatch(_NAMES.sub("0", f.upper())):
+            raise CronError(f"unsupported cron field {f!r}")
     try:
         croniter(norm, 0, day_or=not strict, second_at_beginning=seconds).get_next(float)
     except Exception as e:  # croniter raises several exception types for bad input

@@ -163,9 +163,6 @@ class Gen:
     def chance(self, p: float) -> bool:
         return self.r.random() < p
 
-    def pick(self, seq: list[Any], default: Any = None) -> Any:
-        return self.r.choice(seq) if seq else default
-
     def any_promise_id(self) -> str:
         known = [p["id"] for p in self.snap["promises"]]
         roll = self.r.random()
