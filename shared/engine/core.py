@@ -69,7 +69,7 @@ def enqueue_execute(c: Ctx, task_id: str, version: int, address: str | None) -> 
     c.fx.messages.append(m)
 
 
-def timeout_promises(c: Ctx, expired: list[Promise]) -> None:
+def timeout_promises(c: Ctx, expired: list[Promise]) -> list[Promise]:
     """The three phases of §4.2 / §7.1 step 1, in order (phase order avoids spurious resumes)."""
     settled = []
     for p in expired:
@@ -81,16 +81,21 @@ def timeout_promises(c: Ctx, expired: list[Promise]) -> None:
     for p in settled:
         resume_awaiters(c, p.id)
         unblock_listeners(c, p)
+    return settled
 
 
-def lazy_timeout(c: Ctx, ids: list[str]) -> None:
+def lazy_timeout(c: Ctx, ids: list[str]) -> dict[str, Promise | None]:
+    """LAZY_TIMEOUT (§4.2); returns the touched promises as they stand afterwards."""
+    found: dict[str, Promise | None] = {}
     expired = []
     for id in ordered_ids(ids):
-        p = c.tx.get_promise(id)
+        p = found[id] = c.tx.get_promise(id)
         if p is not None and p.pending and c.now >= p.timeout_at:
             expired.append(p)
     if expired:
-        timeout_promises(c, expired)
+        for p in timeout_promises(c, expired):
+            found[p.id] = p
+    return found
 
 
 def settle(c: Ctx, p: Promise, state: str, value: dict[str, Any]) -> Promise:

@@ -6,8 +6,7 @@ from shared.requests import Req
 
 
 def promise_get(c: Ctx, r: Req) -> Resp:
-    lazy_timeout(c, [r.id])
-    p = c.tx.get_promise(r.id)
+    p = lazy_timeout(c, [r.id])[r.id]
     if p is None:
         return 404, "Promise not found"
     return 200, {"promise": p.wire()}
@@ -15,8 +14,7 @@ def promise_get(c: Ctx, r: Req) -> Resp:
 
 def promise_create(c: Ctx, r: Req) -> Resp:
     d = r.create
-    lazy_timeout(c, [d.id])
-    p = c.tx.get_promise(d.id)
+    p = lazy_timeout(c, [d.id])[d.id]
     if p is None:
         p, _ = create_promise(c, d.id, d.timeout_at, d.param, d.tags)
     return 200, {"promise": p.wire()}
@@ -24,8 +22,7 @@ def promise_create(c: Ctx, r: Req) -> Resp:
 
 def promise_settle(c: Ctx, r: Req) -> Resp:
     s = r.settle
-    lazy_timeout(c, [s.id])
-    p = c.tx.get_promise(s.id)
+    p = lazy_timeout(c, [s.id])[s.id]
     if p is None:
         return 404, "Promise not found"
     if p.pending:
@@ -34,11 +31,11 @@ def promise_settle(c: Ctx, r: Req) -> Resp:
 
 
 def promise_register_callback(c: Ctx, r: Req) -> Resp:
-    lazy_timeout(c, [r.awaited, r.awaiter])
-    awaited = c.tx.get_promise(r.awaited)
+    touched = lazy_timeout(c, [r.awaited, r.awaiter])
+    awaited = touched[r.awaited]
     if awaited is None:
         return 404, "Awaited promise not found"
-    awaiter = c.tx.get_promise(r.awaiter)
+    awaiter = touched[r.awaiter]
     if awaiter is None:
         return 422, "Awaiter promise not found"
     if awaiter.target is None:
@@ -56,8 +53,7 @@ def promise_register_callback(c: Ctx, r: Req) -> Resp:
 
 
 def promise_register_listener(c: Ctx, r: Req) -> Resp:
-    lazy_timeout(c, [r.awaited])
-    p = c.tx.get_promise(r.awaited)
+    p = lazy_timeout(c, [r.awaited])[r.awaited]
     if p is None:
         return 404, "Awaited promise not found"
     if p.pending:

@@ -25,8 +25,7 @@ def task_get(c: Ctx, r: Req) -> Resp:
 
 def task_create(c: Ctx, r: Req) -> Resp:
     d = r.create
-    lazy_timeout(c, [d.id])
-    p = c.tx.get_promise(d.id)
+    p = lazy_timeout(c, [d.id])[d.id]
     if p is None:
         p, t = create_promise(c, d.id, d.timeout_at, d.param, d.tags, lease=(r.pid, r.ttl))
         assert t is not None
@@ -85,13 +84,13 @@ def task_fulfill(c: Ctx, r: Req) -> Resp:
 
 def task_suspend(c: Ctx, r: Req) -> Resp:
     awaited = list(dict.fromkeys(r.awaited))
-    lazy_timeout(c, [r.id, *awaited])
+    touched = lazy_timeout(c, [r.id, *awaited])
     t = c.tx.get_task(r.id)
     if t is None:
         return 404, "Task not found"
     if not held(t, r.version):
         return 409, "Task is not acquired or version mismatch"
-    promises = [c.tx.get_promise(a) for a in awaited]
+    promises = [touched[a] for a in awaited]
     if any(p is None for p in promises):
         return 422, "Awaited promise not found"
     c.tx.delete_callbacks(t.id, ready_only=True)
@@ -105,14 +104,14 @@ def task_suspend(c: Ctx, r: Req) -> Resp:
 
 def task_fence(c: Ctx, r: Req) -> Resp:
     op = r.op
-    lazy_timeout(c, [r.id, op.id])
+    touched = lazy_timeout(c, [r.id, op.id])
     t = c.tx.get_task(r.id)
     if t is None:
         return 404, "Task not found"
     if not held(t, r.version):
         return 409, "Version mismatch"
     status, data = 200, None
-    p = c.tx.get_promise(op.id)
+    p = touched[op.id]
     if r.action_kind == "promise.create":
         if p is None:
             p, _ = create_promise(c, op.id, op.timeout_at, op.param, op.tags)

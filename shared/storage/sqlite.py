@@ -39,8 +39,10 @@ class _Job:
 
 
 class SqliteStore:
-    """`Store` over one SQLite file. `offload(fn)` runs each batch (BEGIN..COMMIT, fsync
-    included) elsewhere, e.g. on gevent's native thread pool so the event loop never blocks."""
+    """`Store` over one SQLite file. `offload(fn)` runs each COMMIT (the fsync) elsewhere, e.g.
+    on gevent's native thread pool so the event loop never waits for the disk. The statements
+    themselves run on the writer's own thread: handing Python work to another thread only
+    trades the GIL back and forth (measured: ~30% fewer creates/s)."""
 
     name = "sqlite"
 
@@ -120,7 +122,7 @@ class SqliteStore:
 
     def _loop(self) -> None:
         """Writer: take one job (blocking), drain what else is queued, commit them together.
-        Only threading/queue primitives here; sqlite work happens in _batch (maybe offloaded)."""
+        Only threading/queue primitives here; sqlite work happens in _batch."""
         q = self._queue
         stop = False
         while not stop:
@@ -138,10 +140,7 @@ class SqliteStore:
                     break
                 batch.append(nxt)
             try:
-                if self._offload is not None:
-                    self._offload(lambda: self._batch(batch))
-                else:
-                    self._batch(batch)
+                self._batch(batch)
             except BaseException as e:  # _batch does not raise; an offload failure might
                 for j in batch:
                     j.ok, j.value = False, StorageError(f"write batch failed: {e!r}")
@@ -174,7 +173,10 @@ class SqliteStore:
             except sqlite3.Error as e:  # e.g. SQLite rolled the whole transaction back on I/O error
                 return self._fail(batch, _error(e))
         try:
-            c.execute("COMMIT")
+            if self._offload is not None:  # the fsync runs on a native thread; the loop keeps serving
+                self._offload(lambda: c.execute("COMMIT"))
+            else:
+                c.execute("COMMIT")
         except sqlite3.Error as e:
             return self._fail(batch, _error(e))
         self.commits += 1
