@@ -119,11 +119,12 @@ def resume_awaiters(c: Ctx, awaited: str) -> None:
     for awaiter in c.tx.mark_callbacks_ready(awaited):
         t = c.tx.get_task(awaiter)
         if t is not None and t.state == "suspended":
-            resume(c, t)
+            redispatch(c, t)
 
 
-def resume(c: Ctx, t: Task) -> Task:
-    """RESUME: a suspended task goes back to pending and is dispatched to its promise's target."""
+def redispatch(c: Ctx, t: Task) -> Task:
+    """Pending again, a fresh retry timer, an execute at the same version to the promise's target:
+    RESUME (§4.3), and equally release, continue, retry timeouts and lease expiry (§7.1)."""
     t2 = set_timer(c, t, RETRY, c.after(c.cfg.retry_timeout), state="pending")
     p = c.tx.get_promise(t.id)
     enqueue_execute(c, t.id, t.version, p.target if p else None)

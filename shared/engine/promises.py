@@ -1,7 +1,7 @@
 """promise.* operations (§5.1–§5.6)."""
 from __future__ import annotations
 
-from shared.engine.core import Ctx, Resp, create_promise, lazy_timeout, resume, settle
+from shared.engine.core import Ctx, Resp, create_promise, lazy_timeout, redispatch, settle
 from shared.requests import Req
 
 
@@ -46,7 +46,7 @@ def promise_register_callback(c: Ctx, r: Req) -> Resp:
         else:
             t = c.tx.get_task(awaiter.id)
             if t is not None and t.state == "suspended":
-                t = resume(c, t)
+                t = redispatch(c, t)
             if t is not None and t.state in ("pending", "acquired"):
                 c.tx.add_callback(awaited.id, awaiter.id, ready=True)
     return 200, {"promise": awaited.wire()}

@@ -3,21 +3,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.engine.core import (Ctx, Resp, acquire, create_promise, held, lazy_timeout, preload, set_timer,
-                                settle, task_wire, enqueue_execute)
-from shared.records import LEASE, RETRY
+from shared.engine.core import (Ctx, Resp, acquire, create_promise, held, lazy_timeout, preload, redispatch,
+                                set_timer, settle, task_wire)
+from shared.records import LEASE, Task
 from shared.protocol import VERSION
 from shared.requests import Req
 
 
-def _target(c: Ctx, id: str) -> str | None:
-    p = c.tx.get_promise(id)
-    return p.target if p else None
+def _touch_task(c: Ctx, id: str) -> Task | None:
+    """LAZY_TIMEOUT of the task's promise, then the task as it stands."""
+    lazy_timeout(c, [id])
+    return c.tx.get_task(id)
 
 
 def task_get(c: Ctx, r: Req) -> Resp:
-    lazy_timeout(c, [r.id])
-    t = c.tx.get_task(r.id)
+    t = _touch_task(c, r.id)
     if t is None:
         return 404, "Task not found"
     return 200, {"task": task_wire(c, t)}
@@ -43,8 +43,7 @@ def task_create(c: Ctx, r: Req) -> Resp:
 
 
 def task_acquire(c: Ctx, r: Req) -> Resp:
-    lazy_timeout(c, [r.id])
-    t = c.tx.get_task(r.id)
+    t = _touch_task(c, r.id)
     if t is None:
         return 404, "Task not found"
     if t.state != "pending":
@@ -58,20 +57,17 @@ def task_acquire(c: Ctx, r: Req) -> Resp:
 
 
 def task_release(c: Ctx, r: Req) -> Resp:
-    lazy_timeout(c, [r.id])
-    t = c.tx.get_task(r.id)
+    t = _touch_task(c, r.id)
     if t is None:
         return 404, "Task not found"
     if not held(t, r.version):
         return 409, "Task version mismatch or invalid state"
-    set_timer(c, t, RETRY, c.after(c.cfg.retry_timeout), state="pending")
-    enqueue_execute(c, t.id, t.version, _target(c, t.id))
+    redispatch(c, t)
     return 200, {}
 
 
 def task_fulfill(c: Ctx, r: Req) -> Resp:
-    lazy_timeout(c, [r.id])
-    t = c.tx.get_task(r.id)
+    t = _touch_task(c, r.id)
     if t is None:
         return 404, "Task not found"
     if not held(t, r.version):
@@ -142,8 +138,7 @@ def task_heartbeat(c: Ctx, r: Req) -> Resp:
 
 
 def task_halt(c: Ctx, r: Req) -> Resp:
-    lazy_timeout(c, [r.id])
-    t = c.tx.get_task(r.id)
+    t = _touch_task(c, r.id)
     if t is None:
         return 404, "Task not found"
     if t.state == "fulfilled":
@@ -154,14 +149,12 @@ def task_halt(c: Ctx, r: Req) -> Resp:
 
 
 def task_continue(c: Ctx, r: Req) -> Resp:
-    lazy_timeout(c, [r.id])
-    t = c.tx.get_task(r.id)
+    t = _touch_task(c, r.id)
     if t is None:
         return 404, "Task not found"
     if t.state != "halted":
         return 409, "Task is not halted"
-    set_timer(c, t, RETRY, c.after(c.cfg.retry_timeout), state="pending")
-    enqueue_execute(c, t.id, t.version, _target(c, t.id))
+    redispatch(c, t)
     return 200, {}
 
 

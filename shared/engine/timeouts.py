@@ -1,7 +1,7 @@
 """PROCESS_TIMEOUTS (§7.1): promise timeouts, task retries, lease expiry, schedules."""
 from __future__ import annotations
 
-from shared.engine.core import Ctx, enqueue_execute, set_timer, timeout_promises
+from shared.engine.core import Ctx, redispatch, timeout_promises
 from shared.engine.schedules import fire_due
 from shared.records import LEASE, RETRY
 
@@ -19,15 +19,11 @@ def process_timeouts(c: Ctx, target_only: bool, limit: int) -> int:
     due = c.tx.due_tasks(c.now, limit)
     for t in due:  # retries first, then leases (a lease expiring now yields exactly one execute)
         if t.timer_type == RETRY and t.state == "pending":
-            set_timer(c, t, RETRY, c.after(c.cfg.retry_timeout))
-            p = c.tx.get_promise(t.id)
-            enqueue_execute(c, t.id, t.version, p.target if p else None)
+            redispatch(c, t)
             handled += 1
     for t in due:
         if t.timer_type == LEASE and t.state == "acquired":
-            set_timer(c, t, RETRY, c.after(c.cfg.retry_timeout), state="pending")
-            p = c.tx.get_promise(t.id)
-            enqueue_execute(c, t.id, t.version, p.target if p else None)
+            redispatch(c, t)
             handled += 1
     schedules = c.tx.due_schedules(c.now, limit)
     for s in schedules:
