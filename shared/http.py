@@ -107,10 +107,11 @@ def create_app(service: Service, hub: PollHub | None) -> Flask:
 
     @app.errorhandler(404)
     def _not_found(e: Any) -> Response:
-        return Response("", 404)
+        return Response("", 404, mimetype="text/plain")
 
     @app.errorhandler(405)
     def _not_allowed(e: Any) -> Response:
-        return Response("", 405)
+        allow = ", ".join(getattr(e, "valid_methods", None) or [])
+        return Response("", 405, mimetype="text/plain", headers={"Allow": allow} if allow else None)
 
     return app
