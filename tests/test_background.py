@@ -8,6 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import requests
+
 from tests.support.server import ServerProc
 from tests.support.sse import SSE
 
@@ -119,3 +121,20 @@ def test_http_push_is_retried_until_accepted_then_leaves_outbox(live):
         assert len(_Receiver.bodies) == 3  # accepted once: no more re-drives
     finally:
         httpd.shutdown()
+
+
+def test_worker_connecting_late_gets_every_waiting_execute_of_a_long_outbox(live):
+    """The on-connect re-drive walks the whole outbox in pages, not just its first page."""
+    s = requests.Session()
+    n = 2500
+    for i in range(n):
+        body = {"kind": "promise.create", "head": {"corrId": str(i), "version": "2026-04-01"},
+                "data": {"id": f"late-{i:05d}", "timeoutAt": FAR, "tags": {"resonate:target": "poll://any@late"}}}
+        assert s.post(live.url + "/", json=body, timeout=10).status_code == 200
+    sse = SSE(live.url + "/poll/late/w1")
+    try:
+        got = {sse.next(10)["data"]["task"]["id"] for _ in range(n)}
+        assert got == {f"late-{i:05d}" for i in range(n)}
+        wait_for(lambda: snap(live)["messages"] == [], 10)
+    finally:
+        sse.close()

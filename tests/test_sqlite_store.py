@@ -129,6 +129,8 @@ STEPS: list[tuple[str, Callable, bool]] = [
                             tx.enqueue(Message("execute", "t1", "poll://b", 2)),  # replaced in place
                             tx.enqueue(Message("unblock", "p1", "poll://u", 5))], True),  # ignored
     ("outbox", lambda tx: (tx.outbox(), tx.outbox(2), tx.outbox(0)), False),
+    ("outbox pages", lambda tx: (tx.outbox_page(0, 2), tx.outbox_page(tx.outbox_page(0, 2)[-1][0], 10),
+                                 tx.outbox_page(10**9, 5)), False),
     ("ack stale", lambda tx: (tx.ack(Message("execute", "t1", "poll://a", 1)),
                               tx.ack(Message("unblock", "p1", "poll://u", 5))), True),
     ("ack", lambda tx: (tx.ack(Message("execute", "t1", "poll://b", 2)),

@@ -10,7 +10,7 @@ import itertools
 import queue
 import random
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from shared.protocol import Address
@@ -29,7 +29,7 @@ class Connection:
     seq: int
     queue: "queue.Queue[tuple[bytes, OnWritten | None] | None]"
     closed: bool = False
-    extra: dict = field(default_factory=dict)
+    backlog: bool = False  # a message was refused because the buffer was full
 
 
 class PollHub:
@@ -41,6 +41,7 @@ class PollHub:
         self._seq = itertools.count()
         self._lock = threading.Lock()
         self.on_connect: list[Callable[[Connection], None]] = []
+        self.on_drained: list[Callable[[Connection], None]] = []  # a backlogged buffer emptied
 
     @property
     def count(self) -> int:
@@ -105,6 +106,7 @@ class PollHub:
             conn.queue.put_nowait((payload, on_written))
             return True
         except queue.Full:
+            conn.backlog = True
             return False
 
     def watch(self, conn: Connection, sock: object) -> None:
@@ -157,6 +159,10 @@ class PollHub:
                 done, pending = pending, None
                 if done is not None:  # the server wrote the event before resuming us
                     done(True)
+                if conn.backlog and conn.queue.empty():  # refused messages can come now
+                    conn.backlog = False
+                    for cb in self.on_drained:
+                        cb(conn)
         finally:
             if pending is not None:  # the write of this event failed: the client is gone
                 pending(False)

@@ -32,6 +32,7 @@ class Delivery:
         self.redrive_interval = redrive_interval_ms / 1000
         self.batch_size = batch_size
         self._inflight: dict[tuple, Message] = {}
+        self._cursor = 0  # queue position where the next periodic re-drive continues
         self._backoff: dict[tuple, tuple[float, int]] = {}  # key -> (not before, failures)
         self._lock = threading.Lock()
         self._acks: "queue.Queue[Message | None]" = queue.Queue()
@@ -41,6 +42,7 @@ class Delivery:
         service.hooks.append(self.on_effects)
         if hub is not None:
             hub.on_connect.append(self.on_connect)
+            hub.on_drained.append(self.on_connect)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -66,18 +68,37 @@ class Delivery:
             self.dispatch(m, fx.payloads.get(m.id) if m.kind == "unblock" else None)
 
     def on_connect(self, conn: Connection) -> None:
-        """A worker connected: its group's waiting executes go out now, not at the next retry."""
+        """A worker connected (or its full buffer drained): its group's waiting executes go out
+        now, not at the next retry."""
         threading.Thread(target=self.redrive, kwargs={"group": conn.group}, daemon=True).start()
 
     def redrive(self, group: str | None = None) -> int:
         """Dispatch undelivered outbox rows (all, or only `poll://` rows of one group).
 
-        The periodic pass skips `poll://` rows whose group has no connection at all: they wait
-        for `on_connect`, which re-drives exactly that group.
+        Walks the outbox in pages. The periodic pass handles at most `batch_size * 10` rows and
+        resumes where it stopped next time, so a long backlog is covered in turns; it skips
+        `poll://` executes whose group has no connection at all: they wait for `on_connect`,
+        which re-drives exactly that group (all its rows, at once).
         """
         if self.service.debug_session:
             return 0
-        rows, promises = self.store.read(self._load_outbox)
+        page_size = self.batch_size * 10
+        after = 0 if group is not None else self._cursor
+        budget = page_size if group is None else 100 * page_size
+        sent = 0
+        while budget > 0:
+            page, promises = self.store.read(lambda tx: self._load_page(tx, after, page_size))
+            if not page:
+                after = 0
+                break
+            after = page[-1][0]
+            budget -= len(page)
+            sent += self._redrive_page([m for _, m in page], promises, group)
+        if group is None:
+            self._cursor = after
+        return sent
+
+    def _redrive_page(self, rows: list[Message], promises: dict[str, dict], group: str | None) -> int:
         now = time.monotonic()
         sent = 0
         for m in rows:
@@ -99,15 +120,15 @@ class Delivery:
             sent += self.dispatch(m, payload)
         return sent
 
-    def _load_outbox(self, tx: Any) -> tuple[list[Message], dict[str, dict]]:
-        rows = tx.outbox(self.batch_size * 10)
+    def _load_page(self, tx: Any, after: int, limit: int) -> tuple[list[tuple[int, Message]], dict[str, dict]]:
+        page = tx.outbox_page(after, limit)
         promises = {}
-        for m in rows:
+        for _, m in page:
             if m.kind == "unblock" and m.id not in promises:
                 p = tx.get_promise(m.id)
                 if p is not None:
                     promises[m.id] = p.wire()
-        return rows, promises
+        return page, promises
 
     # ---- dispatch ------------------------------------------------------------------------------
 

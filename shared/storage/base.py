@@ -68,6 +68,9 @@ class Tx(Protocol):
         """Execute: upsert by task id (a replaced row keeps its queue position). Unblock: insert if absent."""
     def outbox(self, limit: int | None = None) -> list[Message]:
         """Queued messages in queue (insertion) order."""
+    def outbox_page(self, after: int, limit: int) -> list[tuple[int, Message]]:
+        """(queue position, message) of the queued rows after position `after`, in queue order;
+        lets background re-drives walk a long outbox in pages."""
     def ack(self, m: Message) -> bool:
         """Delete the row iff it still equals m (an execute replaced meanwhile stays)."""
 

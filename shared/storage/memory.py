@@ -166,6 +166,9 @@ class MemoryTx:
         rows = sorted(self.st.outbox.values(), key=lambda r: r[0])
         return [m for _, m in rows[:limit]]
 
+    def outbox_page(self, after: int, limit: int) -> list[tuple[int, Message]]:
+        return sorted((r for r in self.st.outbox.values() if r[0] > after), key=lambda r: r[0])[:limit]
+
     def ack(self, m: Message) -> bool:
         row = self.st.outbox.get(m.key)
         if row is None or row[1] != m:

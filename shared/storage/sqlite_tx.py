@@ -234,6 +234,11 @@ class SqliteTx:
                        (-1 if limit is None else limit,))
         return [Message(*r) for r in rows]
 
+    def outbox_page(self, after: int, limit: int) -> list[tuple[int, Message]]:
+        rows = self._x("SELECT seq, kind, id, address, version FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                       (after, limit))
+        return [(r[0], Message(r[1], r[2], r[3], r[4])) for r in rows]
+
     def ack(self, m: Message) -> bool:
         self._w()
         cur = self._x("DELETE FROM outbox WHERE key = ? AND kind = ? AND id = ? AND address = ? AND version = ?",
