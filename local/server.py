@@ -7,6 +7,7 @@ stalls the event loop.
 from __future__ import annotations
 
 import logging
+import resource
 import signal
 import socket
 
@@ -31,10 +32,21 @@ class Server(WSGIServer):
         super().handle(sock, address)
 
 
+def raise_fd_limit() -> None:
+    """Each SSE stream holds a socket: lift the soft descriptor limit (often 1024) to the hard one."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+    except (ValueError, OSError) as e:
+        log.warning("could not raise the open-files limit: %s", e)
+
+
 def serve(cfg: Config) -> int:
     logging.basicConfig(level=cfg.level.upper() if cfg.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR") else
                         {"warn": "WARNING"}.get(cfg.level, "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise_fd_limit()
     hub = gevent.get_hub()
     try:
         rt = Runtime(cfg, offload=hub.threadpool.apply)
