@@ -7,6 +7,7 @@ stalls the event loop.
 from __future__ import annotations
 
 import logging
+import re
 import resource
 import signal
 import socket
@@ -32,6 +33,11 @@ class Server(WSGIServer):
         super().handle(sock, address)
 
 
+def _redact(url: str) -> str:
+    """The database URL for logs, without its password."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
 def raise_fd_limit() -> None:
     """Each SSE stream holds a socket: lift the soft descriptor limit (often 1024) to the hard one."""
     try:
@@ -55,7 +61,8 @@ def serve(cfg: Config) -> int:
         return 1
     app = create_app(rt.service, rt.hub)
     server = Server((cfg.server.bind.strip("[]"), cfg.server.port), app, log=None, error_log=log)
-    where = cfg.storage.sqlite.path if cfg.storage.type == "sqlite" else "in memory"
+    where = {"sqlite": cfg.storage.sqlite.path, "memory": "in memory",
+             "postgres": _redact(cfg.storage.postgres.url or "")}[cfg.storage.type]
     log.info("Resonate server listening on http://%s:%d (storage %s: %s, debug %s, profile %s)",
              cfg.server.bind, cfg.server.port, cfg.storage.type, where, "on" if cfg.debug else "off", cfg.profile)
     log.info("server URL for workers: %s", cfg.server_url)

@@ -53,9 +53,16 @@ class Sqlite:
 
 
 @dataclass(frozen=True)
+class Postgres:
+    url: str | None = None  # e.g. postgres://user:pass@host:5432/db
+    pool_size: int = 10
+
+
+@dataclass(frozen=True)
 class Storage:
-    type: str = "sqlite"  # sqlite | memory
+    type: str = "sqlite"  # sqlite | postgres | memory
     sqlite: Sqlite = field(default_factory=Sqlite)
+    postgres: Postgres = field(default_factory=Postgres)
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,7 @@ def with_values(cfg: Any, values: Mapping[str, Any], prefix: str = "") -> Any:
             if sub:
                 changes[f.name] = with_values(cur, sub, key + ".")
         elif key in values:
-            changes[f.name] = _coerce(values[key], cur if f.name != "url" else "", key)
+            changes[f.name] = _coerce(values[key], cur if cur is not None else "", key)
     return replace(cfg, **changes)
 
 
@@ -148,11 +155,15 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
     cfg = with_values(Config(), from_env(env))
     if overrides:
         cfg = with_values(cfg, overrides)
-    if cfg.storage.type not in ("sqlite", "memory"):
-        raise ConfigError(f"storage.type: unknown storage backend {cfg.storage.type!r}")
+    if cfg.storage.type not in ("sqlite", "postgres", "memory"):
+        raise ConfigError(f"storage.type: unknown storage backend {cfg.storage.type!r}; "
+                          "valid options are 'sqlite', 'postgres' and 'memory'")
+    if cfg.storage.type == "postgres" and not cfg.storage.postgres.url:
+        raise ConfigError("storage.type=postgres requires RESONATE_STORAGE__POSTGRES__URL")
     if cfg.profile not in ("compat", "strict"):
         raise ConfigError(f"profile: expected 'compat' or 'strict', got {cfg.profile!r}")
-    for key, v in (("transports.http_poll.max_connections", cfg.transports.http_poll.max_connections),
+    for key, v in (("storage.postgres.pool_size", cfg.storage.postgres.pool_size),
+                   ("transports.http_poll.max_connections", cfg.transports.http_poll.max_connections),
                    ("transports.http_poll.buffer_size", cfg.transports.http_poll.buffer_size),
                    ("transports.http_push.concurrency", cfg.transports.http_push.concurrency)):
         if v < 1:

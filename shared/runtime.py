@@ -20,6 +20,10 @@ def open_store(cfg: Config, offload: Callable | None = None) -> Store:
         from shared.storage.memory import MemoryStore
 
         return MemoryStore()
+    if cfg.storage.type == "postgres":
+        from shared.storage.postgres import PostgresStore
+
+        return PostgresStore(cfg.storage.postgres.url or "", cfg.storage.postgres.pool_size)
     from shared.storage.sqlite import SqliteStore
 
     return SqliteStore(cfg.storage.sqlite.path, offload=offload)

@@ -15,7 +15,7 @@ from shared.engine import DEBUG_SESSION, OPERATIONS, READ_FIRST, Ctx, EngineConf
 from shared.protocol import Envelope, Reject, dumps, parse_envelope, response
 from shared.records import Effects
 from shared.requests import Req, decode
-from shared.storage.base import ReadOnlyViolation, Store, StorageError
+from shared.storage.base import Busy, ReadOnlyViolation, Store, StorageError
 
 log = logging.getLogger("resonate.service")
 EffectsHook = Callable[[Effects], None]
@@ -58,6 +58,9 @@ class Service:
             return self.execute(req, now, env.corr_id)
         except Reject as e:
             return e.status, e.message
+        except Busy as e:
+            log.warning("storage contention in %s: %s", env.kind, e)
+            return 503, f"Service unavailable: {e}"
         except StorageError as e:
             log.error("storage failure in %s: %s", env.kind, e)
             return 500, f"Internal error: {e}"

@@ -18,6 +18,11 @@ class StorageError(Exception):
     """The database failed; the request answers 500 (or 503 when retries ran out)."""
 
 
+class Busy(StorageError):
+    """Contention retries ran out (serialization failures, deadlocks); nothing was committed.
+    The request answers 503 so the client retries."""
+
+
 class ReadOnlyViolation(Exception):
     """A read transaction tried to write; the caller re-runs the function in a write transaction."""
 

@@ -1,0 +1,397 @@
+"""Postgres schema, migrations and the `Tx` implementation: every statement the adapter runs.
+
+Results must equal `MemoryStore`'s for every `Tx` method (the differential test checks it).
+
+- Ids and other ordered strings are `TEXT COLLATE "C"`: every `ORDER BY id` and `id > cursor`
+  follows code-point order (as Python sorts) whatever the database's default collation, and the
+  primary-key indexes still serve those orderings.
+- param/value are stored as their exact JSON text (JSONB would turn 1e300 into an integer);
+  tags are JSONB so `tags @> $1` searches use a GIN index. JSONB normalizes key order only.
+- In a writable transaction `get_*` lock the row (`FOR UPDATE`) and `due_*` lock what they
+  return (`FOR UPDATE SKIP LOCKED`), so concurrent requests on one id serialize and sweepers
+  split the due rows. A `get_*` that found nothing cannot lock; if a later write of that key
+  finds a row after all, a concurrent transaction created it meanwhile: the transaction is
+  marked for retry instead of overwriting (or reporting a duplicate of) the other's row.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pg8000.exceptions import DatabaseError
+
+from shared.records import BRANCH, LEASE, TARGET, Message, Promise, Schedule, Task
+from shared.storage.base import ReadOnlyViolation, StorageError
+
+try:
+    from shared.storage.base import Busy
+except ImportError:  # pragma: no cover - older base.py
+    class Busy(StorageError):  # type: ignore[no-redef]
+        """Contention retries ran out; nothing was committed (answer 503)."""
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_loads = json.loads
+
+MIGRATION_LOCK = 0x7265736F6E617465  # pg_advisory_xact_lock key ("resonate"), per database
+
+_C = 'TEXT COLLATE "C" NOT NULL'
+# Append-only: (version, DDL). Applied in order inside one transaction, under MIGRATION_LOCK;
+# never edit a shipped entry, add a new version instead.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, [
+        f"CREATE TABLE promises (id {_C} PRIMARY KEY, state TEXT NOT NULL, param TEXT NOT NULL,"
+        " value TEXT NOT NULL, tags JSONB NOT NULL, target TEXT, branch TEXT COLLATE \"C\","
+        " timeout_at BIGINT NOT NULL, created_at BIGINT NOT NULL, settled_at BIGINT)",
+        "CREATE INDEX promises_due ON promises (timeout_at, id) WHERE state = 'pending'",
+        "CREATE INDEX promises_due_target ON promises (timeout_at, id) WHERE state = 'pending' AND target IS NOT NULL",
+        "CREATE INDEX promises_branch ON promises (branch, id) WHERE branch IS NOT NULL",
+        "CREATE INDEX promises_tags ON promises USING GIN (tags jsonb_path_ops)",
+        f"CREATE TABLE tasks (id {_C} PRIMARY KEY, state TEXT NOT NULL, version BIGINT NOT NULL,"
+        " timer_type BIGINT, timer_at BIGINT, pid TEXT, ttl BIGINT)",
+        "CREATE INDEX tasks_timer ON tasks (timer_at, id) WHERE timer_at IS NOT NULL",
+        "CREATE INDEX tasks_pid ON tasks (pid, id) WHERE pid IS NOT NULL",
+        f"CREATE TABLE callbacks (awaited {_C}, awaiter {_C}, ready BOOLEAN NOT NULL, PRIMARY KEY (awaited, awaiter))",
+        "CREATE INDEX callbacks_awaiter ON callbacks (awaiter, awaited)",
+        f"CREATE TABLE listeners (promise_id {_C}, address {_C}, PRIMARY KEY (promise_id, address))",
+        "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, key TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,"
+        " id TEXT NOT NULL, address TEXT NOT NULL, version BIGINT NOT NULL)",
+        f"CREATE TABLE schedules (id {_C} PRIMARY KEY, cron TEXT NOT NULL, promise_id TEXT NOT NULL,"
+        " promise_timeout BIGINT NOT NULL, promise_param TEXT NOT NULL, promise_tags JSONB NOT NULL,"
+        " created_at BIGINT NOT NULL, next_run_at BIGINT NOT NULL, last_run_at BIGINT)",
+        "CREATE INDEX schedules_due ON schedules (next_run_at, id)",
+        "CREATE INDEX schedules_tags ON schedules USING GIN (promise_tags jsonb_path_ops)",
+        f"CREATE TABLE meta (key {_C} PRIMARY KEY, value TEXT NOT NULL)",
+    ]),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+# failure states of a transaction, by severity (PgTx.fail)
+OK, ABORTED, RETRY, BROKEN = 0, 1, 2, 3
+RETRY_CODES = frozenset({"40001", "40P01", "23505"})  # serialization failure, deadlock, unique violation
+BROKEN_CODES = frozenset({"57P01", "57P02", "57P03", "25P03"})  # admin/crash shutdown, idle-in-tx timeout
+
+_P = "id, state, param, value, tags, timeout_at, created_at, settled_at"
+_T = "id, state, version, timer_type, timer_at, pid, ttl"
+_S = ("id, cron, promise_id, promise_timeout, promise_param, promise_tags, created_at,"
+      " next_run_at, last_run_at")
+_PV = ":id, :state, :param, :value, CAST(:tags AS jsonb), :timeout_at, :created_at, :settled_at, :target, :branch"
+_INSERT_P = f"INSERT INTO promises ({_P}, target, branch) VALUES ({_PV}) ON CONFLICT (id) DO NOTHING RETURNING 1"
+_UPSERT_P = (f"INSERT INTO promises ({_P}, target, branch) VALUES ({_PV}) ON CONFLICT (id) DO UPDATE SET "
+             + ", ".join(f"{c} = EXCLUDED.{c}" for c in _P.split(", ")[1:] + ["target", "branch"]))
+_TV = ":id, :state, :version, :timer_type, :timer_at, :pid, :ttl"
+_INSERT_T = f"INSERT INTO tasks ({_T}) VALUES ({_TV}) ON CONFLICT (id) DO NOTHING RETURNING 1"
+_UPSERT_T = (f"INSERT INTO tasks ({_T}) VALUES ({_TV}) ON CONFLICT (id) DO UPDATE SET "
+             + ", ".join(f"{c} = EXCLUDED.{c}" for c in _T.split(", ")[1:]))
+_SV = (":id, :cron, :promise_id, :promise_timeout, :promise_param, CAST(:promise_tags AS jsonb), :created_at,"
+       " :next_run_at, :last_run_at")
+_INSERT_S = f"INSERT INTO schedules ({_S}) VALUES ({_SV}) ON CONFLICT (id) DO NOTHING RETURNING 1"
+_UPSERT_S = (f"INSERT INTO schedules ({_S}) VALUES ({_SV}) ON CONFLICT (id) DO UPDATE SET "
+             + ", ".join(f"{c} = EXCLUDED.{c}" for c in _S.replace(" ", "").split(",")[1:]))
+_INSERT_M = "INSERT INTO meta (key, value) VALUES (:k, :v) ON CONFLICT (key) DO NOTHING RETURNING 1"
+_UPSERT_M = "INSERT INTO meta (key, value) VALUES (:k, :v) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+
+
+def _obj(s: str) -> dict:
+    return {} if s == "{}" else _loads(s)
+
+
+def _promise(r: list) -> Promise:
+    return Promise(r[0], r[1], _obj(r[2]), _obj(r[3]), r[4], r[5], r[6], r[7])
+
+
+def _schedule(r: list) -> Schedule:
+    return Schedule(r[0], r[1], r[2], r[3], _obj(r[4]), r[5], r[6], r[7], r[8])
+
+
+def _promise_args(p: Promise) -> dict[str, Any]:
+    return {"id": p.id, "state": p.state, "param": _dumps(p.param), "value": _dumps(p.value), "tags": _dumps(p.tags),
+            "timeout_at": p.timeout_at, "created_at": p.created_at, "settled_at": p.settled_at,
+            "target": p.tags.get(TARGET), "branch": p.tags.get(BRANCH)}
+
+
+def _task_args(t: Task) -> dict[str, Any]:
+    return {"id": t.id, "state": t.state, "version": t.version, "timer_type": t.timer_type, "timer_at": t.timer_at,
+            "pid": t.pid, "ttl": t.ttl}
+
+
+def _schedule_args(s: Schedule) -> dict[str, Any]:
+    return {"id": s.id, "cron": s.cron, "promise_id": s.promise_id, "promise_timeout": s.promise_timeout,
+            "promise_param": _dumps(s.promise_param), "promise_tags": _dumps(s.promise_tags),
+            "created_at": s.created_at, "next_run_at": s.next_run_at, "last_run_at": s.last_run_at}
+
+
+def classify(e: DatabaseError) -> tuple[int, StorageError]:
+    """(failure state, error to raise) for a server-reported error."""
+    msg = e.args[0] if e.args and isinstance(e.args[0], dict) else {}
+    code, text = msg.get("C", ""), msg.get("M", str(e))
+    err = f"postgres: {code} {text}".strip()
+    if code in BROKEN_CODES or code.startswith("08") or msg.get("V", msg.get("S")) in ("FATAL", "PANIC"):
+        return BROKEN, StorageError(err)
+    if code in RETRY_CODES:
+        return RETRY, Busy(err)
+    if code == "55P03":  # lock_timeout: waiting longer is pointless, the client retries (503)
+        return ABORTED, Busy(err)
+    return ABORTED, StorageError(err)
+
+
+class Conn:
+    """One pooled pg8000 connection with its prepared statements (one Parse per SQL text)."""
+
+    __slots__ = ("pg", "stmts", "gen")
+
+    def __init__(self, pg: Any, gen: int) -> None:
+        self.pg = pg
+        self.stmts: dict[str, Any] = {}
+        self.gen = gen
+
+
+class PgTx:
+    """`Tx` over one connection inside an open transaction. Read-only instances refuse writes
+    before touching the database. After a database error the transaction is dead (`fail` set):
+    later statements re-raise at once and the store never commits it."""
+
+    __slots__ = ("_c", "writable", "_absent", "fail", "error", "committing")
+
+    def __init__(self, conn: Conn, writable: bool) -> None:
+        self._c = conn
+        self.writable = writable
+        self._absent: set[tuple[str, str]] = set()  # keys a get_* in this transaction found missing
+        self.fail = OK
+        self.error: StorageError | None = None
+        self.committing = False
+
+    def _failed(self, state: int, err: StorageError) -> StorageError:
+        if state > self.fail:
+            self.fail, self.error = state, err
+        return err
+
+    def _x(self, sql: str, **params: Any) -> list:
+        if self.fail:
+            raise self.error  # type: ignore[misc]
+        c = self._c
+        try:
+            ps = c.stmts.get(sql)
+            if ps is None:
+                ps = c.stmts[sql] = c.pg.prepare(sql)
+            return ps.run(**params)
+        except DatabaseError as e:
+            raise self._failed(*classify(e)) from e
+        except UnicodeEncodeError as e:  # raised before anything is sent: the transaction is intact
+            raise StorageError(f"postgres: cannot encode parameter: {e}") from e
+        except Exception as e:  # InterfaceError, OSError, ...: the connection is gone
+            raise self._failed(BROKEN, StorageError(f"postgres: connection lost: {e}")) from e
+        except BaseException:  # e.g. gevent.Timeout mid-protocol: never reuse this connection
+            self._failed(BROKEN, StorageError("postgres: interrupted mid-statement"))
+            raise
+
+    def _simple(self, sql: str) -> None:
+        """BEGIN/COMMIT/DDL: simple-query protocol, one round trip, no parameters."""
+        try:
+            self._c.pg.run(sql)
+        except DatabaseError as e:
+            raise self._failed(*classify(e)) from e
+        except Exception as e:
+            raise self._failed(BROKEN, StorageError(f"postgres: connection lost: {e}")) from e
+        except BaseException:
+            self._failed(BROKEN, StorageError("postgres: interrupted mid-statement"))
+            raise
+
+    def _w(self) -> None:
+        if not self.writable:
+            raise ReadOnlyViolation()
+
+    def _get(self, kind: str, sql: str, key: str) -> list | None:
+        rows = self._x(sql + (" FOR UPDATE" if self.writable else ""), id=key)
+        if rows:
+            return rows[0]
+        if self.writable:
+            self._absent.add((kind, key))
+        return None
+
+    def _put(self, kind: str, key: str, insert: str, upsert: str | None, args: dict[str, Any]) -> bool:
+        """Insert (upsert is None) or upsert the row. False: insert found an existing row."""
+        self._w()
+        if upsert is not None and (kind, key) not in self._absent:
+            self._x(upsert, **args)
+            return True
+        if self._x(insert, **args):
+            self._absent.discard((kind, key))
+            return True
+        if (kind, key) in self._absent:  # we saw no row, yet one exists: a concurrent insert won
+            raise self._failed(RETRY, Busy(f"concurrent insert of {kind} {key}"))
+        return False
+
+    def _search(self, table: str, cols: str, state: str | None, tags: dict[str, str] | None, tag_col: str,
+                cursor: str | None, limit: int) -> list:
+        where, args = ["TRUE"], {"limit": limit}
+        if state is not None:
+            where.append("state = :state")
+            args["state"] = state
+        if tags:
+            where.append(f"{tag_col} @> CAST(:tags AS jsonb)")
+            args["tags"] = _dumps(tags)
+        if cursor is not None:
+            where.append("id > :cursor")
+            args["cursor"] = cursor
+        return self._x(f"SELECT {cols} FROM {table} WHERE {' AND '.join(where)} ORDER BY id LIMIT :limit", **args)
+
+    def _lock(self) -> str:
+        return " FOR UPDATE SKIP LOCKED" if self.writable else ""
+
+    # promises ------------------------------------------------------------------------------
+    def get_promise(self, id: str) -> Promise | None:
+        r = self._get("promise", f"SELECT {_P} FROM promises WHERE id = :id", id)
+        return None if r is None else _promise(r)
+
+    def insert_promise(self, p: Promise) -> None:
+        if not self._put("promise", p.id, _INSERT_P, None, _promise_args(p)):
+            raise StorageError(f"duplicate promise {p.id}")  # as MemoryStore; the transaction lives on
+
+    def update_promise(self, p: Promise) -> None:
+        self._put("promise", p.id, _INSERT_P, _UPSERT_P, _promise_args(p))  # MemoryStore upserts too
+
+    def search_promises(self, state: str | None, tags: dict[str, str], cursor: str | None,
+                        limit: int) -> list[Promise]:
+        return [_promise(r) for r in self._search("promises", _P, state, tags, "tags", cursor, limit)]
+
+    def promises_by_branch(self, branch: str) -> list[Promise]:
+        return [_promise(r) for r in self._x(f"SELECT {_P} FROM promises WHERE branch = :b ORDER BY id", b=branch)]
+
+    def due_promises(self, t: int, target_only: bool, limit: int) -> list[Promise]:
+        extra = " AND target IS NOT NULL" if target_only else ""  # literal: matches the partial indexes
+        sql = (f"SELECT {_P} FROM promises WHERE state = 'pending'{extra} AND timeout_at <= :t"
+               f" ORDER BY timeout_at, id LIMIT :n{self._lock()}")
+        return [_promise(r) for r in self._x(sql, t=t, n=limit)]
+
+    # tasks ---------------------------------------------------------------------------------
+    def get_task(self, id: str) -> Task | None:
+        r = self._get("task", f"SELECT {_T} FROM tasks WHERE id = :id", id)
+        return None if r is None else Task(*r)
+
+    def insert_task(self, t: Task) -> None:
+        if not self._put("task", t.id, _INSERT_T, None, _task_args(t)):
+            raise StorageError(f"duplicate task {t.id}")
+
+    def update_task(self, t: Task) -> None:
+        self._put("task", t.id, _INSERT_T, _UPSERT_T, _task_args(t))
+
+    def search_tasks(self, state: str | None, cursor: str | None, limit: int) -> list[Task]:
+        return [Task(*r) for r in self._search("tasks", _T, state, None, "", cursor, limit)]
+
+    def due_tasks(self, t: int, limit: int) -> list[Task]:
+        sql = f"SELECT {_T} FROM tasks WHERE timer_at <= :t ORDER BY timer_at, id LIMIT :n{self._lock()}"
+        return [Task(*r) for r in self._x(sql, t=t, n=limit)]
+
+    def tasks_leased_by(self, pid: str) -> list[Task]:
+        sql = f"SELECT {_T} FROM tasks WHERE pid = :pid AND state = 'acquired' AND timer_type = {LEASE} ORDER BY id"
+        return [Task(*r) for r in self._x(sql, pid=pid)]
+
+    # callbacks -----------------------------------------------------------------------------
+    def add_callback(self, awaited: str, awaiter: str, ready: bool) -> None:
+        self._w()
+        self._x("INSERT INTO callbacks (awaited, awaiter, ready) VALUES (:a, :w, :r) ON CONFLICT DO NOTHING",
+                a=awaited, w=awaiter, r=bool(ready))
+
+    def mark_callbacks_ready(self, awaited: str) -> list[str]:
+        self._w()
+        # the CTE's UPDATE touches only rows not yet ready; the SELECT lists every awaiter
+        rows = self._x("WITH u AS (UPDATE callbacks SET ready = TRUE WHERE awaited = :a AND NOT ready)"
+                       " SELECT awaiter FROM callbacks WHERE awaited = :a", a=awaited)
+        return sorted(r[0] for r in rows)
+
+    def delete_callbacks(self, awaiter: str, ready_only: bool) -> None:
+        self._w()
+        self._x("DELETE FROM callbacks WHERE awaiter = :w" + (" AND ready" if ready_only else ""), w=awaiter)
+
+    def count_ready(self, awaiter: str) -> int:
+        return self._x("SELECT count(*) FROM callbacks WHERE awaiter = :w AND ready", w=awaiter)[0][0]
+
+    # listeners -----------------------------------------------------------------------------
+    def add_listener(self, promise_id: str, address: str) -> None:
+        self._w()
+        self._x("INSERT INTO listeners (promise_id, address) VALUES (:p, :a) ON CONFLICT DO NOTHING",
+                p=promise_id, a=address)
+
+    def pop_listeners(self, promise_id: str) -> list[str]:
+        self._w()
+        rows = self._x("DELETE FROM listeners WHERE promise_id = :p RETURNING address", p=promise_id)
+        return sorted(r[0] for r in rows)
+
+    # outbox --------------------------------------------------------------------------------
+    def enqueue(self, m: Message) -> None:
+        self._w()  # the upsert keeps seq: a replaced execute keeps its queue position
+        on_conflict = ("DO UPDATE SET address = EXCLUDED.address, version = EXCLUDED.version"
+                       if m.kind == "execute" else "DO NOTHING")
+        self._x("INSERT INTO outbox (key, kind, id, address, version) VALUES (:k, :kind, :id, :a, :v)"
+                f" ON CONFLICT (key) {on_conflict}", k=_dumps(m.key), kind=m.kind, id=m.id, a=m.address, v=m.version)
+
+    def outbox(self, limit: int | None = None) -> list[Message]:
+        rows = self._x("SELECT kind, id, address, version FROM outbox ORDER BY seq LIMIT :n", n=limit)
+        return [Message(*r) for r in rows]
+
+    def outbox_page(self, after: int, limit: int) -> list[tuple[int, Message]]:
+        rows = self._x("SELECT seq, kind, id, address, version FROM outbox WHERE seq > :after ORDER BY seq LIMIT :n",
+                       after=after, n=limit)
+        return [(r[0], Message(r[1], r[2], r[3], r[4])) for r in rows]
+
+    def ack(self, m: Message) -> bool:
+        self._w()
+        return bool(self._x("DELETE FROM outbox WHERE key = :k AND kind = :kind AND id = :id AND address = :a"
+                            " AND version = :v RETURNING seq",
+                            k=_dumps(m.key), kind=m.kind, id=m.id, a=m.address, v=m.version))
+
+    # schedules -----------------------------------------------------------------------------
+    def get_schedule(self, id: str) -> Schedule | None:
+        r = self._get("schedule", f"SELECT {_S} FROM schedules WHERE id = :id", id)
+        return None if r is None else _schedule(r)
+
+    def insert_schedule(self, s: Schedule) -> None:
+        self._put("schedule", s.id, _INSERT_S, _UPSERT_S, _schedule_args(s))  # MemoryStore overwrites
+
+    update_schedule = insert_schedule
+
+    def delete_schedule(self, id: str) -> bool:
+        self._w()
+        return bool(self._x("DELETE FROM schedules WHERE id = :id RETURNING 1", id=id))
+
+    def search_schedules(self, tags: dict[str, str], cursor: str | None, limit: int) -> list[Schedule]:
+        return [_schedule(r) for r in self._search("schedules", _S, None, tags, "promise_tags", cursor, limit)]
+
+    def due_schedules(self, t: int, limit: int) -> list[Schedule]:
+        sql = f"SELECT {_S} FROM schedules WHERE next_run_at <= :t ORDER BY next_run_at, id LIMIT :n{self._lock()}"
+        return [_schedule(r) for r in self._x(sql, t=t, n=limit)]
+
+    # timers, debug, snapshots ----------------------------------------------------------------
+    def next_deadline(self, target_only: bool) -> int | None:
+        extra = " AND target IS NOT NULL" if target_only else ""
+        return self._x(f"SELECT LEAST((SELECT min(timeout_at) FROM promises WHERE state = 'pending'{extra}),"
+                       " (SELECT min(timer_at) FROM tasks), (SELECT min(next_run_at) FROM schedules))")[0][0]
+
+    def get_meta(self, key: str) -> str | None:
+        r = self._get("meta", "SELECT value FROM meta WHERE key = :id", key)
+        return None if r is None else r[0]
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        self._w()
+        if value is None:
+            self._x("DELETE FROM meta WHERE key = :k", k=key)
+        else:
+            self._put("meta", key, _INSERT_M, _UPSERT_M, {"k": key, "v": value})
+
+    def reset(self) -> None:
+        self._w()
+        for table in ("promises", "tasks", "callbacks", "listeners", "outbox", "schedules"):
+            self._x(f"DELETE FROM {table}")
+
+    def all_promises(self) -> list[Promise]:
+        return [_promise(r) for r in self._x(f"SELECT {_P} FROM promises ORDER BY id")]
+
+    def all_tasks(self) -> list[Task]:
+        return [Task(*r) for r in self._x(f"SELECT {_T} FROM tasks ORDER BY id")]
+
+    def all_callbacks(self) -> list[tuple[str, str, bool]]:
+        rows = self._x("SELECT awaited, awaiter, ready FROM callbacks ORDER BY awaiter, awaited")
+        return [(a, w, r) for a, w, r in rows]
+
+    def all_listeners(self) -> list[tuple[str, str]]:
+        return [(p, a) for p, a in self._x("SELECT promise_id, address FROM listeners ORDER BY promise_id, address")]
