@@ -15,14 +15,21 @@ import functions_framework
 from shared.config import load
 from shared.http import create_app
 from shared.runtime import Runtime
+from shared.sweeper import run_window
 
 logging.basicConfig(level=logging.INFO)
 
 
 @functools.cache
-def _app() -> flask.Flask:
+def _runtime() -> Runtime:
     rt = Runtime(load(), background=False)  # no always-on loops in functions: the sweeper does them
     rt.delivery.start()
+    return rt
+
+
+@functools.cache
+def _app() -> flask.Flask:
+    rt = _runtime()
     return create_app(rt.service, rt.hub)
 
 
@@ -42,3 +49,10 @@ def api(request: flask.Request) -> flask.Response:
 def poll(request: flask.Request) -> flask.Response:
     """GET /poll/{group}/{id}: the SSE stream of a worker."""
     return _route(request)
+
+
+@functions_framework.http
+def sweeper(request: flask.Request) -> flask.Response:
+    """Called by Cloud Scheduler every minute: timeouts, retries, leases, schedules, outbox."""
+    rt = _runtime()
+    return flask.jsonify(run_window(rt.service, rt.delivery, rt.cfg.sweeper.window))

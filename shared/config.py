@@ -84,6 +84,11 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class Sweeper:
+    window: int = 65000  # ms one sweeper call keeps handling deadlines (> the 60 s tick: overlap)
+
+
+@dataclass(frozen=True)
 class Observability:
     metrics_port: int = 9090
 
@@ -98,6 +103,7 @@ class Config:
     tasks: Tasks = field(default_factory=Tasks)
     messages: Messages = field(default_factory=Messages)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    sweeper: Sweeper = field(default_factory=Sweeper)
     transports: Transports = field(default_factory=Transports)
     observability: Observability = field(default_factory=Observability)
 

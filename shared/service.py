@@ -28,7 +28,8 @@ class Service:
         self.engine_cfg = EngineConfig(retry_timeout=cfg.tasks.retry_timeout, strict=cfg.strict)
         self.clock = clock or Clock()
         self.hooks: list[EffectsHook] = []
-        self.debug_session = bool(store.read(lambda tx: tx.get_meta(DEBUG_SESSION)))
+        self.debug_session = False
+        self.refresh_debug_session()
 
     # ---- requests ----------------------------------------------------------------------------
 
@@ -106,9 +107,14 @@ class Service:
     def next_deadline(self) -> int | None:
         return self.store.read(lambda tx: tx.next_deadline(self.engine_cfg.timeouts_target_only))
 
+    def refresh_debug_session(self) -> bool:
+        """Re-read the debug-session flag (other instances may have changed it)."""
+        self.debug_session = bool(self.store.read(lambda tx: tx.get_meta(DEBUG_SESSION)))
+        return self.debug_session
+
     def _after_commit(self, fx: Effects) -> None:
         if fx.debug_changed:
-            self.debug_session = bool(self.store.read(lambda tx: tx.get_meta(DEBUG_SESSION)))
+            self.refresh_debug_session()
         for hook in self.hooks:
             try:
                 hook(fx)

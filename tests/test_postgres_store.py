@@ -238,7 +238,15 @@ def test_deadlock_is_retried(store: PostgresStore) -> None:
 
 # (c) concurrency ------------------------------------------------------------------------------------
 
+def _warm(store: PostgresStore, n: int) -> None:
+    """Open n pooled connections first, so racing threads are not serialized by connection setup."""
+    barrier = threading.Barrier(n, timeout=10)
+    _, errors = _threads(n, lambda _: store.read(lambda tx: barrier.wait()))
+    assert not errors, errors
+
+
 def test_racing_get_then_insert_inserts_once(store: PostgresStore) -> None:
+    _warm(store, 20)
     barrier = threading.Barrier(20, timeout=10)
 
     def worker(i: int) -> bool:
@@ -246,6 +254,7 @@ def test_racing_get_then_insert_inserts_once(store: PostgresStore) -> None:
 
         def fn(tx: Any) -> bool:
             if tx.get_promise("race") is None:
+                time.sleep(0.005)  # everyone has looked before anyone inserts
                 tx.insert_promise(P("race", param={"i": i}))
                 tx.insert_task(Task("race", "pending", 1, RETRY, 5))
                 return True
@@ -255,11 +264,13 @@ def test_racing_get_then_insert_inserts_once(store: PostgresStore) -> None:
     results, errors = _threads(20, worker)
     assert not errors, errors
     assert results.count(True) == 1
+    assert store.retries >= 1  # the losers' inserts met the winner's row and were re-run
     winner = results.index(True)
     assert store.read(lambda tx: (tx.get_promise("race").param, len(tx.all_tasks()))) == ({"i": winner}, 1)
 
 
 def test_counter_in_meta_serializes(store: PostgresStore) -> None:
+    _warm(store, 20)
     barrier = threading.Barrier(20, timeout=10)
 
     def incr(tx: Any) -> None:
@@ -270,10 +281,17 @@ def test_counter_in_meta_serializes(store: PostgresStore) -> None:
     def worker(_: int) -> None:
         barrier.wait()
         store.write(incr)
-        store.write(lambda tx: tx.update_task(Task("t", "pending", int((tx.get_task("t") or Task("t", "", 0)).version) + 1)))
+        barrier.wait()
+        store.write(bump_task)
+
+    def bump_task(tx: Any) -> None:
+        t = tx.get_task("t")
+        time.sleep(0.002)
+        tx.update_task(Task("t", "pending", (t.version if t else 0) + 1))
 
     _, errors = _threads(20, worker)
     assert not errors, errors
+    assert store.retries >= 2  # both missing-key starts raced
     assert store.read(lambda tx: (tx.get_meta("n"), tx.get_task("t").version)) == ("20", 20)
 
 
