@@ -76,7 +76,8 @@ class ServerProc:
 
 
 def start_server(backend: str, workdir: Path, debug: bool = True, args: list[str] | None = None,
-                 env: dict[str, str] | None = None, port: int | None = None, db: Path | None = None) -> ServerProc:
+                 env: dict[str, str] | None = None, port: int | None = None, db: Path | None = None,
+                 pg_url: str | None = None) -> ServerProc:
     """Start `python -m local serve|dev` on a free port and wait until /health answers."""
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -86,6 +87,14 @@ def start_server(backend: str, workdir: Path, debug: bool = True, args: list[str
     elif backend == "sqlite":
         db = db or workdir / "resonate.db"
         cmd += ["serve", "--storage-sqlite-path", str(db)]
+        if debug:
+            cmd.append("--debug")
+    elif backend == "postgres":
+        from tests.support.pg import template_clone_url
+
+        # a fresh database cloned from the migrated template; the URL travels in the environment
+        env = {**(env or {}), "RESONATE_STORAGE__POSTGRES__URL": pg_url or template_clone_url()}
+        cmd += ["serve", "--storage-type", "postgres"]
         if debug:
             cmd.append("--debug")
     else:
