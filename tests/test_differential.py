@@ -17,7 +17,7 @@ Environment:
   RESONATE_DIFF_SEEDS      number of seeds to run (default 5: seeds 1..N)
   RESONATE_DIFF_MIN_STEPS  minimum steps per seed (default 3000)
   RESONATE_DIFF_MAX_STEPS  step cap (default 20000)
-  RESONATE_DIFF_POSTGRES_DSN  DSN for the postgres adapter
+  RESONATE_TEST_PG_URL        admin URL of the Postgres server (databases are cloned from a template)
 """
 from __future__ import annotations
 
@@ -50,12 +50,21 @@ def _sqlite(tmp: Path) -> Any:
     return SqliteStore(str(tmp / "diff.db"))
 
 
-def _postgres(tmp: Path) -> Any:  # pragma: no cover - only when a database is configured
-    from shared.storage.postgres import PostgresStore  # type: ignore[import-not-found]
+def _postgres(tmp: Path) -> Any:
+    """A fresh database cloned from the migrated template, dropped when the store closes."""
+    from shared.storage.postgres import PostgresStore
+    from tests.support.pg import drop_database, template_clone_url
 
-    dsn = os.environ.get("RESONATE_DIFF_POSTGRES_DSN")
-    assert dsn, "RESONATE_DIFF_POSTGRES_DSN must be set to run the postgres adapter"
-    return PostgresStore(dsn)
+    url = template_clone_url()
+    store = PostgresStore(url)
+    close = store.close
+
+    def close_and_drop() -> None:
+        close()
+        drop_database(url)
+
+    store.close = close_and_drop  # type: ignore[method-assign]
+    return store
 
 
 # name -> factory(tmp_dir) -> Store. Add adapters here.
@@ -67,7 +76,7 @@ ADAPTERS: dict[str, Callable[[Path], Any]] = {
 
 
 def selected_backends() -> list[str]:
-    raw = os.environ.get("RESONATE_DIFF_BACKENDS", "memory,sqlite")
+    raw = os.environ.get("RESONATE_DIFF_BACKENDS", "memory,sqlite,postgres")
     names = [b.strip() for b in raw.split(",") if b.strip()]
     unknown = [n for n in names if n not in ADAPTERS]
     assert not unknown, f"unknown adapters in RESONATE_DIFF_BACKENDS: {unknown}; known: {sorted(ADAPTERS)}"

@@ -204,7 +204,10 @@ class PostgresStore:
     def _transaction(self, fn: Callable[[PgTx], T], begin: str, writable: bool) -> T:
         conflicts = 0
         reconnected = False
+        pause = 0.0
         while True:
+            if pause:  # back off without holding a pooled connection
+                time.sleep(pause)
             conn = self._pool.acquire()
             tx = PgTx(conn, writable)
             healthy = False
@@ -235,7 +238,7 @@ class PostgresStore:
                     if conflicts > MAX_RETRIES:
                         raise Busy(f"{tx.error}; gave up after {MAX_RETRIES} retries") from e
                     self.retries += 1
-                    time.sleep(random.uniform(0, BACKOFF_S * (2 ** (conflicts - 1))))
+                    pause = random.uniform(0, BACKOFF_S * (2 ** (conflicts - 1)))
                     continue
                 raise  # fn's own exception, or the database error it let through, unchanged
             finally:
@@ -273,18 +276,29 @@ class PostgresStore:
 
 
 def _migrate(tx: PgTx) -> None:
-    """Apply the missing MIGRATIONS in one transaction, one instance at a time per database."""
+    """Apply the missing MIGRATIONS in one transaction, one instance at a time per database.
+    An up-to-date database (every start but the first) is confirmed without taking the lock."""
+    if _version(tx) == SCHEMA_VERSION:
+        return
+    tx._simple("SET LOCAL lock_timeout = '50s'; SET LOCAL statement_timeout = 0")  # < SOCKET_TIMEOUT_S
     tx._x(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
     tx._simple("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL PRIMARY KEY,"
                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-    cur = tx._x("SELECT coalesce(max(version), 0) FROM schema_version")[0][0]
-    if cur > SCHEMA_VERSION:
-        raise StorageError(f"database schema version {cur} is newer than this server's {SCHEMA_VERSION}")
+    cur = _version(tx)
     for version, ddl in MIGRATIONS:
         if version > cur:
             for stmt in ddl:
                 tx._simple(stmt)
             tx._x("INSERT INTO schema_version (version) VALUES (:v)", v=version)
+
+
+def _version(tx: PgTx) -> int:
+    if tx._x("SELECT to_regclass('schema_version') IS NULL")[0][0]:
+        return 0
+    cur = tx._x("SELECT coalesce(max(version), 0) FROM schema_version")[0][0]
+    if cur > SCHEMA_VERSION:
+        raise StorageError(f"database schema version {cur} is newer than this server's {SCHEMA_VERSION}")
+    return cur
 
 
 def _reraise(err: BaseException | None, e: BaseException) -> None:

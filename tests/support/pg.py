@@ -147,7 +147,7 @@ def empty_database() -> Iterator[str]:
 
 def require_postgres() -> None:
     if not available():
-        pytest.skip(f"no Postgres at {ADMIN_URL} (set RESONATE_TEST_PG_URL)")
+        pytest.fail(f"no Postgres at {ADMIN_URL} (set RESONATE_TEST_PG_URL; .ci/run starts the local one)")
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ def free_port() -> int:
 
 def backends() -> list[str]:
     """Adapters the suite runs on; RESONATE_TEST_BACKENDS narrows it (comma-separated)."""
-    raw = os.environ.get("RESONATE_TEST_BACKENDS", "memory,sqlite")
+    raw = os.environ.get("RESONATE_TEST_BACKENDS", "memory,sqlite,postgres")
     return [b.strip() for b in raw.split(",") if b.strip()]
 
 
@@ -36,6 +36,7 @@ class ServerProc:
     proc: subprocess.Popen
     log: Path
     db: Path | None = None
+    pg_url: str | None = None  # the cloned database a postgres server owns (dropped at stop)
     session: requests.Session = field(default_factory=requests.Session)
 
     @property
@@ -64,7 +65,7 @@ class ServerProc:
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
-    def stop(self) -> int:
+    def stop(self, drop: bool = True) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -72,6 +73,10 @@ class ServerProc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if drop and self.pg_url is not None:
+            from tests.support.pg import drop_database
+
+            drop_database(self.pg_url)
         return self.proc.returncode
 
 
@@ -93,7 +98,8 @@ def start_server(backend: str, workdir: Path, debug: bool = True, args: list[str
         from tests.support.pg import template_clone_url
 
         # a fresh database cloned from the migrated template; the URL travels in the environment
-        env = {**(env or {}), "RESONATE_STORAGE__POSTGRES__URL": pg_url or template_clone_url()}
+        pg_url = pg_url or template_clone_url()
+        env = {**(env or {}), "RESONATE_STORAGE__POSTGRES__URL": pg_url}
         cmd += ["serve", "--storage-type", "postgres"]
         if debug:
             cmd.append("--debug")
@@ -104,7 +110,7 @@ def start_server(backend: str, workdir: Path, debug: bool = True, args: list[str
     fh = open(log, "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
                             env={**os.environ, **(env or {})})
-    srv = ServerProc(backend, port, proc, log, db)
+    srv = ServerProc(backend, port, proc, log, db, pg_url if backend == "postgres" else None)
     deadline = time.time() + 30
     while time.time() < deadline:
         if proc.poll() is not None:
