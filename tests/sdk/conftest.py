@@ -1,6 +1,6 @@
 """Fixtures for the SDK-compatibility tests (real SDK processes against the real server).
 
-* `sqlite_server` (module): `python -m local serve` on SQLite, debug off, short task retry
+* `main_server` (module, SQLite and Postgres): `python -m local serve`, debug off, short task retry
   timeout so lease/recovery paths are fast.
 * `memory_server` (module): `python -m local dev` (in-memory storage).
 * `ts_toolchain` (session): FAILS (never skips) when Node 22 / @resonatehq/sdk 0.11.5 are
@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -33,11 +32,10 @@ def pytest_runtest_makereport(item, call):
                 rep.sections.append((title, text if text else "<empty>"))
 
 
-@pytest.fixture(scope="module")
-def sqlite_server(tmp_path_factory):
-    # SDK_TEST_MAIN_BACKEND=memory is a development aid only (e.g. while a storage adapter
-    # is unfinished); CI leaves it unset, so the main suite runs on SQLite.
-    backend = os.environ.get("SDK_TEST_MAIN_BACKEND", "sqlite")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def main_server(request, tmp_path_factory):
+    """Every scenario runs against a SQLite and a Postgres server (a cloned database each)."""
+    backend = request.param
     srv = start_server(backend, tmp_path_factory.mktemp(f"sdk-{backend}"), debug=False, args=SERVER_ARGS)
     yield srv
     srv.stop()
@@ -65,8 +63,8 @@ def _harness(request, lang, server, tmp_path):
 
 
 @pytest.fixture
-def py_env(request, sqlite_server, tmp_path):
-    h = _harness(request, "py", sqlite_server, tmp_path)
+def py_env(request, main_server, tmp_path):
+    h = _harness(request, "py", main_server, tmp_path)
     yield h
     h.stop_all()
 
@@ -79,8 +77,8 @@ def py_env_memory(request, memory_server, tmp_path):
 
 
 @pytest.fixture
-def ts_env(request, ts_toolchain, sqlite_server, tmp_path):
-    h = _harness(request, "ts", sqlite_server, tmp_path)
+def ts_env(request, ts_toolchain, main_server, tmp_path):
+    h = _harness(request, "ts", main_server, tmp_path)
     yield h
     h.stop_all()
 
