@@ -41,9 +41,9 @@ class TimerLoop:
     def _run(self) -> None:
         while not self._stopped.is_set():
             sleep_ms = self.max_sleep_ms
+            self._wake.clear()  # before the work: a deadline written during it wakes the next wait
             try:
                 if not self.service.debug_session:
-                    self._wake.clear()
                     self.service.sweep()
                     nxt = self.service.next_deadline()
                     self._target = nxt

@@ -99,3 +99,21 @@ def test_function_entry_points_serve_rpc_and_sse(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_idle_server_in_a_debug_session_does_not_spin(tmp_path):
+    """Deadlines written during a debug session must not wake the paused timer loop in a busy loop."""
+    import psutil
+
+    srv = start_server("memory", tmp_path)
+    try:
+        srv.rpc("debug.start", {})
+        srv.rpc("promise.create", {"id": "p", "timeoutAt": 2**53, "tags": {"resonate:target": "poll://any@g"}})
+        proc = psutil.Process(srv.proc.pid)
+        before = proc.cpu_times()
+        time.sleep(2.0)
+        after = proc.cpu_times()
+        used = (after.user - before.user) + (after.system - before.system)
+        assert used < 0.5, f"idle server used {used:.2f} s of CPU in 2 s"
+    finally:
+        srv.stop()
