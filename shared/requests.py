@@ -13,6 +13,13 @@ from shared.protocol import (DecodeError, Reject, enum, is_int, opt_int, opt_str
 from shared.records import DELAY, ORIGIN, BRANCH, PARENT, PREFIX, PROMISE_STATES, TARGET, TASK_STATES
 
 SETTLE_STATES = ("resolved", "rejected", "rejected_canceled")
+MAX_KEY_BYTES = 1024  # ids, pids, addresses and indexed tags: every store's indexes must hold them
+
+
+def _bounded(v: str, what: str) -> str:
+    if len(v) > MAX_KEY_BYTES // 4 and len(v.encode("utf-8")) > MAX_KEY_BYTES:
+        raise Reject(400, f"{what} must be at most {MAX_KEY_BYTES} bytes")
+    return v
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,10 @@ def create_data(d: dict[str, Any], strict: bool) -> CreateData:
     if strict:
         errors += _strict_id_errors(c.id, c.tags)
     _fail(errors)
+    _bounded(c.id, "Promise ID")
+    for tag in (TARGET, BRANCH):
+        if tag in c.tags:
+            _bounded(c.tags[tag], tag)
     if TARGET in c.tags and parse_address(c.tags[TARGET]) is None:
         raise Reject(400, "Invalid resonate:target address")
     return c
@@ -117,6 +128,7 @@ def settle_data(d: dict[str, Any]) -> SettleData:
     s = SettleData(req_str(d, "id"), enum(d, "state", SETTLE_STATES, True) or "", value(d.get("value"), "value"))
     if s.id == "":
         raise Reject(400, "Promise ID is required")
+    _bounded(s.id, "Promise ID")
     return s
 
 
@@ -133,7 +145,7 @@ def _id(d: dict[str, Any], msg: str = "Task ID is required") -> str:
     v = req_str(d, "id")
     if v == "":
         raise Reject(400, msg)
-    return v
+    return _bounded(v, "ID")
 
 
 def _version(d: dict[str, Any]) -> int:
@@ -150,7 +162,7 @@ def _pid_ttl(d: dict[str, Any]) -> tuple[str, int]:
     if ttl < 1:
         errors.append("TTL must be a positive integer")
     _fail(errors)
-    return pid, ttl
+    return _bounded(pid, "Process ID"), ttl
 
 
 def _callback(d: dict[str, Any], strict: bool) -> tuple[str, str]:
@@ -161,7 +173,7 @@ def _callback(d: dict[str, Any], strict: bool) -> tuple[str, str]:
     if awaited and awaited == awaiter:
         errors.append("Awaited and awaiter must be different promises")
     _fail(errors)
-    return awaited, awaiter
+    return _bounded(awaited, "Awaited promise ID"), _bounded(awaiter, "Awaiter promise ID")
 
 
 # ---- per-kind decoders ---------------------------------------------------------------------
@@ -189,11 +201,12 @@ def _register_listener(d, strict):
     awaited, address = req_str(d, "awaited"), req_str(d, "address")
     if address == "":
         raise Reject(400, "Address is required")
+    _bounded(address, "Address")
     if parse_address(address) is None:
         raise Reject(400, "Invalid listener address")
     if awaited == "":
         raise Reject(400, "Awaited promise ID is required")
-    return {"awaited": awaited, "address": address}
+    return {"awaited": _bounded(awaited, "Awaited promise ID"), "address": address}
 
 
 def _promise_search(d, strict):
@@ -285,6 +298,7 @@ def _task_heartbeat(d, strict):
     pid = req_str(d, "pid")
     if pid == "":
         raise Reject(400, "Process ID is required")
+    _bounded(pid, "Process ID")
     raw = d.get("tasks")
     if raw is None:
         raise DecodeError("missing field `tasks`")
@@ -327,6 +341,10 @@ def _schedule_create(d, strict):
     if TARGET not in f["promise_tags"]:
         errors.append("promiseTags must include a resonate:target tag")
     _fail(errors)
+    _bounded(f["id"], "Schedule ID")
+    _bounded(f["promise_tags"][TARGET], TARGET)
+    longest = f["promise_id"].replace("{{.id}}", f["id"]).replace("{{.timestamp}}", str(2**63 - 1))
+    _bounded(longest, "Promise ID template (expanded)")
     try:
         cron.validate(f["cron"], strict)
     except cron.CronError:
