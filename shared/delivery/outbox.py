@@ -33,6 +33,9 @@ class Delivery:
         self.batch_size = batch_size
         self._inflight: dict[tuple, Message] = {}
         self._cursor = 0  # queue position where the next periodic re-drive continues
+        # messages whose row we deleted lately: a re-drive that read the outbox just before the
+        # delete must not send them again (value: when acked, pruned after a minute)
+        self._acked: dict[Message, float] = {}
         self._backoff: dict[tuple, tuple[float, int]] = {}  # key -> (not before, failures)
         self._lock = threading.Lock()
         self._acks: "queue.Queue[Message | None]" = queue.Queue()
@@ -65,6 +68,7 @@ class Delivery:
         if fx.debug_changed and not self.service.debug_session:
             self._wake.set()
         for m in fx.messages:
+            self._acked.pop(m, None)  # queued anew: no longer the row we deleted
             self.dispatch(m, fx.payloads.get(m.id) if m.kind == "unblock" else None)
 
     def on_connect(self, conn: Connection) -> None:
@@ -102,7 +106,7 @@ class Delivery:
         now = time.monotonic()
         sent = 0
         for m in rows:
-            if m.key in self._inflight:
+            if m.key in self._inflight or m in self._acked:
                 continue
             addr = parse_address(m.address)
             if group is not None:
@@ -209,11 +213,15 @@ class Delivery:
             except Exception:
                 log.exception("acknowledging %d messages failed; they will be re-driven", len(batch))
             finally:
+                now = time.monotonic()
                 with self._lock:
                     for x in batch:
+                        self._acked[x] = now
                         if self._inflight.get(x.key) == x:
                             del self._inflight[x.key]
                         self._backoff.pop(x.key, None)
+                    if len(self._acked) > 10000 or next(iter(self._acked.values())) < now - 60:
+                        self._acked = {k: t for k, t in self._acked.items() if t >= now - 60}
 
     def _redrive_loop(self) -> None:
         """Re-drive undelivered rows; passes that find nothing to send back off (up to 30 s)."""
