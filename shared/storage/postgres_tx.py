@@ -21,6 +21,7 @@ from typing import Any
 from pg8000.exceptions import DatabaseError
 
 from shared.records import BRANCH, LEASE, TARGET, Message, Promise, Schedule, Task
+from shared.storage.sql_common import PROMISE_COLS, TASK_COLS, PortableQueries
 from shared.storage.base import ReadOnlyViolation, StorageError
 
 try:
@@ -70,8 +71,7 @@ OK, ABORTED, RETRY, BROKEN = 0, 1, 2, 3
 RETRY_CODES = frozenset({"40001", "40P01", "23505"})  # serialization failure, deadlock, unique violation
 BROKEN_CODES = frozenset({"57P01", "57P02", "57P03", "25P03"})  # admin/crash shutdown, idle-in-tx timeout
 
-_P = "id, state, param, value, tags, timeout_at, created_at, settled_at"
-_T = "id, state, version, timer_type, timer_at, pid, ttl"
+_P, _T = PROMISE_COLS, TASK_COLS
 _S = ("id, cron, promise_id, promise_timeout, promise_param, promise_tags, created_at,"
       " next_run_at, last_run_at")
 _PV = ":id, :state, :param, :value, CAST(:tags AS jsonb), :timeout_at, :created_at, :settled_at, :target, :branch"
@@ -145,7 +145,7 @@ class Conn:
         self.gen = gen
 
 
-class PgTx:
+class PgTx(PortableQueries):
     """`Tx` over one connection inside an open transaction. Read-only instances refuse writes
     before touching the database. After a database error the transaction is dead (`fail` set):
     later statements re-raise at once and the store never commits it."""
@@ -378,20 +378,5 @@ class PgTx:
         else:
             self._put("meta", key, _INSERT_M, _UPSERT_M, {"k": key, "v": value})
 
-    def reset(self) -> None:
-        self._w()
-        for table in ("promises", "tasks", "callbacks", "listeners", "outbox", "schedules"):
-            self._x(f"DELETE FROM {table}")
-
-    def all_promises(self) -> list[Promise]:
-        return [_promise(r) for r in self._x(f"SELECT {_P} FROM promises ORDER BY id")]
-
-    def all_tasks(self) -> list[Task]:
-        return [Task(*r) for r in self._x(f"SELECT {_T} FROM tasks ORDER BY id")]
-
-    def all_callbacks(self) -> list[tuple[str, str, bool]]:
-        rows = self._x("SELECT awaited, awaiter, ready FROM callbacks ORDER BY awaiter, awaited")
-        return [(a, w, r) for a, w, r in rows]
-
-    def all_listeners(self) -> list[tuple[str, str]]:
-        return [(p, a) for p, a in self._x("SELECT promise_id, address FROM listeners ORDER BY promise_id, address")]
+    def _row_promise(self, r: Any) -> Promise:
+        return _promise(r)

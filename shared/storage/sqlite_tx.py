@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import Any
 
 from shared.records import BRANCH, LEASE, TARGET, Message, Promise, Schedule, Task
 from shared.storage.base import ReadOnlyViolation, StorageError
+from shared.storage.sql_common import PROMISE_COLS, TASK_COLS, PortableQueries
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -49,8 +51,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-_P = "id, state, param, value, tags, timeout_at, created_at, settled_at"
-_T = "id, state, version, timer_type, timer_at, pid, ttl"
+_P, _T = PROMISE_COLS, TASK_COLS
 _S = ("id, cron, promise_id, promise_timeout, promise_param, promise_tags, created_at,"
       " next_run_at, last_run_at")
 _HAS_TAG = "EXISTS (SELECT 1 FROM json_each({col}) WHERE key = ? AND value = ?)"  # no JSON paths from keys
@@ -84,7 +85,7 @@ def _error(e: sqlite3.Error) -> StorageError:
     return StorageError(f"sqlite: {type(e).__name__}: {e}")
 
 
-class SqliteTx:
+class SqliteTx(PortableQueries):
     """`Tx` over one connection inside an open transaction. Read-only instances refuse writes
     before touching the database, so a read-first request fails fast and is re-run as a write."""
 
@@ -288,23 +289,8 @@ class SqliteTx:
             self._x("INSERT INTO meta (key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (key, value))
 
-    def reset(self) -> None:
-        self._w()
-        for table in ("promises", "tasks", "callbacks", "listeners", "outbox", "schedules"):
-            self._x(f"DELETE FROM {table}")
-
-    def all_promises(self) -> list[Promise]:
-        return [_promise(r) for r in self._x(f"SELECT {_P} FROM promises ORDER BY id")]
-
-    def all_tasks(self) -> list[Task]:
-        return [Task(*r) for r in self._x(f"SELECT {_T} FROM tasks ORDER BY id")]
-
-    def all_callbacks(self) -> list[tuple[str, str, bool]]:
-        rows = self._x("SELECT awaited, awaiter, ready FROM callbacks ORDER BY awaiter, awaited")
-        return [(a, w, bool(r)) for a, w, r in rows]
-
-    def all_listeners(self) -> list[tuple[str, str]]:
-        return self._x("SELECT promise_id, address FROM listeners ORDER BY promise_id, address").fetchall()
+    def _row_promise(self, r: Any) -> Promise:
+        return _promise(r)
 
     def _select1(self) -> None:
         self._x("SELECT 1").fetchone()
