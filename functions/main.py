@@ -6,8 +6,8 @@ the same flask routes the local server uses.
 """
 from __future__ import annotations
 
-import functools
 import logging
+import threading
 
 import flask
 import functions_framework
@@ -20,17 +20,28 @@ from shared.sweeper import run_window
 logging.basicConfig(level=logging.INFO)
 
 
-@functools.cache
+_built: dict[str, object] = {}
+_build_lock = threading.Lock()  # gthread: many first requests arrive at once on a cold instance
+
+
 def _runtime() -> Runtime:
-    rt = Runtime(load(), background=False)  # no always-on loops in functions: the sweeper does them
-    rt.delivery.start()
-    return rt
+    """The core of this instance: a connection pool and caches, nothing another instance needs
+    (every fact lives in the database; an instance may be killed at any instant). Built once."""
+    rt = _built.get("runtime")
+    if rt is None:
+        with _build_lock:
+            rt = _built.get("runtime")
+            if rt is None:
+                rt = Runtime(load(), background=False)  # no always-on loops: the sweeper does them
+                rt.delivery.start()
+                _built["app"] = create_app(rt.service, rt.hub)
+                _built["runtime"] = rt
+    return rt  # type: ignore[return-value]
 
 
-@functools.cache
 def _app() -> flask.Flask:
-    rt = _runtime()
-    return create_app(rt.service, rt.hub)
+    _runtime()
+    return _built["app"]  # type: ignore[return-value]
 
 
 def _route(request: flask.Request) -> flask.Response:
@@ -55,4 +66,17 @@ def poll(request: flask.Request) -> flask.Response:
 def sweeper(request: flask.Request) -> flask.Response:
     """Called by Cloud Scheduler every minute: timeouts, retries, leases, schedules, outbox."""
     rt = _runtime()
-    return flask.jsonify(run_window(rt.service, rt.delivery, rt.cfg.sweeper.window))
+    return flask.jsonify(run_window(rt.service, rt.delivery, rt.cfg.sweeper.window,
+                                    poll_ms=rt.cfg.sweeper.poll_interval))
+
+
+@functions_framework.http
+def dispatch(request: flask.Request) -> flask.Response:
+    """The HTTP-push path on demand: claims the unsent push rows (SKIP LOCKED, so any number of
+    calls at once split them), pushes them and records the results before answering. The
+    committing instance pushes right after commit and the sweeper re-drives every minute; this
+    is the seam where the next step (Pub/Sub) plugs in."""
+    rt = _runtime()
+    sent = rt.delivery.redrive()
+    done = rt.delivery.flush(rt.cfg.transports.http_push.request_timeout / 1000 + 5)
+    return flask.jsonify({"sent": sent, "settled": done}), (200 if done else 503)

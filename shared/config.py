@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Mapping
 
 
 class ConfigError(ValueError):
     pass
+
+
+# Cloud SQL settings (shared.storage.cloudsql uses these too; kept here so config loads without it)
+CLOUDSQL_IP_TYPES = ("private", "public", "psc")
+CLOUDSQL_INSTANCE = re.compile(r"[^:/\s]+(?::[^:/\s]+)?:[^:/\s]+:[^:/\s]+")
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,11 @@ class Sqlite:
 class Postgres:
     url: str | None = None  # e.g. postgres://user:pass@host:5432/db
     pool_size: int = 10
+    # Cloud SQL instance connection name "project:region:instance": connect through the Cloud SQL
+    # Python Connector; user, password and database still come from url (its host is ignored)
+    instance: str | None = None
+    ip_type: str = "private"  # private | public | psc: which of the instance's addresses to dial
+    iam_auth: bool = False  # IAM database login (the user is the service account, no password)
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,7 @@ class Timeouts:
 @dataclass(frozen=True)
 class Sweeper:
     window: int = 65000  # ms one sweeper call keeps handling deadlines (> the 60 s tick: overlap)
+    poll_interval: int = 250  # ms between looks for deadlines other instances wrote meanwhile
 
 
 @dataclass(frozen=True)
@@ -164,8 +176,15 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
     if cfg.storage.type not in ("sqlite", "postgres", "memory"):
         raise ConfigError(f"storage.type: unknown storage backend {cfg.storage.type!r}; "
                           "valid options are 'sqlite', 'postgres' and 'memory'")
-    if cfg.storage.type == "postgres" and not cfg.storage.postgres.url:
-        raise ConfigError("storage.type=postgres requires RESONATE_STORAGE__POSTGRES__URL")
+    pg = cfg.storage.postgres
+    if cfg.storage.type == "postgres" and not pg.url and not pg.instance:
+        raise ConfigError("storage.type=postgres requires RESONATE_STORAGE__POSTGRES__URL "
+                          "(or RESONATE_STORAGE__POSTGRES__INSTANCE for Cloud SQL)")
+    if pg.ip_type not in CLOUDSQL_IP_TYPES:
+        raise ConfigError(f"storage.postgres.ip_type: expected 'private', 'public' or 'psc', got {pg.ip_type!r}")
+    if pg.instance and not CLOUDSQL_INSTANCE.fullmatch(pg.instance):
+        raise ConfigError("storage.postgres.instance: expected a Cloud SQL instance connection name "
+                          f"'project:region:instance', got {pg.instance!r}")
     if cfg.profile not in ("compat", "strict"):
         raise ConfigError(f"profile: expected 'compat' or 'strict', got {cfg.profile!r}")
     for key, v in (("storage.postgres.pool_size", cfg.storage.postgres.pool_size),

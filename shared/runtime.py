@@ -21,9 +21,17 @@ def open_store(cfg: Config, offload: Callable | None = None) -> Store:
 
         return MemoryStore()
     if cfg.storage.type == "postgres":
-        from shared.storage.postgres import PostgresStore
+        from shared.storage.postgres import PostgresStore, parse_url
 
-        return PostgresStore(cfg.storage.postgres.url or "", cfg.storage.postgres.pool_size)
+        pg = cfg.storage.postgres
+        if not pg.instance:
+            return PostgresStore(pg.url or "", pg.pool_size)
+        from shared.storage.cloudsql import connector_factory
+
+        url = pg.url or "postgres://postgres@/postgres"  # Cloud SQL: the URL only names user and database
+        p = parse_url(url)
+        dial = connector_factory(pg.instance, p["user"], p["password"], p["database"], pg.ip_type, pg.iam_auth)
+        return PostgresStore(url, pg.pool_size, connect=dial)
     from shared.storage.sqlite import SqliteStore
 
     return SqliteStore(cfg.storage.sqlite.path, offload=offload)
@@ -40,8 +48,15 @@ class Runtime:
         self.hub = PollHub(t.http_poll.max_connections, t.http_poll.buffer_size) if t.http_poll.enabled else None
         self.push = (HttpPush(t.http_push.concurrency, t.http_push.connect_timeout, t.http_push.request_timeout)
                      if t.http_push.enabled else None)
-        self.delivery = Delivery(self.service, self.hub, self.push, cfg.server_url,
-                                 cfg.messages.redrive_interval, cfg.messages.batch_size)
+        if cfg.storage.type == "postgres":  # other processes may share the database: claim rows there
+            from shared.delivery.cluster import ClusterDelivery
+
+            self.delivery: Delivery = ClusterDelivery(
+                self.service, self.hub, self.push, cfg.server_url, cfg.messages.redrive_interval,
+                cfg.messages.batch_size, t.http_push.request_timeout / 1000, background)
+        else:
+            self.delivery = Delivery(self.service, self.hub, self.push, cfg.server_url,
+                                     cfg.messages.redrive_interval, cfg.messages.batch_size, background)
         self.timers = TimerLoop(self.service, cfg.timeouts.max_sleep) if background else None
 
     def start(self) -> None:

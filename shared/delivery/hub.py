@@ -42,6 +42,7 @@ class PollHub:
         self._lock = threading.Lock()
         self.on_connect: list[Callable[[Connection], None]] = []
         self.on_drained: list[Callable[[Connection], None]] = []  # a backlogged buffer emptied
+        self.on_disconnect: list[Callable[[Connection], None]] = []
 
     @property
     def count(self) -> int:
@@ -69,6 +70,8 @@ class PollHub:
                 self._count -= 1
             if not conns:
                 self._groups.pop(conn.group, None)
+        for cb in self.on_disconnect:
+            cb(conn)
         while True:  # events never written go back to the delivery layer for another try
             try:
                 item = conn.queue.get_nowait()
@@ -90,6 +93,18 @@ class PollHub:
                 return None
         live = [c for c in conns if not c.closed]
         return random.choice(live) if live else None
+
+    def groups(self) -> list[str]:
+        with self._lock:
+            return list(self._groups)
+
+    def receivers(self) -> set[tuple[str, str]]:
+        """(group, id) of every open connection."""
+        with self._lock:
+            return {(c.group, c.id) for cs in self._groups.values() for c in cs}
+
+    def has_id(self, group: str, id: str) -> bool:
+        return any(c.id == id and not c.closed for c in self._groups.get(group, ()))
 
     def has_group(self, group: str) -> bool:
         return bool(self._groups.get(group))

@@ -23,8 +23,9 @@ log = logging.getLogger("resonate.delivery")
 
 class Delivery:
     def __init__(self, service: Any, hub: PollHub | None, push: HttpPush | None, server_url: str | None,
-                 redrive_interval_ms: int = 1000, batch_size: int = 100) -> None:
+                 redrive_interval_ms: int = 1000, batch_size: int = 100, background: bool = True) -> None:
         self.service = service
+        self.background = background  # run the periodic re-drive loop (not in functions: the sweeper does)
         self.store = service.store
         self.hub = hub
         self.push = push
@@ -50,10 +51,32 @@ class Delivery:
     # ---- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        for target, name in ((self._redrive_loop, "redrive"), (self._ack_loop, "acks")):
+        loops = [(self._ack_loop, "acks")] + ([(self._redrive_loop, "redrive")] if self.background else [])
+        for target, name in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the sends started here have their results recorded (a function must not
+        return while pushes are in flight: its CPU may be throttled right after)."""
+        deadline = time.monotonic() + timeout
+        while self._inflight:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return self.wait_acks(max(0.0, deadline - time.monotonic()))
+
+    def wait_acks(self, timeout: float) -> bool:
+        """Wait until every queued acknowledgement was written (or failed and was logged)."""
+        deadline = time.monotonic() + timeout
+        with self._acks.all_tasks_done:
+            while self._acks.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._acks.all_tasks_done.wait(left)
+        return True
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopped.set()
@@ -197,6 +220,7 @@ class Delivery:
         while True:
             m = self._acks.get()
             if m is None:
+                self._acks.task_done()
                 return
             batch = [m]
             while len(batch) < 1000:
@@ -205,6 +229,7 @@ class Delivery:
                 except queue.Empty:
                     break
                 if nxt is None:
+                    self._acks.task_done()
                     self._acks.put(None)
                     break
                 batch.append(nxt)
@@ -222,6 +247,8 @@ class Delivery:
                         self._backoff.pop(x.key, None)
                     if len(self._acked) > 10000 or next(iter(self._acked.values())) < now - 60:
                         self._acked = {k: t for k, t in self._acked.items() if t >= now - 60}
+                for _ in batch:
+                    self._acks.task_done()
 
     def _redrive_loop(self) -> None:
         """Re-drive undelivered rows; passes that find nothing to send back off (up to 30 s)."""

@@ -25,6 +25,7 @@ import pg8000.native
 from pg8000.exceptions import DatabaseError
 
 from shared.storage.base import StorageError
+from shared.storage.postgres_outbox import PgClusterOutbox
 from shared.storage.postgres_tx import (BROKEN, MIGRATION_LOCK, MIGRATIONS, RETRY, SCHEMA_VERSION, Busy, Conn, PgTx,
                                         classify)
 
@@ -151,16 +152,20 @@ class _Pool:
         self.invalidate()
 
 
-class PostgresStore:
+class PostgresStore(PgClusterOutbox):
     """`Store` over one Postgres database. `lazy=True` defers connecting and migrating to the
     first read/write/ping (a cold start while the database is down then answers errors instead
     of failing to start); otherwise the constructor migrates and raises StorageError if it can't."""
 
     name = "postgres"
 
-    def __init__(self, url: str, pool_size: int = 10, lazy: bool = False) -> None:
+    def __init__(self, url: str, pool_size: int = 10, lazy: bool = False,
+                 connect: Callable[[], Any] | None = None) -> None:
         self.url = url
         self._params = parse_url(url)
+        # connect: opens one pg8000.native-like connection instead of dialing the URL's host (e.g.
+        # shared.storage.cloudsql.connector_factory(...)); its `where` attribute names it in errors
+        self._dial = connect
         self._pool = _Pool(self._connect, pool_size)
         self._schema_lock = threading.Lock()
         self._schema_ok = False
@@ -176,9 +181,9 @@ class PostgresStore:
     # connections -------------------------------------------------------------------------
     def _connect(self) -> Any:
         p = self._params
-        where = p.get("unix_sock") or f"{p['host']}:{p['port']}"
+        where = getattr(self._dial, "where", None) or p.get("unix_sock") or f"{p['host']}:{p['port']}"
         try:
-            pg = pg8000.native.Connection(**p)
+            pg = self._dial() if self._dial is not None else pg8000.native.Connection(**p)
         except DatabaseError as e:  # refused by the server: auth, unknown database, too many connections
             raise StorageError(f"postgres: cannot connect to {where}/{p['database']}: {classify(e)[1]}") from e
         except Exception as e:

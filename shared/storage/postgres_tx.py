@@ -20,6 +20,7 @@ from typing import Any
 
 from pg8000.exceptions import DatabaseError
 
+from shared.protocol import parse_address
 from shared.records import BRANCH, LEASE, TARGET, Message, Promise, Schedule, Task
 from shared.storage.sql_common import PROMISE_COLS, TASK_COLS, PortableQueries
 from shared.storage.base import ReadOnlyViolation, StorageError
@@ -33,6 +34,8 @@ except ImportError:  # pragma: no cover - older base.py
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _loads = json.loads
 
+NOTIFY_CHANNEL = "resonate_outbox"
+DB_NOW = "(extract(epoch from clock_timestamp()) * 1000)::bigint"  # leases use the database's clock
 MIGRATION_LOCK = 0x7265736F6E617465  # pg_advisory_xact_lock key ("resonate"), per database
 
 _C = 'TEXT COLLATE "C" NOT NULL'
@@ -63,6 +66,22 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX schedules_tags ON schedules USING GIN (promise_tags jsonb_path_ops)",
         f"CREATE TABLE meta (key {_C} PRIMARY KEY, value TEXT NOT NULL)",
     ]),
+    # cluster delivery (shared/delivery/cluster.py): poll rows are routed by group and NOTIFYed;
+    # every row is claimed (a lease, on the database's clock) by the one process sending it
+    (2, [
+        "ALTER TABLE outbox ADD COLUMN poll_group TEXT COLLATE \"C\", ADD COLUMN poll_uni TEXT COLLATE \"C\","
+        " ADD COLUMN claimed_until BIGINT NOT NULL DEFAULT 0, ADD COLUMN notified_at BIGINT NOT NULL DEFAULT 0,"
+        " ADD COLUMN created_at BIGINT NOT NULL DEFAULT 0, ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "UPDATE outbox SET poll_group = substring(address from '^[pP][oO][lL][lL]://(?:uni|any)@([^/]+)'),"
+        " poll_uni = substring(address from '^[pP][oO][lL][lL]://uni@[^/]+/(.*)$')",
+        "CREATE INDEX outbox_poll ON outbox (poll_group, seq) WHERE poll_group IS NOT NULL",
+        "CREATE INDEX outbox_push ON outbox (claimed_until, seq) WHERE poll_group IS NULL",
+        # the SSE connections each process holds (refreshed while alive), so that an unblock
+        # with no receiver anywhere is dropped at once, as on a single server (§9.4)
+        f"CREATE TABLE poll_receivers (grp {_C}, id {_C}, instance {_C}, expires_at BIGINT NOT NULL,"
+        " PRIMARY KEY (grp, id, instance))",
+        "CREATE INDEX poll_receivers_instance ON poll_receivers (instance)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -87,6 +106,14 @@ _SV = (":id, :cron, :promise_id, :promise_timeout, :promise_param, CAST(:promise
 _INSERT_S = f"INSERT INTO schedules ({_S}) VALUES ({_SV}) ON CONFLICT (id) DO NOTHING RETURNING 1"
 _UPSERT_S = (f"INSERT INTO schedules ({_S}) VALUES ({_SV}) ON CONFLICT (id) DO UPDATE SET "
              + ", ".join(f"{c} = EXCLUDED.{c}" for c in _S.replace(" ", "").split(",")[1:]))
+# NOTIFY payload "<seq> <address>": addresses are at most 1,024 bytes, well under the 8,000 limit
+_ENQUEUE = ("WITH r AS (INSERT INTO outbox (key, kind, id, address, version, poll_group, poll_uni, created_at)"
+            f" VALUES (:k, :kind, :id, :a, :v, :g, :u, {DB_NOW}) ON CONFLICT (key) DO {{}} RETURNING seq, poll_group)"
+            f" SELECT pg_notify('{NOTIFY_CHANNEL}', seq || ' ' || :a) FROM r WHERE poll_group IS NOT NULL")
+_ENQUEUE_EXECUTE = _ENQUEUE.format(
+    "UPDATE SET address = EXCLUDED.address, version = EXCLUDED.version, poll_group = EXCLUDED.poll_group,"
+    " poll_uni = EXCLUDED.poll_uni, created_at = EXCLUDED.created_at, claimed_until = 0, notified_at = 0, attempts = 0")
+_ENQUEUE_UNBLOCK = _ENQUEUE.format("NOTHING")
 _INSERT_M = "INSERT INTO meta (key, value) VALUES (:k, :v) ON CONFLICT (key) DO NOTHING RETURNING 1"
 _UPSERT_M = "INSERT INTO meta (key, value) VALUES (:k, :v) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
 
@@ -319,11 +346,14 @@ class PgTx(PortableQueries):
 
     # outbox --------------------------------------------------------------------------------
     def enqueue(self, m: Message) -> None:
-        self._w()  # the upsert keeps seq: a replaced execute keeps its queue position
-        on_conflict = ("DO UPDATE SET address = EXCLUDED.address, version = EXCLUDED.version"
-                       if m.kind == "execute" else "DO NOTHING")
-        self._x("INSERT INTO outbox (key, kind, id, address, version) VALUES (:k, :kind, :id, :a, :v)"
-                f" ON CONFLICT (key) {on_conflict}", k=_dumps(m.key), kind=m.kind, id=m.id, a=m.address, v=m.version)
+        """Upsert the row (a replaced execute keeps its seq, its queue position, and is unclaimed
+        again); a `poll://` row is announced with NOTIFY, which Postgres sends at COMMIT."""
+        self._w()
+        addr = parse_address(m.address)
+        poll = addr is not None and addr.scheme == "poll"
+        self._x(_ENQUEUE_EXECUTE if m.kind == "execute" else _ENQUEUE_UNBLOCK,
+                k=_dumps(m.key), kind=m.kind, id=m.id, a=m.address, v=m.version,
+                g=addr.group if poll else None, u=addr.id if poll and addr.cast == "uni" else None)
 
     def outbox(self, limit: int | None = None) -> list[Message]:
         rows = self._x("SELECT kind, id, address, version FROM outbox ORDER BY seq LIMIT :n", n=limit)

@@ -1,0 +1,331 @@
+"""Delivery when any number of processes share one Postgres database (Cloud Functions, replicas).
+
+No process knows which other process holds a worker's SSE connection, and any may die at any
+instant, so the outbox row is the only truth and every send happens under a claim on it
+(`shared/storage/postgres_outbox.py`):
+
+- A `poll://` row is announced with NOTIFY in the transaction that writes it. Every process
+  holding SSE connections LISTENs; the ones with a matching connection race to claim the row,
+  exactly one wins and writes the event (so an anycast message reaches exactly one worker
+  across all instances), then deletes the row. A failed write gives the claim back and
+  announces the row again. A worker that connects (to any instance) claims its group's waiting
+  rows at once; connected instances also re-check their groups every few seconds.
+- Other rows (HTTP push) are claimed and pushed by the committing process right after commit;
+  a failed push is released with backoff. The sweeper (or a local re-drive loop) claims what is
+  left in batches with SKIP LOCKED, re-announces unclaimed poll rows, and drops unblocks that no
+  connection claimed (no receiver, §9.4).
+
+Claims are leases on the database's clock: a process that dies while sending only delays the
+row until its lease runs out. Delivery stays at-least-once (decision Q4).
+"""
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+import uuid
+from typing import Any
+
+from shared.delivery.hub import Connection, PollHub
+from shared.delivery.outbox import Delivery
+from shared.delivery.push import HttpPush
+from shared.protocol import Address, parse_address
+from shared.records import Effects, Message
+
+log = logging.getLogger("resonate.delivery")
+
+SSE_LEASE_MS = 30_000  # a claimed poll row waits this long if its claimant dies before the write
+RESCAN_S = 5.0  # connected instances re-check their groups' rows (dead claimants, lost NOTIFYs)
+RENOTIFY_EVERY_MS = 10_000  # the sweeper announces one unclaimed poll row at most this often
+SETTLE_MS = 2_000  # rows younger than this were just announced by their writer
+UNBLOCK_TTL_MS = 60_000  # an unblock nobody claimed within this had no receiver: dropped
+RECEIVER_TTL_MS = 30_000  # a registry entry of a process that stopped refreshing it lapses
+
+
+class ClusterDelivery(Delivery):
+    def __init__(self, service: Any, hub: PollHub | None, push: HttpPush | None, server_url: str | None,
+                 redrive_interval_ms: int = 1000, batch_size: int = 100, push_timeout_s: float = 180.0,
+                 background: bool = True) -> None:
+        super().__init__(service, hub, push, server_url, redrive_interval_ms, batch_size, background)
+        self.push_lease_ms = int((push_timeout_s + 30) * 1000)  # never shorter than one push attempt
+        self._listener: threading.Thread | None = None
+        self._listen_lock = threading.Lock()
+        self._conn: Any = None
+        self._busy = 0  # sends awaiting their result (flush waits for them)
+        self._idle = threading.Condition()
+        self._scanning: dict[str, bool] = {}  # group -> another pass requested
+        self.instance = uuid.uuid4().hex  # this process's name in the receiver registry
+        if hub is not None:
+            hub.on_disconnect.append(self._on_disconnect)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        if self._listener is not None:
+            self._listener.join(timeout)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every send started here has its result recorded (a function must not
+        return while pushes are in flight: its CPU may be throttled right after)."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return self.wait_acks(max(0.0, deadline - time.monotonic()))
+
+    # ---- entry points -------------------------------------------------------------------------
+
+    def on_effects(self, fx: Effects) -> None:
+        if fx.debug_changed:
+            self._wake.set()
+            threading.Thread(target=self._after_debug_change, daemon=True).start()
+        polled = [m for m in fx.messages if _is_poll(m)]  # the commit itself announced these
+        push = [m for m in fx.messages if not _is_poll(m)]
+        try:
+            self.store.drop_unreceived([m for m in polled if m.kind == "unblock"])
+            if push and self.push is not None:
+                self._send_rows(self.store.claim_messages(push, self.push_lease_ms), fx.payloads)
+        except Exception:
+            log.exception("dispatching %d new messages failed; the sweeper re-drives them", len(fx.messages))
+
+    def on_connect(self, conn: Connection) -> None:
+        """Register the receiver before the stream starts (so unblocks for it are kept from now
+        on), then claim what waits for it."""
+        self._ensure_listener()
+        try:
+            self.store.receiver_up(conn.group, conn.id, self.instance, RECEIVER_TTL_MS)
+        except Exception:
+            log.exception("registering SSE receiver %s/%s failed", conn.group, conn.id)
+        self._schedule_group(conn.group)
+
+    def _schedule_group(self, group: str) -> None:
+        """One claiming pass per group at a time; connects during a pass ask for one more
+        (a thousand workers connecting at once cost a few passes, not a thousand)."""
+        with self._listen_lock:
+            if group in self._scanning:
+                self._scanning[group] = True
+                return
+            self._scanning[group] = False
+
+        def run() -> None:
+            while True:
+                try:
+                    self._claim_group(group)
+                except Exception:
+                    log.exception("claiming the waiting rows of poll group %r failed", group)
+                with self._listen_lock:
+                    if not self._scanning[group]:
+                        del self._scanning[group]
+                        return
+                    self._scanning[group] = False
+
+        threading.Thread(target=run, name=f"claim-{group}", daemon=True).start()
+
+    def _on_disconnect(self, conn: Connection) -> None:
+        if self.hub is not None and self.hub.has_id(conn.group, conn.id):
+            return  # another connection of the same worker is still here
+        try:
+            self.store.receiver_down(conn.group, conn.id, self.instance)
+        except Exception:
+            log.warning("unregistering SSE receiver %s/%s failed; it lapses", conn.group, conn.id)
+
+    def redrive(self, group: str | None = None) -> int:
+        """One background pass: push what is unclaimed, re-announce poll rows, drop dead unblocks."""
+        if group is not None:
+            return self._claim_group(group)
+        sent = 0
+        for _ in range(10):
+            rows = self.store.claim_push(self.batch_size, self.push_lease_ms)
+            sent += self._send_rows(rows, {})
+            if len(rows) < self.batch_size:
+                break
+        sent += self.store.renotify(self.batch_size * 10, SETTLE_MS, RENOTIFY_EVERY_MS)
+        self.store.drop_stale_unblocks(UNBLOCK_TTL_MS)
+        return sent
+
+    def _after_debug_change(self) -> None:
+        """Leaving a debug session: the parked outbox goes out now, not at the next sweep."""
+        try:
+            self.redrive()
+            self.store.renotify(self.batch_size * 100, 0, 0)
+        except Exception:
+            log.exception("re-drive after the debug session failed")
+
+    # ---- poll rows ----------------------------------------------------------------------------
+
+    def _claim_group(self, group: str) -> int:
+        """Claim and send the waiting rows this instance has a receiver for."""
+        if self.hub is None:
+            return 0
+        sent = after = 0
+        while self.hub.has_group(group):
+            page = self.store.group_rows(group, after, self.batch_size * 10)
+            if not page:
+                break
+            after = page[-1][0]
+            mine = [seq for seq, m in page if self._receiver(m)]
+            sent += self._send_rows(self.store.claim_seqs(mine, SSE_LEASE_MS), {})
+        return sent
+
+    def _receiver(self, m: Message) -> Address | None:
+        addr = parse_address(m.address)
+        return addr if addr is not None and self.hub is not None and self.hub.has_receiver(addr) else None
+
+    def _on_notes(self, notes: list[str]) -> None:
+        seqs = []
+        for note in notes:
+            seq, _, address = note.partition(" ")
+            addr = parse_address(address)
+            if addr is not None and self.hub is not None and self.hub.has_receiver(addr):
+                seqs.append(int(seq))
+        if seqs:
+            self._send_rows(self.store.claim_seqs(seqs, SSE_LEASE_MS), {})
+
+    # ---- sending claimed rows -----------------------------------------------------------------
+
+    def _send_rows(self, rows: list[tuple[int, Message]], payloads: dict[str, dict]) -> int:
+        missing = {m.id for _, m in rows if m.kind == "unblock" and m.id not in payloads}
+        if missing:
+            payloads = dict(payloads)
+            payloads.update(self.store.read(lambda tx: {i: p.wire() for i in missing
+                                                        if (p := tx.get_promise(i)) is not None}))
+        sent = 0
+        for seq, m in rows:
+            if m.kind == "unblock" and m.id not in payloads:
+                self._ack(m)  # the promise is gone (debug.reset): nothing to say
+                continue
+            sent += self._send(seq, m, payloads.get(m.id))
+        return sent
+
+    def _send(self, seq: int, m: Message, promise: dict | None) -> bool:
+        addr = parse_address(m.address)
+        if addr is None:
+            log.warning("dropping message to unparseable address %r", m.address)
+            self._ack(m)
+            return False
+        body = self._body(m, promise)
+        if addr.scheme == "poll" and self.hub is not None:
+            self._started()
+            if self.hub.deliver(addr, body, lambda ok: self._result(seq, m, ok, push=False)):
+                return True
+            self._result(seq, m, False, push=False)
+            return False
+        if addr.scheme in ("http", "https") and self.push is not None:
+            self._started()
+            self.push.send(addr.url, body, lambda ok: self._result(seq, m, ok, push=True))
+            return True
+        log.warning("dropping message to %s: transport not enabled", m.address)
+        self._ack(m)
+        return False
+
+    def _started(self) -> None:
+        with self._idle:
+            self._busy += 1
+
+    def _result(self, seq: int, m: Message, ok: bool, push: bool) -> None:
+        try:
+            if ok:
+                self._ack(m)
+            else:
+                self._give_back(seq, m, push)
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+
+    def _give_back(self, seq: int, m: Message, push: bool) -> None:
+        """A send failed. A push is retried after a backoff that grows with its failures; a poll
+        row is offered to other connections at once unless ours still exists (its buffer was
+        full: it comes back through on_drained)."""
+        try:
+            if push:
+                self.store.release(seq, m, failed=True, notify=False)
+            else:
+                self.store.release(seq, m, failed=False, notify=self._receiver(m) is None)
+        except Exception:
+            log.exception("releasing a claim failed; it lapses by itself")
+
+    # ---- LISTEN -------------------------------------------------------------------------------
+
+    def _ensure_listener(self) -> None:
+        with self._listen_lock:
+            if self._listener is None and not self._stopped.is_set():
+                self._listener = threading.Thread(target=self._listen_loop, name="listen", daemon=True)
+                self._listener.start()
+
+    def _listen_loop(self) -> None:
+        """Hold one LISTEN connection; after every (re)connect, re-check the connected groups
+        (notifications sent while we were away are lost)."""
+        backoff = 0.5
+        while not self._stopped.is_set():
+            try:
+                self._conn = self.store.listen()
+                backoff = 0.5
+                self._rescan(reconnected=True)
+                self._pump(self._conn)
+            except Exception as e:
+                if self._stopped.is_set():
+                    return
+                log.warning("outbox LISTEN connection failed (%s); reconnecting in %.1fs", e, backoff)
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+            self._stopped.wait(backoff)
+            backoff = min(30.0, backoff * 2)
+
+    def _pump(self, conn: Any) -> None:
+        """pg8000 has no wait API: wait for the socket to turn readable, then a round trip makes
+        it parse what arrived. A notification read together with a previous reply sits in the
+        buffer unseen by select(); the periodic rescan's round trip picks it up."""
+        next_scan = time.monotonic() + RESCAN_S
+        while not self._stopped.is_set():
+            sock = conn._usock
+            pending = getattr(sock, "pending", lambda: 0)()  # TLS: decrypted bytes select() can't see
+            timeout = max(0.0, next_scan - time.monotonic())
+            if not pending:
+                select.select([sock], [], [], timeout)
+            conn.run("SELECT 1")
+            notes = []
+            while conn.notifications:
+                notes.append(conn.notifications.popleft()[2])
+            if notes:
+                self._on_notes(notes)
+            if time.monotonic() >= next_scan:
+                self._rescan()
+                next_scan = time.monotonic() + RESCAN_S
+
+    def _rescan(self, reconnected: bool = False) -> None:
+        """Refresh this process's receiver registry (re-register every connection after a
+        reconnect: entries may have lapsed meanwhile), then claim what waits for its groups."""
+        if self.hub is None:
+            return
+        receivers = self.hub.receivers()
+        if reconnected:
+            for group, id in receivers:
+                self.store.receiver_up(group, id, self.instance, RECEIVER_TTL_MS)
+        elif receivers:
+            self.store.receivers_alive(self.instance, RECEIVER_TTL_MS)
+        for group in self.hub.groups():
+            try:
+                self._claim_group(group)
+            except Exception:
+                log.exception("re-checking poll group %r failed", group)
+
+
+def _is_poll(m: Message) -> bool:
+    addr = parse_address(m.address)
+    return addr is not None and addr.scheme == "poll"

@@ -1,0 +1,138 @@
+"""Outbox claims for several processes on one Postgres database (shared/delivery/cluster.py).
+
+A row is sent by whoever holds its claim: `claimed_until` is a lease on the database's clock, so
+a process that dies while sending loses nothing (the lease runs out, the row is claimable again)
+and two processes never send the same row at once. `poll://` rows carry their group and are
+announced with NOTIFY (at enqueue, and again by `renotify`), so the process that holds a
+matching SSE connection claims them; other rows (HTTP push) are claimed in batches with
+`FOR UPDATE SKIP LOCKED`, so concurrent sweepers split them. No claim is granted while a debug
+session is on: the outbox must stay put for `debug.snap`.
+"""
+from __future__ import annotations
+
+import collections
+import json
+from typing import Any
+
+from shared.engine.debug import DEBUG_SESSION
+from shared.records import Message
+from shared.storage.postgres_tx import DB_NOW, NOTIFY_CHANNEL
+
+Row = tuple[int, Message]  # (seq, message)
+
+_COLS = "seq, kind, id, address, version"
+_NO_DEBUG = f"NOT EXISTS (SELECT 1 FROM meta WHERE key = '{DEBUG_SESSION}')"
+_CLAIM = f"UPDATE outbox SET claimed_until = {DB_NOW} + :ttl WHERE {{}} AND {_NO_DEBUG} RETURNING {_COLS}"
+_CLAIM_SEQS = _CLAIM.format(f"seq = ANY(CAST(:s AS bigint[])) AND claimed_until < {DB_NOW}")
+_CLAIM_KEYS = _CLAIM.format(f"key = ANY(CAST(:k AS text[])) AND claimed_until < {DB_NOW} AND poll_group IS NULL")
+_CLAIM_PUSH = _CLAIM.format(f"seq IN (SELECT seq FROM outbox WHERE poll_group IS NULL AND claimed_until < {DB_NOW}"
+                            " ORDER BY seq LIMIT :n FOR UPDATE SKIP LOCKED)")
+_GROUP_ROWS = (f"SELECT {_COLS} FROM outbox WHERE poll_group = :g AND seq > :after AND claimed_until < {DB_NOW}"
+               " ORDER BY seq LIMIT :n")
+_RELEASE = (f"UPDATE outbox SET attempts = attempts + :failed, claimed_until = CASE WHEN :failed = 0 THEN 0"
+            f" ELSE {DB_NOW} + LEAST(:cap, :base * power(2, LEAST(attempts, 20)))::bigint END"
+            " WHERE seq = :s AND version = :v RETURNING attempts")
+_NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', x) FROM unnest(CAST(:p AS text[])) x"
+_RENOTIFY = (f"WITH r AS (UPDATE outbox SET notified_at = {DB_NOW} WHERE seq IN (SELECT seq FROM outbox"
+             f" WHERE poll_group IS NOT NULL AND claimed_until < {DB_NOW} AND created_at < {DB_NOW} - :settle"
+             f" AND notified_at < {DB_NOW} - :every ORDER BY seq LIMIT :n FOR UPDATE SKIP LOCKED)"
+             f" AND {_NO_DEBUG} RETURNING seq, address)"
+             f" SELECT count(pg_notify('{NOTIFY_CHANNEL}', seq || ' ' || address)) FROM r")
+_UNCLAIMED_UNBLOCK = f"kind = 'unblock' AND poll_group IS NOT NULL AND claimed_until < {DB_NOW} AND {_NO_DEBUG}"
+_NO_RECEIVER = ("NOT EXISTS (SELECT 1 FROM poll_receivers r WHERE r.grp = outbox.poll_group"
+                f" AND (outbox.poll_uni IS NULL OR r.id = outbox.poll_uni) AND r.expires_at > {DB_NOW})")
+# dropped: unblocks with no receiver anywhere, and those no receiver claimed for `age` (stale registry)
+_DROP_UNBLOCKS = (f"DELETE FROM outbox WHERE {_UNCLAIMED_UNBLOCK} AND ({_NO_RECEIVER}"
+                  f" OR created_at < {DB_NOW} - :age) RETURNING 1")
+_DROP_UNRECEIVED = (f"DELETE FROM outbox WHERE key = ANY(CAST(:k AS text[])) AND {_UNCLAIMED_UNBLOCK}"
+                    f" AND {_NO_RECEIVER} RETURNING 1")
+_RECEIVER_UP = (f"INSERT INTO poll_receivers (grp, id, instance, expires_at) VALUES (:g, :id, :i, {DB_NOW} + :ttl)"
+                " ON CONFLICT (grp, id, instance) DO UPDATE SET expires_at = EXCLUDED.expires_at")
+_RECEIVER_DOWN = "DELETE FROM poll_receivers WHERE grp = :g AND id = :id AND instance = :i"
+_RECEIVERS_ALIVE = f"UPDATE poll_receivers SET expires_at = {DB_NOW} + :ttl WHERE instance = :i"
+_RECEIVERS_EXPIRED = f"DELETE FROM poll_receivers WHERE expires_at < {DB_NOW} - 60000"
+
+
+def _rows(rows: list) -> list[Row]:
+    return sorted((r[0], Message(r[1], r[2], r[3], r[4])) for r in rows)
+
+
+def key_text(m: Message) -> str:
+    return json.JSONEncoder(separators=(",", ":")).encode(m.key)  # as postgres_tx stores it
+
+
+class PgClusterOutbox:
+    """Mixed into PostgresStore (which provides `write`, `read` and `_connect`)."""
+
+    write: Any
+    read: Any
+    _connect: Any
+
+    def listen(self) -> Any:
+        """A dedicated connection LISTENing on the outbox channel; the caller owns and closes it.
+        pg8000 keeps notifications in a 100-entry deque that silently drops the oldest: replace
+        it with an unbounded one."""
+        conn = self._connect()
+        conn.notifications = collections.deque()
+        conn.run(f"LISTEN {NOTIFY_CHANNEL}")
+        return conn
+
+    def claim_seqs(self, seqs: list[int], ttl_ms: int) -> list[Row]:
+        """Claim these rows if nobody holds them (the NOTIFY path)."""
+        return _rows(self.write(lambda tx: tx._x(_CLAIM_SEQS, s=seqs, ttl=ttl_ms))) if seqs else []
+
+    def claim_messages(self, ms: list[Message], ttl_ms: int) -> list[Row]:
+        """Claim the non-poll rows of these just-committed messages (the committing process sends them)."""
+        keys = [key_text(m) for m in ms]
+        return _rows(self.write(lambda tx: tx._x(_CLAIM_KEYS, k=keys, ttl=ttl_ms))) if keys else []
+
+    def claim_push(self, limit: int, ttl_ms: int) -> list[Row]:
+        """Claim up to `limit` unclaimed non-poll rows, oldest first, skipping rows others lock."""
+        return _rows(self.write(lambda tx: tx._x(_CLAIM_PUSH, n=limit, ttl=ttl_ms)))
+
+    def group_rows(self, group: str, after: int, limit: int) -> list[Row]:
+        """Unclaimed rows for one poll group (a worker of it connected), in queue order."""
+        return _rows(self.read(lambda tx: tx._x(_GROUP_ROWS, g=group, after=after, n=limit)))
+
+    def release(self, seq: int, m: Message, failed: bool, notify: bool) -> int | None:
+        """Give a claim back: claimable again at once, or after a backoff that doubles with each
+        failure (from 0.5 s up to a minute) when the send `failed`; optionally announce the row
+        again so another process's connection can take it. Returns the row's failure count,
+        None if the row is gone or was replaced meanwhile."""
+
+        def run(tx: Any) -> int | None:
+            rows = tx._x(_RELEASE, s=seq, v=m.version, failed=int(failed), base=500, cap=60_000)
+            if rows and notify:
+                tx._x(_NOTIFY, p=[f"{seq} {m.address}"])
+            return rows[0][0] if rows else None
+
+        return self.write(run)
+
+    def renotify(self, limit: int, settle_ms: int, every_ms: int) -> int:
+        """Announce unclaimed poll rows again (lost NOTIFY, dead claimant), each at most every `every_ms`."""
+        return self.write(lambda tx: tx._x(_RENOTIFY, n=limit, settle=settle_ms, every=every_ms))[0][0]
+
+    def drop_stale_unblocks(self, age_ms: int) -> int:
+        """Drop unclaimed poll unblocks that have no receiver now, or that none claimed within
+        `age_ms` (a registry entry outlived its connection): nobody listens (spec §9.4)."""
+        def run(tx: Any) -> int:
+            tx._x(_RECEIVERS_EXPIRED)
+            return len(tx._x(_DROP_UNBLOCKS, age=age_ms))
+
+        return self.write(run)
+
+    def drop_unreceived(self, ms: list[Message]) -> int:
+        """Just-committed poll unblocks with no receiver in any process are dropped at once."""
+        keys = [key_text(m) for m in ms]
+        return len(self.write(lambda tx: tx._x(_DROP_UNRECEIVED, k=keys))) if keys else 0
+
+    # the registry of SSE connections -----------------------------------------------------------
+    def receiver_up(self, group: str, id: str, instance: str, ttl_ms: int) -> None:
+        self.write(lambda tx: tx._x(_RECEIVER_UP, g=group, id=id, i=instance, ttl=ttl_ms))
+
+    def receiver_down(self, group: str, id: str, instance: str) -> None:
+        self.write(lambda tx: tx._x(_RECEIVER_DOWN, g=group, id=id, i=instance))
+
+    def receivers_alive(self, instance: str, ttl_ms: int) -> None:
+        """Extend every registry entry of this process (its LISTEN loop runs, so it is alive)."""
+        self.write(lambda tx: tx._x(_RECEIVERS_ALIVE, i=instance, ttl=ttl_ms))

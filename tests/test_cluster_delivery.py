@@ -1,0 +1,204 @@
+"""Delivery across processes that share one Postgres database and nothing else.
+
+Two `python -m local serve --storage-type postgres` processes on one database stand in for the
+cloud's `api` and `poll` instances: messages committed by one must reach the worker connected to
+the other (LISTEN/NOTIFY, outbox row as the truth), anycast exactly once across all instances,
+unicast unblocks to the right worker, executes waiting for a worker that reconnects elsewhere.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+
+import pg8000.native
+import pytest
+
+from tests.support.pg import pg_template, pg_url  # noqa: F401 (fixtures)
+from tests.support.server import ServerProc, start_server
+from tests.support.sse import SSE
+
+HOUR = 3_600_000
+
+
+@pytest.fixture
+def pair(tmp_path, pg_url) -> Iterator[tuple[ServerProc, ServerProc]]:
+    a = start_server("postgres", tmp_path / "a", debug=False, pg_url=pg_url)
+    b = start_server("postgres", tmp_path / "b", debug=False, pg_url=pg_url)
+    yield a, b
+    a.stop(drop=False)
+    b.stop(drop=False)
+
+
+def create(srv: ServerProc, id: str, target: str | None = None) -> dict:
+    tags = {"resonate:target": target} if target else {}
+    st, d = srv.rpc("promise.create", {"id": id, "timeoutAt": int(time.time() * 1000) + HOUR, "tags": tags})
+    assert st == 200, d
+    return d
+
+
+def outbox(url: str) -> list[tuple]:
+    kw = {"user": "postgres", "host": "127.0.0.1", "database": url.rsplit("/", 1)[1]}
+    c = pg8000.native.Connection(**kw)
+    try:
+        return [tuple(r) for r in c.run("SELECT kind, id, address FROM outbox ORDER BY seq")]
+    finally:
+        c.close()
+
+
+def drain(streams: list[SSE], want: int, timeout: float) -> list[dict]:
+    got: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        for s in streams:
+            while not s.events.empty():
+                got.append(s.events.get())
+        time.sleep(0.02)
+    return got
+
+
+def wait_until(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def test_execute_committed_on_one_instance_reaches_worker_on_the_other(pair, pg_url):
+    a, b = pair
+    g = "g" + uuid.uuid4().hex[:8]
+    s = SSE(f"{b.url}/poll/{g}/w1")
+    try:
+        assert s.status == 200
+        t0 = time.monotonic()
+        create(a, "p1", f"poll://any@{g}")
+        msg = s.next(timeout=5)
+        latency = time.monotonic() - t0
+        assert msg["kind"] == "execute" and msg["data"]["task"] == {"id": "p1", "version": 0}, msg
+        assert latency < 2, latency
+        assert wait_until(lambda: outbox(pg_url) == [], 5), outbox(pg_url)  # acknowledged: row gone
+    finally:
+        s.close()
+
+
+def test_anycast_reaches_exactly_one_worker_across_instances(pair, pg_url):
+    a, b = pair
+    g = "g" + uuid.uuid4().hex[:8]
+    streams = [SSE(f"{srv.url}/poll/{g}/w{i}-{srv.port}") for srv in (a, b) for i in range(3)]
+    try:
+        time.sleep(0.3)
+        n = 60
+        for i in range(n):
+            create((a, b)[i % 2], f"t{i}", f"poll://any@{g}")
+        got = drain(streams, n, 15)
+        time.sleep(1.0)  # duplicates would arrive late
+        got += drain(streams, 10**9, 0.1)
+        ids = sorted(m["data"]["task"]["id"] for m in got)
+        assert ids == sorted(f"t{i}" for i in range(n)), ids
+        per_stream = [s.raw.count(b"data: ") for s in streams]
+        assert sum(1 for c in per_stream if c) >= 2, per_stream  # spread, not funnelled
+        assert wait_until(lambda: outbox(pg_url) == [], 5)
+    finally:
+        for s in streams:
+            s.close()
+
+
+def test_unicast_unblock_goes_to_the_instance_holding_the_worker(pair, pg_url):
+    a, b = pair
+    g = "g" + uuid.uuid4().hex[:8]
+    s1, s2 = SSE(f"{b.url}/poll/{g}/w1"), SSE(f"{a.url}/poll/{g}/w2")
+    try:
+        create(a, "p")
+        for w in ("w1", "w2"):
+            st, d = a.rpc("promise.register_listener", {"awaited": "p", "address": f"poll://uni@{g}/{w}"})
+            assert st == 200, d
+        st, d = a.rpc("promise.settle", {"id": "p", "state": "resolved", "value": {"data": "42"}})
+        assert st == 200, d
+        for s in (s1, s2):
+            m = s.next(timeout=5)
+            assert m["kind"] == "unblock" and m["data"]["promise"]["id"] == "p", m
+            assert m["data"]["promise"]["state"] == "resolved", m
+        time.sleep(0.5)
+        assert s1.events.empty() and s2.events.empty()
+    finally:
+        s1.close()
+        s2.close()
+
+
+def test_unblock_without_a_receiver_anywhere_is_dropped_at_once(pair, pg_url):
+    a, b = pair
+    g = "g" + uuid.uuid4().hex[:8]
+    s = SSE(f"{b.url}/poll/{g}/other")  # a receiver in the group, not the addressed one
+    try:
+        create(a, "p")
+        st, _ = a.rpc("promise.register_listener", {"awaited": "p", "address": f"poll://uni@{g}/absent"})
+        assert st == 200
+        assert a.rpc("promise.settle", {"id": "p", "state": "resolved"})[0] == 200
+        assert wait_until(lambda: outbox(pg_url) == [], 3), outbox(pg_url)
+        time.sleep(0.3)
+        assert s.events.empty()
+    finally:
+        s.close()
+
+
+def test_worker_that_reconnects_to_another_instance_gets_what_waited(pair, pg_url):
+    a, b = pair
+    g = "g" + uuid.uuid4().hex[:8]
+    s = SSE(f"{b.url}/poll/{g}/w1")
+    create(a, "first", f"poll://any@{g}")
+    assert s.next(timeout=5)["data"]["task"]["id"] == "first"
+    s.close()
+    time.sleep(0.3)
+    for i in range(3):  # committed while no worker of the group is connected anywhere
+        create(b, f"later{i}", f"poll://any@{g}")
+    time.sleep(0.5)
+    assert len(outbox(pg_url)) == 3
+    s2 = SSE(f"{a.url}/poll/{g}/w1")
+    try:
+        got = drain([s2], 3, 5)
+        assert sorted(m["data"]["task"]["id"] for m in got) == ["later0", "later1", "later2"], got
+    finally:
+        s2.close()
+
+
+class _Sink(BaseHTTPRequestHandler):
+    bodies: list[dict] = []
+    fail_first = 0
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        cls = type(self)
+        if cls.fail_first > 0:
+            cls.fail_first -= 1
+            self.send_response(500)
+        else:
+            cls.bodies.append(body)
+            self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *a) -> None:
+        pass
+
+
+def test_http_push_is_sent_once_and_retried_after_failure(pair, pg_url):
+    a, b = pair
+    sink = type("Sink", (_Sink,), {"bodies": [], "fail_first": 1})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), sink)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_port}/push"
+        create(a, "ok1", url)
+        create(b, "ok2", url)
+        # the first push failed (500) and is retried after its backoff by a re-drive
+        assert wait_until(lambda: len(sink.bodies) == 2, 20), sink.bodies
+        time.sleep(1.5)
+        assert sorted(m["data"]["task"]["id"] for m in sink.bodies) == ["ok1", "ok2"], sink.bodies
+        assert wait_until(lambda: outbox(pg_url) == [], 5)
+    finally:
+        httpd.shutdown()
