@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON312 := $(shell bash .ci/find-python312)
 PORT ?= 8001
 
-.PHONY: install serve dev test test-fast bench sdk-ts clean
+.PHONY: install serve dev cloud-sim test test-fast bench sdk-ts clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
@@ -20,6 +20,9 @@ serve: install  ## start the server on SQLite (resonate.db) at :8001
 
 dev: install  ## start the server in memory with debug operations on
 	$(PY) -m local dev --server-port $(PORT)
+
+cloud-sim: install  ## the functions as separate processes over Postgres behind one router at :8001
+	$(PY) -m local cloud-sim --port $(PORT)
 
 sdk-ts:  ## Node 22 + the official TypeScript SDK for the SDK tests
 	bash tests/sdk/install_ts.sh

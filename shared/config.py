@@ -98,6 +98,7 @@ class Timeouts:
 class Sweeper:
     window: int = 65000  # ms one sweeper call keeps handling deadlines (> the 60 s tick: overlap)
     poll_interval: int = 250  # ms between looks for deadlines other instances wrote meanwhile
+    url: str | None = None  # the sweeper function, called when a near deadline finds no sweeper running
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,10 @@ class Runtime:
             self.delivery = Delivery(self.service, self.hub, self.push, cfg.server_url,
                                      cfg.messages.redrive_interval, cfg.messages.batch_size, background)
         self.timers = TimerLoop(self.service, cfg.timeouts.max_sleep) if background else None
+        if cfg.sweeper.url and not background:  # serverless: no timer loop, wake a sweeper instead
+            from shared.sweeper import SweeperWaker
+
+            SweeperWaker(self.service, cfg.sweeper.url, cfg.sweeper.window, cfg.sweeper.window / 1000 + 30)
 
     def start(self) -> None:
         self.delivery.start()

@@ -2,35 +2,105 @@
 
 Cloud Scheduler calls the `sweeper` function once a minute. Instead of firing only what is due
 at that instant (a 1-minute timer resolution), a call keeps going while deadlines fall inside
-its window, sleeping until each one, then returns. Windows slightly longer than the tick
-overlap, and several sweepers at once are safe: due rows are claimed with SKIP LOCKED on
-Postgres and serialized by the single writer on SQLite.
+its window, looking again every `poll_ms` (other instances keep writing deadlines), then
+returns. Windows slightly longer than the tick overlap, and several sweepers at once are safe:
+due rows are claimed with SKIP LOCKED on Postgres and serialized by the single writer on SQLite.
+
+A deadline written while no sweeper runs (an idle system that gets a 2 s durable sleep) would
+wait for the next tick; `SweeperWaker` closes that gap: a running sweeper advertises how long
+it stays (meta `sweeper_until`), and the instance that commits a nearer deadline calls the
+sweeper function at once. Nothing stays up between bursts of work.
 """
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Any, Callable
+
+import urllib3
+
+from shared.records import Effects
+
+log = logging.getLogger("resonate.sweeper")
+
+UNTIL = "sweeper_until"  # meta key: epoch ms until which a sweeper is running (or was asked to)
+START_GRACE_MS = 10_000  # a requested sweeper that did not announce itself by then is asked again
+
+
+def _until(tx: Any) -> int:
+    v = tx.get_meta(UNTIL)
+    return int(v) if v else 0
 
 
 def run_window(service: Any, delivery: Any, window_ms: int, sleep: Callable[[float], None] = time.sleep,
                poll_ms: int = 250) -> dict:
-    """Sweep due timers and re-drive the outbox until no deadline remains inside the window.
-    Between deadlines it looks again every `poll_ms`: other instances keep writing deadlines
-    (a 1 s durable sleep, a task lease) that may fall before the one it is waiting for."""
+    """Sweep due timers and re-drive the outbox until no deadline remains inside the window."""
     clock = service.clock
     start = clock.now()
     end = start + window_ms
     handled = redriven = passes = 0
+    store = service.store
+    store.write(lambda tx: tx.set_meta(UNTIL, str(max(end, _until(tx)))))
     while not service.refresh_debug_session():  # another instance may start a debug session meanwhile
         passes += 1
         handled += service.sweep()
         redriven += delivery.redrive()
         nxt = service.next_deadline()
         now = clock.now()
-        if nxt is None or nxt > end or now >= end:
+        if now >= end:
             break
+        if nxt is None or nxt > end:
+            # leaving early: withdraw the announcement first, then look once more, so a deadline
+            # committed meanwhile is either seen here or makes its writer wake a sweeper
+            store.write(lambda tx: tx.set_meta(UNTIL, str(now)) if _until(tx) == end else None)
+            nxt = service.next_deadline()
+            if nxt is None or nxt > end:
+                break
+            store.write(lambda tx: tx.set_meta(UNTIL, str(max(end, _until(tx)))))
         if nxt > now:
             sleep(min(nxt - now, poll_ms) / 1000)
     delivery.flush(max(1.0, (end - clock.now()) / 1000))  # results are recorded before we return
     return {"handled": handled, "redriven": redriven, "passes": passes, "elapsed_ms": clock.now() - start,
             "debug_session": service.debug_session}
+
+
+class SweeperWaker:
+    """After a commit that wrote a deadline inside the coming window: if no sweeper is running
+    until then, claim the wake-up (one instance wins) and call the sweeper function."""
+
+    def __init__(self, service: Any, url: str, window_ms: int, timeout_s: float) -> None:
+        self.service = service
+        self.url = url
+        self.window_ms = window_ms
+        self._http = urllib3.PoolManager(num_pools=2, maxsize=4, retries=False,
+                                         timeout=urllib3.Timeout(connect=5.0, read=timeout_s))
+        service.hooks.append(self.on_effects)
+
+    def on_effects(self, fx: Effects) -> None:
+        if fx.deadline is None:
+            return
+        now = self.service.clock.now()
+        if fx.deadline > now + self.window_ms:
+            return  # the next tick's window covers it
+        store = self.service.store
+        if store.read(_until) >= fx.deadline:
+            return
+
+        def claim(tx: Any) -> bool:
+            if _until(tx) >= fx.deadline:
+                return False
+            tx.set_meta(UNTIL, str(now + START_GRACE_MS))
+            return True
+
+        if store.write(claim):
+            threading.Thread(target=self._call, name="wake-sweeper", daemon=True).start()
+
+    def _call(self) -> None:
+        """Holds the request open for the whole window: the sweeper works while it is served."""
+        try:
+            r = self._http.request("POST", self.url, body=b"{}", headers={"Content-Type": "application/json"})
+            if r.status >= 300:
+                log.warning("waking the sweeper at %s: HTTP %d", self.url, r.status)
+        except Exception as e:
+            log.warning("waking the sweeper at %s failed: %s", self.url, e)

@@ -1,0 +1,279 @@
+"""The cloud simulation's load balancer: one base URL in front of the function instances.
+
+`python -m local.router --port N [--service sweeper=M ...]` (started by `local.cloudsim.CloudSim`,
+one process): on the public port, `GET /poll/...` goes to a `poll` instance and everything else
+to an `api` instance; each `--service role=port` is that function's own URL (every path to an
+instance of the role, as each Cloud Function has its URL). Round robin over the live ones. The
+supervisor writes the table of ready instances to stdin as JSON lines,
+`{"api": [[port, pid], ...], "poll": [...], ...}`; end of stdin (the supervisor died or stopped)
+ends the router.
+
+Like a cloud load balancer it streams responses as they arrive (SSE), keeps pooled upstream
+connections, tries the next instance when one refuses a connection (and, when none is up,
+holds the request a while as Cloud Run does during a cold start), answers 502 when an instance
+dies in the middle of a request, and ends an SSE stream whose instance died (the client
+reconnects).
+"""
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import http.client  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import resource  # noqa: E402
+import select  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Any, Callable, Iterator  # noqa: E402
+
+import gevent  # noqa: E402
+import gevent.event  # noqa: E402
+from gevent.fileobject import FileObjectPosix  # noqa: E402
+from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
+
+log = logging.getLogger("resonate.router")
+HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
+       "trailer", "trailers", "transfer-encoding", "upgrade", "expect"}
+MAX_BODY = 32 * 1024 * 1024  # Cloud Run's request size limit
+IDLE_S = 1.0  # pooled connections older than this are dropped (gunicorn closes idle ones after 2 s)
+CONNECT_S = 2.0
+REQUEST_S = 300.0  # Cloud Run's default request timeout
+WAIT_S = 10.0  # how long a request waits for an instance when none is up
+
+
+class Upstreams:
+    """The live instances per role and a round-robin position; updated from stdin."""
+
+    def __init__(self) -> None:
+        self.table: dict[str, list[tuple[int, int]]] = {"api": [], "poll": []}
+        self.next: dict[str, int] = {}
+        self.changed = gevent.event.Event()
+
+    def update(self, table: dict[str, Any]) -> None:
+        self.table = {role: [(int(p), int(pid)) for p, pid in rows] for role, rows in table.items()}
+        self.changed.set()
+        self.changed = gevent.event.Event()
+
+    def rotation(self, role: str) -> list[tuple[int, int]]:
+        rows = self.table.get(role, [])
+        if not rows:
+            return []
+        i = self.next.get(role, 0) % len(rows)
+        self.next[role] = i + 1
+        return rows[i:] + rows[:i]
+
+
+class Pool:
+    """Idle keep-alive connections per upstream port."""
+
+    def __init__(self) -> None:
+        self.idle: dict[int, list[tuple[http.client.HTTPConnection, float]]] = {}
+
+    def get(self, port: int) -> tuple[http.client.HTTPConnection, bool]:
+        """A usable idle connection (reused=True) or a new connected one (raises OSError if refused)."""
+        stack = self.idle.get(port, [])
+        now = time.monotonic()
+        while stack:
+            conn, since = stack.pop()
+            sock = conn.sock
+            if sock is not None and now - since < IDLE_S:
+                try:
+                    readable = select.select([sock], [], [], 0)[0]
+                except (OSError, ValueError):
+                    readable = [sock]
+                if not readable:  # readable while idle means closed (or garbage): drop it
+                    return conn, True
+            conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CONNECT_S)
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn, False
+
+    def put(self, port: int, conn: http.client.HTTPConnection) -> None:
+        self.idle.setdefault(port, []).append((conn, time.monotonic()))
+
+    def prune(self, live: set[int]) -> None:
+        """Close the idle connections of instances that left the table."""
+        for port in [p for p in self.idle if p not in live]:
+            for conn, _ in self.idle.pop(port):
+                conn.close()
+
+
+def _forward_headers(environ: dict[str, Any], body_len: int) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").title()
+            if name.lower() not in HOP and name.lower() != "content-length":
+                headers[name] = value
+    if environ.get("CONTENT_TYPE"):
+        headers["Content-Type"] = environ["CONTENT_TYPE"]
+    if body_len or environ["REQUEST_METHOD"] in ("POST", "PUT", "PATCH"):
+        headers["Content-Length"] = str(body_len)
+    peer = environ.get("REMOTE_ADDR", "")
+    headers["X-Forwarded-For"] = (headers["X-Forwarded-For"] + ", " + peer) if "X-Forwarded-For" in headers else peer
+    headers["X-Forwarded-Proto"] = "http"
+    return headers
+
+
+def _error(start_response: Callable, status: int, message: str, path: str, body: bytes) -> list[bytes]:
+    reason = {413: "Payload Too Large", 502: "Bad Gateway", 503: "Service Unavailable"}[status]
+    if path == "/":  # an RPC client expects an envelope: echo what it sent, as far as it parses
+        try:
+            req = json.loads(body)
+            head = req.get("head") or {}
+            kind = req.get("kind") if isinstance(req.get("kind"), str) else "error"
+            out_head = {k: head[k] for k in ("corrId", "version") if k in head}
+        except Exception:
+            kind, out_head = "error", {}
+        data = json.dumps({"kind": kind, "head": {**out_head, "status": status}, "data": message}).encode()
+        ctype = "application/json"
+    else:
+        data, ctype = message.encode(), "text/plain"
+    start_response(f"{status} {reason}", [("Content-Type", ctype), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def _stream(resp: http.client.HTTPResponse, conn: http.client.HTTPConnection) -> Iterator[bytes]:
+    """Each chunk as it arrives; the upstream dying ends the stream (the client reconnects)."""
+    try:
+        while True:
+            try:
+                chunk = resp.read1(65536)
+            except (OSError, http.client.HTTPException):
+                return
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        conn.close()
+
+
+def make_app(upstreams: Upstreams, pool: Pool, service: str | None = None) -> Callable:
+    """The public URL (service None: api and poll) or one function's URL."""
+
+    def app(environ: dict[str, Any], start_response: Callable) -> Any:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
+        role = service or ("poll" if method == "GET" and path.startswith("/poll/") else "api")
+        target = environ["RAW_URI"]
+        body = environ["wsgi.input"].read(MAX_BODY + 1) if method not in ("GET", "HEAD") else b""
+        if len(body) > MAX_BODY:
+            return _error(start_response, 413, "request body too large", path, b"")
+        headers = _forward_headers(environ, len(body))
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            changed = upstreams.changed
+            for port, pid in upstreams.rotation(role):
+                try:
+                    conn, _reused = pool.get(port)
+                except OSError:
+                    continue  # refused or unreachable: a dead instance, try the next one
+                sock = conn.sock  # the response keeps using it even when http.client lets go of it
+                try:
+                    conn.timeout = REQUEST_S
+                    sock.settimeout(REQUEST_S)
+                    conn.request(method, target, body=body, headers=headers)
+                except OSError:
+                    conn.close()  # nothing reached a live process: safe to try another instance
+                    continue
+                try:
+                    resp = conn.getresponse()
+                except (OSError, http.client.HTTPException) as e:
+                    conn.close()
+                    log.warning("%s instance pid %d died during %s %s: %r", role, pid, method, path, e)
+                    return _error(start_response, 502, f"upstream {role} instance failed: {e!r}", path, body)
+                out = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP]
+                out.append(("X-Sim-Instance", f"{role}/{pid}"))
+                status = f"{resp.status} {resp.reason}"
+                ctype = resp.getheader("Content-Type") or ""
+                if ctype.startswith("text/event-stream") or resp.getheader("Content-Length") is None:
+                    sock.settimeout(None)  # SSE: idle between events for as long as it likes
+                    start_response(status, out)
+                    return _stream(resp, conn)
+                try:
+                    data = resp.read()
+                except (OSError, http.client.HTTPException) as e:
+                    conn.close()
+                    return _error(start_response, 502, f"upstream {role} instance failed: {e!r}", path, body)
+                if resp.will_close:
+                    conn.close()
+                else:
+                    pool.put(port, conn)
+                start_response(status, out)
+                return [data]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return _error(start_response, 503, f"no {role} instance available", path, body)
+            changed.wait(min(remaining, 0.1))  # like Cloud Run holding a request during a cold start
+
+    return app
+
+
+class Handler(WSGIHandler):
+    def get_environ(self) -> dict[str, Any]:
+        env = super().get_environ()
+        env["RAW_URI"] = self.path  # PATH_INFO is unquoted: forward the path exactly as it came
+        return env
+
+
+class Server(WSGIServer):
+    handler_class = Handler
+
+    def handle(self, sock: socket.socket, address: tuple) -> None:  # type: ignore[override]
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        super().handle(sock, address)
+
+
+def _read_table(upstreams: Upstreams, pool: Pool, servers: list[WSGIServer]) -> None:
+    stdin = FileObjectPosix(sys.stdin.fileno(), "rb", close=False)
+    while True:
+        line = stdin.readline()
+        if not line:
+            break
+        try:
+            upstreams.update(json.loads(line))
+            pool.prune({port for rows in upstreams.table.values() for port, _ in rows})
+        except (ValueError, TypeError) as e:
+            log.error("bad table line %r: %s", line, e)
+    log.info("supervisor gone: stopping")
+    for server in servers[1:]:
+        server.stop(timeout=1)
+    servers[0].stop(timeout=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m local.router")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--service", action="append", default=[], metavar="ROLE=PORT", help="a function's own URL")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+    except (ValueError, OSError):
+        pass
+    upstreams, pool = Upstreams(), Pool()
+    servers = [Server((args.bind, args.port), make_app(upstreams, pool), log=None, error_log=log)]
+    for spec in args.service:
+        role, port = spec.split("=", 1)
+        servers.append(Server((args.bind, int(port)), make_app(upstreams, pool, role), log=None, error_log=log))
+    for server in servers:
+        server.init_socket()  # bind now: a port in use fails here, before anything is served
+    for server in servers[1:]:
+        server.start()
+    gevent.spawn(_read_table, upstreams, pool, servers)
+    servers[0].serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
