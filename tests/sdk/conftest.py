@@ -15,6 +15,7 @@ from __future__ import annotations
 import pytest
 
 from tests.sdk.harness import Harness, check_ts_toolchain
+from tests.support.cloudsim import start_cloudsim
 from tests.support.server import start_server
 
 RETRY_TIMEOUT_MS = 1000
@@ -32,11 +33,18 @@ def pytest_runtest_makereport(item, call):
                 rep.sections.append((title, text if text else "<empty>"))
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "cloudsim"])
 def main_server(request, tmp_path_factory):
-    """Every scenario runs against a SQLite and a Postgres server (a cloned database each)."""
+    """Every scenario runs against a SQLite server, a Postgres server (a cloned database each) and
+    the cloud simulation: separate api/poll/sweeper/dispatch function processes on one Postgres
+    database behind a router, with the sweeper called every 60 s as Cloud Scheduler would."""
     backend = request.param
-    srv = start_server(backend, tmp_path_factory.mktemp(f"sdk-{backend}"), debug=False, args=SERVER_ARGS)
+    workdir = tmp_path_factory.mktemp(f"sdk-{backend}")
+    if backend == "cloudsim":
+        srv = start_cloudsim(workdir, tick=60.0, window_ms=65_000,
+                             env={"RESONATE_TASKS__RETRY_TIMEOUT": str(RETRY_TIMEOUT_MS)})
+    else:
+        srv = start_server(backend, workdir, debug=False, args=SERVER_ARGS)
     yield srv
     srv.stop()
 
@@ -56,7 +64,8 @@ def ts_toolchain():
 
 
 def _harness(request, lang, server, tmp_path):
-    assert server.proc.poll() is None, f"server died:\n{server.logs()[-5000:]}"
+    alive = server.sim.running if server.backend == "cloudsim" else server.proc.poll() is None
+    assert alive, f"server died:\n{server.logs()[-5000:]}"
     h = Harness(lang, server, tmp_path)
     request.node._sdk_harness = h
     return h

@@ -157,6 +157,20 @@ async def recoverable(ctx, n, block_at, block_worker, tag):
     return {"steps": out, "finished_by": NAME}
 
 
+async def chaos_step(ctx, wf, i, ms):
+    append_line("chaos.log", f"start {ctx.info.id} {NAME} {time.time():.3f}")
+    await asyncio.sleep(ms / 1000)
+    append_line("chaos.log", f"end {ctx.info.id} {NAME} {time.time():.3f}")
+    return i
+
+
+async def chaos_workflow(ctx, wf, n, ms):
+    total = 0
+    for i in range(n):
+        total += await ctx.run(chaos_step, wf, i, ms)
+    return {"wf": wf, "total": total}
+
+
 async def scheduled_tick(ctx, tag):
     append_line(f"sched-{tag}.log", f"{ctx.info.id} {NAME} {int(time.time() * 1000)}")
     return "tick"
@@ -164,7 +178,7 @@ async def scheduled_tick(ctx, tag):
 
 FUNCTIONS = [
     nested, double_then_add, remote_echo, call_other_group, sleeper, await_external,
-    square, fanout, counted, recoverable, scheduled_tick,
+    square, fanout, counted, recoverable, scheduled_tick, chaos_workflow,
 ]
 
 
@@ -194,6 +208,11 @@ async def do_op(resonate: Resonate, op: dict) -> dict:
         method = r.run if kind == "run" else r.rpc
         handle = method(op["id"], op["func"], *op.get("args", []))
         res = await _await_handle(handle, timeout)
+    elif kind == "rpc_many":  # n workflows at once: ids f"{prefix}{i}", args [i, *args]
+        r = resonate.options(target=op["target"]) if op.get("target") else resonate
+        handles = [r.rpc(f"{op['prefix']}{i}", op["func"], i, *op.get("args", [])) for i in range(op["n"])]
+        outs = await asyncio.gather(*(_await_handle(h, timeout) for h in handles))
+        res = {"ok": all(o["ok"] for o in outs), "results": outs}
     elif kind == "get":
         handle = await resonate.get(op["id"])
         res = await _await_handle(handle, timeout)
