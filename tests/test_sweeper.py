@@ -15,6 +15,7 @@ from shared.service import Service
 from shared.storage.sqlite import SqliteStore
 from shared.sweeper import run_window
 from tests.test_local_runner import _functions_framework, _wait_health
+from tests.support.pg import pg_template, pg_url  # noqa: F401 (fixtures)
 from tests.support.server import free_port
 
 
@@ -82,3 +83,60 @@ def test_sweeper_function_entry_point(tmp_path):
     assert p.state == "rejected_timedout" and p.settled_at == p.timeout_at
     assert store.read(lambda tx: tx.get_task("due")).state == "fulfilled"
     store.close()
+
+
+def test_concurrent_sweepers_on_postgres_split_the_work(pg_url):
+    """Four sweeper instances (separate pools, as separate functions) run their windows at once
+    over the same due timers: every promise times out once and every resulting push (an
+    unblock to an HTTP listener) is claimed and sent by exactly one of them."""
+    from collections import Counter
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from shared.runtime import Runtime
+
+    got: Counter = Counter()
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            msg = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            got[msg["data"]["promise"]["id"]] += 1
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a) -> None:
+            pass
+
+    httpd = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 1024})(("127.0.0.1", 0), Sink)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    cfg = load({"storage.type": "postgres", "storage.postgres.url": pg_url, "storage.postgres.pool_size": 4}, env={})
+    runtimes = [Runtime(cfg, background=False) for _ in range(4)]
+    try:
+        for rt in runtimes:
+            rt.delivery.start()
+        svc = runtimes[0].service
+        due = Clock().now() + 1500
+        n = 200
+        for i in range(n):
+            _rpc(svc, "promise.create", {"id": f"p{i}", "timeoutAt": due + i % 7})
+            _rpc(svc, "promise.register_listener",
+                 {"awaited": f"p{i}", "address": f"http://127.0.0.1:{httpd.server_port}/u"})
+        results: list[dict] = []
+        threads = [threading.Thread(target=lambda rt=rt: results.append(
+            run_window(rt.service, rt.delivery, window_ms=4000, poll_ms=50))) for rt in runtimes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(results) == 4, results
+        assert sum(r["handled"] for r in results) >= n, results
+        assert sum(1 for r in results if r["handled"]) >= 2, results  # the due rows were split
+        promises = svc.store.read(lambda tx: tx.all_promises())
+        assert sorted(p.state for p in promises) == ["rejected_timedout"] * n
+        assert set(got) == {f"p{i}" for i in range(n)}, len(got)
+        assert max(got.values()) == 1, [k for k, v in got.items() if v > 1][:5]  # claimed once each
+        assert svc.store.read(lambda tx: tx.outbox()) == []
+    finally:
+        for rt in runtimes:
+            rt.stop(2)
+        httpd.shutdown()
