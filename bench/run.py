@@ -8,10 +8,13 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import figures
+from bench import coldstart, figures
+from bench.cloudtimers import cloud_timer_lateness
+from bench import pg as pgdb
 from bench.rawsqlite import commits_per_second
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +48,51 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def cold_start_rows(pg_url: str, dbs: ExitStack, workdir: Path, reps: int) -> list[Row]:
+    """(f): every functions-framework target of functions/main.py against the migrated database
+    `pg_url`; then `api` on databases without the schema (its first request migrates) and
+    without the project's bytecode."""
+    pyc = workdir / "pycache"
+    names = coldstart.targets()
+    try:
+        coldstart.cold_start_once(names[0], pg_url, pyc)  # untimed: fills the bytecode cache
+    except Exception as e:  # the measured runs will report it
+        log(f"cold start warm-up: {e}")
+    log(f"cold starts of {', '.join(names)}: flask test client on functions_framework.create_app, a fresh "
+        f"interpreter each, median of {reps} (interleaved), schema migrated and bytecode cached beforehand")
+    cases = [coldstart.Case(t, t, [pg_url] * reps, pyc) for t in names]
+    if "api" in names:
+        empty = [pgdb.new_database(dbs, log) for _ in range(reps)]  # one per rep: the first request migrates it
+        cases += [coldstart.Case("api, no schema yet", "api", empty, pyc),
+                  coldstart.Case("api, no project .pyc", "api", [pg_url] * reps,
+                                 coldstart.without_project_pyc(pyc, workdir / "pycache-cold"), write_pyc=False)]
+    results, interp = coldstart.run_cases(cases, reps, pyc)
+    log(f"python -c pass (interpreter start, baseline of (f)): {interp:.1f} ms")
+    rows: list[Row] = []
+    base = f"python -c pass {interp:.0f} ms"
+    api = results.get("api")
+    for c in cases:
+        r = results[c.label]
+        if isinstance(r, str):
+            log(f"cold start {c.label} failed: {r.strip().splitlines()[-1]}")
+            rows.append(Row(f"(f) cold start: {c.label}", "error", "< 300 ms" if c.label in names else "-", base,
+                            "-", "MISS"))
+            continue
+        ok = 200 <= r["status"] < 300
+        log(f"cold start {c.label}: import {r['import_ms']:.1f} ms (functions_framework {r['framework_ms']:.1f}), "
+            f"first request {r['first_ms']:.1f} ms (status {r['status']}), total {r['total_ms']:.1f} ms, "
+            f"spawn to response {r['spawn_ms']:.1f} ms; totals {', '.join(f'{x:.0f}' for x in r['totals_ms'])} ms"
+            + ("" if ok else f"; answered {r['body'][:200]!r}"))
+        value = f"{r['import_ms']:.0f} + {r['first_ms']:.0f} = {r['total_ms']:.0f} ms"
+        if c.label in names:
+            rows.append(Row(f"(f) cold start: {c.label}", value, "< 300 ms", base, f"{r['total_ms'] / interp:.1f}",
+                            _verdict(r["total_ms"] < 300 and ok)))
+        elif isinstance(api, dict):
+            rows.append(Row(f"(f) cold start: {c.label}", value, "-", f"api {api['total_ms']:.0f} ms",
+                            f"{r['total_ms'] / api['total_ms']:.2f}", "info" if ok else "MISS"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--conns", type=int, default=32, help="keep-alive connections per load-generator process")
@@ -59,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--promises", type=int, default=100_000, help="promises created before the RSS reading (d)")
     p.add_argument("--workdir", type=Path, default=None, help="where the databases go (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the workdir (server log, databases)")
+    p.add_argument("--cold-reps", type=int, default=5, help="cold starts per function, median reported (f)")
+    p.add_argument("--cloud-timers", type=int, default=300, help="promises timed out in the cloud simulation (g)")
+    p.add_argument("--cloud-timer-span", type=int, default=30, help="latest deadline in seconds for (g) (< 60)")
+    p.add_argument("--no-postgres", action="store_true", help="skip the Postgres figures (e) and (f)")
     args = p.parse_args(argv)
 
     from tests.support.server import start_server  # the suite's launcher: same command line as users run
@@ -67,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     rows: list[Row] = []
-    srv = None
+    cold_rows: list[Row] = []
+    srv = pg_srv = None
+    dbs = ExitStack()  # the run's Postgres databases, dropped at the end whatever happens
     try:
         load0 = os.getloadavg()[0]
         log(f"workdir {workdir} ({os.cpu_count()} CPUs, load average {load0:.2f})")
@@ -76,17 +130,32 @@ def main(argv: list[str] | None = None) -> int:
         raw = commits_per_second(workdir / "raw.db")
         log(f"raw SQLite single-row commits (WAL, synchronous=FULL): {raw:,.0f}/s")
 
+        pg_url = None
+        if args.no_postgres:
+            log("--no-postgres: skipping (e), (f) and (g)")
+        elif not pgdb.available():
+            log("no Postgres reachable (RESONATE_TEST_PG_URL): skipping (e), (f) and (g)")
+        else:
+            pg_url = pgdb.new_database(dbs, log)
+            pgdb.migrate(pg_url)
+            log(f"{pgdb.settings()}; database {pg_url.rsplit('/', 1)[1]} (fresh, migrated)")
+            # (f) first, while nothing else runs on the machine
+            cold_rows = cold_start_rows(pg_url, dbs, workdir, args.cold_reps)
+
         srv = start_server("sqlite", workdir / "server", debug=False)
         pid = srv.proc.pid
         time.sleep(0.5)
         rss0 = figures.rss_mb(pid)
         log(f"server pid {pid} on :{srv.port}, RSS at start {rss0:.1f} MB")
         created = 0
+        if pg_url is not None:  # (e): the same command line on Postgres, measured alternately with (a)
+            pg_srv = start_server("postgres", workdir / "pg", debug=False, pg_url=pg_url)
+            log(f"Postgres server pid {pg_srv.proc.pid} on :{pg_srv.port}")
 
         # (a) throughput: the no-op route and promise.create, same client and concurrency, alternated
         # over `rounds` so that a change in the machine's load hits both alike
         conc = f"{args.procs}x{args.conns} connections"
-        hs, cs = [], []
+        hs, cs, ps = [], [], []
         for i in range(args.rounds):
             h = figures.load(srv.port, "health", args.procs, args.conns, args.seconds)
             log(f"GET /health round {i + 1}: {h['rate']:,.0f}/s ({conc}, p50 {h['p50_ms']:.2f} ms, "
@@ -97,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"p99 {c['p99_ms']:.2f} ms, errors {c['errors']} {c['first_error']})")
             hs.append(h)
             cs.append(c)
+            if pg_srv is not None:
+                c = figures.load(pg_srv.port, "create", args.procs, args.conns, args.seconds, prefix=f"pg{i}")
+                log(f"promise.create on Postgres round {i + 1}: {c['rate']:,.0f}/s ({conc}, p50 {c['p50_ms']:.2f} ms, "
+                    f"p99 {c['p99_ms']:.2f} ms, errors {c['errors']} {c['first_error']})")
+                ps.append(c)
+        if pg_srv is not None:
+            pg_srv.stop(drop=False)
+            pg_srv = None
         health = {"rate": sum(h["ok"] for h in hs) / sum(h["seconds"] for h in hs),
                   "errors": sum(h["errors"] for h in hs)}
         create = {"rate": sum(c["ok"] for c in cs) / sum(c["seconds"] for c in cs),
@@ -107,6 +184,15 @@ def main(argv: list[str] | None = None) -> int:
                         _verdict(r_health >= 0.5 and create["errors"] == 0)))
         rows.append(Row("(a) promise.create vs raw SQLite", _fmt_rate(create["rate"]), "-",
                         f"raw commits {_fmt_rate(raw)}", f"{create['rate'] / raw:.2f}", "info"))
+        pg_row = None
+        if ps:
+            pg_rate = sum(c["ok"] for c in ps) / sum(c["seconds"] for c in ps)
+            pg_errors = sum(c["errors"] for c in ps)
+            log(f"promise.create: Postgres {pg_rate:,.0f}/s, SQLite {create['rate']:,.0f}/s "
+                f"(ratio {pg_rate / create['rate']:.2f}, Postgres errors {pg_errors})")
+            pg_row = Row("(e) promise.create on Postgres", _fmt_rate(pg_rate), "-",
+                         f"SQLite {_fmt_rate(create['rate'])}", f"{pg_rate / create['rate']:.2f}",
+                         "info" if pg_errors == 0 else "MISS")
 
         # (b) dispatch latency
         d = figures.dispatch_latency(srv.port, args.samples, args.get_samples)
@@ -148,21 +234,39 @@ def main(argv: list[str] | None = None) -> int:
         log(f"server RSS after {created:,} promises: {rss:.1f} MB")
         rows.append(Row(f"(d) server RSS after {created // 1000}k promises", f"{rss:.1f} MB", "< 150 MB",
                         f"RSS at start {rss0:.1f} MB", f"{rss / rss0:.2f}", _verdict(rss < 150)))
+        rows += ([pg_row] if pg_row else []) + cold_rows
+
+        # (g) timer lateness in the cloud simulation: the sweeper function is the only timer
+        if pg_url is not None:
+            g_url = pgdb.new_database(dbs, log)
+            pgdb.migrate(g_url)
+            g = cloud_timer_lateness(g_url, args.cloud_timers, 500, args.cloud_timer_span * 1000)
+            log(f"cloud-sim timers (sweeper ticked every 60 s, {g['ticks']} tick(s), woken by the api instances): "
+                f"{g['received']}/{g['expected']} unblocks, deadlines 0.5-{args.cloud_timer_span} s ahead, lateness "
+                f"p50 {g['p50_ms']:.1f} ms, p99 {g['p99_ms']:.1f} ms, max {g['max_ms']:.1f} ms")
+            done = g["received"] == g["expected"] and g["expected"] > 0
+            rows.append(Row("(g) cloud-sim timer lateness p99", _ms(g["p99_ms"]), "< 1000 ms",
+                            f"local (c) p99 {_ms(t['p99_ms'])}", f"{g['p99_ms'] / t['p99_ms']:.2f}",
+                            _verdict(g["p99_ms"] < 1000 and done)))
     except BaseException:
         args.keep = True  # leave the evidence
-        if srv is not None:
-            print("--- server log (tail) ---\n" + srv.logs()[-3000:], file=sys.stderr)
+        for s in (srv, pg_srv):
+            if s is not None:
+                print(f"--- {s.backend} server log (tail) ---\n" + s.logs()[-3000:], file=sys.stderr)
         raise
     finally:
-        if srv is not None:
-            srv.stop()
+        for s in (srv, pg_srv):
+            if s is not None:
+                s.stop(drop=False)
+        dbs.close()
         if args.keep or args.workdir:
             log(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
     print()
-    print(f"Resonate server benchmark (SQLite, {os.cpu_count()} CPUs, load average {load0:.2f} -> "
+    stores = "SQLite; Postgres for (e), (f), (g)" if cold_rows else "SQLite"
+    print(f"Resonate server benchmark ({stores}, {os.cpu_count()} CPUs, load average {load0:.2f} -> "
           f"{os.getloadavg()[0]:.2f}, {time.perf_counter() - t_start:.0f} s)")
     cols = ("figure", "value", "target", "baseline (same run)", "ratio", "result")
     widths = [max(len(c), *(len(getattr(r, f)) for r in rows)) for c, f in
