@@ -45,8 +45,12 @@ def _app() -> flask.Flask:
 
 
 def _route(request: flask.Request) -> flask.Response:
+    """Hand the request to the shared routes. They read the body from the framework's own
+    (length-limited) stream, so the framework's after-request drain finds it consumed instead of
+    waiting for bytes that never come (a 500 under servers that don't mark input terminated)."""
     app = _app()
-    with app.request_context(request.environ):
+    environ = {**request.environ, "wsgi.input": request.stream, "wsgi.input_terminated": True}
+    with app.request_context(environ):
         return app.full_dispatch_request()
 
 

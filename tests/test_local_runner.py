@@ -117,3 +117,22 @@ def test_idle_server_in_a_debug_session_does_not_spin(tmp_path):
         assert used < 0.5, f"idle server used {used:.2f} s of CPU in 2 s"
     finally:
         srv.stop()
+
+
+def test_function_targets_under_the_frameworks_own_app(tmp_path, monkeypatch):
+    """`functions_framework.create_app` is what the runtime serves; its after-request drain must
+    find the body our routes consumed (servers that don't mark the input terminated, such as the
+    test client or the werkzeug dev server, used to turn every POST into a 500)."""
+    import functions_framework
+
+    monkeypatch.setenv("RESONATE_STORAGE__TYPE", "sqlite")
+    monkeypatch.setenv("RESONATE_STORAGE__SQLITE__PATH", str(tmp_path / "ff.db"))
+    app = functions_framework.create_app(target="api", source=str(ROOT / "functions" / "main.py"))
+    c = app.test_client()
+    head = {"corrId": "c1", "version": "2026-04-01"}
+    r = c.post("/", json={"kind": "promise.create", "head": head, "data": {"id": "p", "timeoutAt": int(time.time() * 1000) + 3_600_000}})
+    assert r.status_code == 200, r.data
+    r = c.post("/", json={"kind": "promise.get", "head": head, "data": {"id": "p"}})
+    assert r.status_code == 200 and r.json["data"]["promise"]["state"] == "pending", r.data
+    r = c.post("/", data=b"{not json", content_type="application/json")
+    assert r.status_code == 400 and r.json["head"]["status"] == 400, r.data
