@@ -202,3 +202,24 @@ def test_http_push_is_sent_once_and_retried_after_failure(pair, pg_url):
         assert wait_until(lambda: outbox(pg_url) == [], 5)
     finally:
         httpd.shutdown()
+
+
+def test_row_claimed_by_a_dead_instance_is_delivered_once_its_lease_lapses(pair, pg_url):
+    a, b = pair
+    g = "g" + uuid.uuid4().hex[:8]
+    create(a, "orphan", f"poll://any@{g}")  # no worker anywhere yet: the row waits
+    kw = {"user": "postgres", "host": "127.0.0.1", "database": pg_url.rsplit("/", 1)[1]}
+    c = pg8000.native.Connection(**kw)
+    try:  # as if an instance claimed it and died before writing the event
+        c.run("UPDATE outbox SET claimed_until = (extract(epoch from clock_timestamp()) * 1000)::bigint + 1500")
+    finally:
+        c.close()
+    s = SSE(f"{b.url}/poll/{g}/w1")
+    try:
+        time.sleep(1.0)
+        assert s.events.empty()  # still leased to the dead claimant
+        m = s.next(timeout=8)  # the instance's periodic re-check claims it after the lease
+        assert m["data"]["task"]["id"] == "orphan", m
+        assert wait_until(lambda: outbox(pg_url) == [], 5)
+    finally:
+        s.close()

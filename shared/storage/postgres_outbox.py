@@ -33,14 +33,16 @@ _RELEASE = (f"UPDATE outbox SET attempts = attempts + :failed, claimed_until = C
             f" ELSE {DB_NOW} + LEAST(:cap, :base * power(2, LEAST(attempts, 20)))::bigint END"
             " WHERE seq = :s AND version = :v RETURNING attempts")
 _NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', x) FROM unnest(CAST(:p AS text[])) x"
-_RENOTIFY = (f"WITH r AS (UPDATE outbox SET notified_at = {DB_NOW} WHERE seq IN (SELECT seq FROM outbox"
-             f" WHERE poll_group IS NOT NULL AND claimed_until < {DB_NOW} AND created_at < {DB_NOW} - :settle"
-             f" AND notified_at < {DB_NOW} - :every ORDER BY seq LIMIT :n FOR UPDATE SKIP LOCKED)"
-             f" AND {_NO_DEBUG} RETURNING seq, address)"
-             f" SELECT count(pg_notify('{NOTIFY_CHANNEL}', seq || ' ' || address)) FROM r")
 _UNCLAIMED_UNBLOCK = f"kind = 'unblock' AND poll_group IS NOT NULL AND claimed_until < {DB_NOW} AND {_NO_DEBUG}"
 _NO_RECEIVER = ("NOT EXISTS (SELECT 1 FROM poll_receivers r WHERE r.grp = outbox.poll_group"
                 f" AND (outbox.poll_uni IS NULL OR r.id = outbox.poll_uni) AND r.expires_at > {DB_NOW})")
+# re-announced: unclaimed poll rows that some process has a receiver for (a row whose group has
+# no worker anywhere waits quietly: the worker that connects claims it itself)
+_RENOTIFY = (f"WITH r AS (UPDATE outbox SET notified_at = {DB_NOW} WHERE seq IN (SELECT seq FROM outbox"
+             f" WHERE poll_group IS NOT NULL AND claimed_until < {DB_NOW} AND created_at < {DB_NOW} - :settle"
+             f" AND notified_at < {DB_NOW} - :every AND NOT {_NO_RECEIVER} ORDER BY seq LIMIT :n"
+             f" FOR UPDATE SKIP LOCKED) AND {_NO_DEBUG} RETURNING seq, address)"
+             f" SELECT count(pg_notify('{NOTIFY_CHANNEL}', seq || ' ' || address)) FROM r")
 # dropped: unblocks with no receiver anywhere, and those no receiver claimed for `age` (stale registry)
 _DROP_UNBLOCKS = (f"DELETE FROM outbox WHERE {_UNCLAIMED_UNBLOCK} AND ({_NO_RECEIVER}"
                   f" OR created_at < {DB_NOW} - :age) RETURNING 1")
