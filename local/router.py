@@ -36,6 +36,8 @@ import gevent.event  # noqa: E402
 from gevent.fileobject import FileObjectPosix  # noqa: E402
 from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
 
+from local.nodelay import NoDelayServer  # noqa: E402
+
 log = logging.getLogger("resonate.router")
 HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
        "trailer", "trailers", "transfer-encoding", "upgrade", "expect"}
@@ -221,15 +223,8 @@ class Handler(WSGIHandler):
         return env
 
 
-class Server(WSGIServer):
+class Server(NoDelayServer):
     handler_class = Handler
-
-    def handle(self, sock: socket.socket, address: tuple) -> None:  # type: ignore[override]
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        super().handle(sock, address)
 
 
 def _read_table(upstreams: Upstreams, pool: Pool, servers: list[WSGIServer]) -> None:

@@ -10,11 +10,10 @@ import logging
 import re
 import resource
 import signal
-import socket
 
 import gevent
-from gevent.pywsgi import WSGIServer
 
+from local.nodelay import NoDelayServer
 from shared.config import Config
 from shared.http import create_app
 from shared.runtime import Runtime
@@ -22,15 +21,7 @@ from shared.runtime import Runtime
 log = logging.getLogger("resonate")
 
 
-class Server(WSGIServer):
-    """pywsgi with TCP_NODELAY: small responses must not wait for the peer's delayed ACK."""
-
-    def handle(self, sock: socket.socket, address: tuple) -> None:  # type: ignore[override]
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        super().handle(sock, address)
+Server = NoDelayServer
 
 
 def _redact(url: str) -> str:

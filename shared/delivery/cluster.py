@@ -63,12 +63,7 @@ class ClusterDelivery(Delivery):
 
     def stop(self, timeout: float = 5.0) -> None:
         super().stop(timeout)
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+        self._drop_listen_connection()
         if self._listener is not None:
             self._listener.join(timeout)
 
@@ -278,14 +273,17 @@ class ClusterDelivery(Delivery):
                 if self._stopped.is_set():
                     return
                 log.warning("outbox LISTEN connection failed (%s); reconnecting in %.1fs", e, backoff)
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                try:
-                    conn.close()
-                except Exception:
-                    pass
+            self._drop_listen_connection()
             self._stopped.wait(backoff)
             backoff = min(30.0, backoff * 2)
+
+    def _drop_listen_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
 
     def _pump(self, conn: Any) -> None:
         """pg8000 has no wait API: wait for the socket to turn readable, then a round trip makes
