@@ -109,6 +109,7 @@ class Observability:
 @dataclass(frozen=True)
 class Config:
     level: str = "info"
+    log_format: str = "text"  # text (readable lines) | json (Google Cloud Logging fields); functions default to json
     debug: bool = False
     profile: str = "compat"  # compat | strict (protocol §1)
     server: Server = field(default_factory=Server)
