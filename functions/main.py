@@ -6,7 +6,7 @@ the same flask routes the local server uses.
 """
 from __future__ import annotations
 
-import logging
+import os
 import threading
 
 import flask
@@ -14,10 +14,13 @@ import functions_framework
 
 from shared.config import load
 from shared.http import create_app
+from shared.logs import setup_logging
 from shared.runtime import Runtime
 from shared.sweeper import run_window
 
-logging.basicConfig(level=logging.INFO)
+# JSON lines with Cloud Logging's fields unless RESONATE_LOG_FORMAT says otherwise (config is
+# loaded on the first request; logging must be ready before it)
+setup_logging(os.environ.get("RESONATE_LEVEL", "info"), os.environ.get("RESONATE_LOG_FORMAT", "json"))
 
 
 _built: dict[str, object] = {}
@@ -34,7 +37,7 @@ def _runtime() -> Runtime:
             if rt is None:
                 rt = Runtime(load(), background=False)  # no always-on loops: the sweeper does them
                 rt.delivery.start()
-                _built["app"] = create_app(rt.service, rt.hub)
+                _built["app"] = create_app(rt.service, rt.hub, metrics=rt.metrics)
                 _built["runtime"] = rt
     return rt  # type: ignore[return-value]
 
@@ -56,7 +59,7 @@ def _route(request: flask.Request) -> flask.Response:
 
 @functions_framework.http
 def api(request: flask.Request) -> flask.Response:
-    """POST /, /health, /ready (and the legacy 410 paths)."""
+    """POST /, /health, /ready, GET /metrics (this instance's counters), and the legacy 410 paths."""
     return _route(request)
 
 

@@ -6,39 +6,126 @@ from gevent import monkey
 monkey.patch_all()  # before anything opens sockets or threads: the server runs on gevent
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
-from typing import Any  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from typing import Any, Callable  # noqa: E402
 
-from shared.config import ConfigError, load  # noqa: E402
+from shared.config import Config, ConfigError, load, parse_value, schema  # noqa: E402
 
-# flag -> dotted config key (operations.md §2.3 names; short aliases for convenience)
-FLAGS: list[tuple[list[str], str, type | None, str]] = [
-    (["--server-port", "--port"], "server.port", int, "HTTP port (default 8001)"),
-    (["--server-bind", "--bind"], "server.bind", str, "listen address (default 0.0.0.0)"),
-    (["--server-host"], "server.host", str, "host used to build the default server URL"),
-    (["--server-url"], "server.url", str, "public base URL sent to workers as head.serverUrl"),
-    (["--server-shutdown-timeout"], "server.shutdown_timeout", int, "graceful shutdown budget in ms"),
-    (["--storage-type"], "storage.type", str, "sqlite, postgres or memory"),
-    (["--storage-sqlite-path", "--db"], "storage.sqlite.path", str, "SQLite database file"),
-    (["--storage-postgres-url"], "storage.postgres.url", str,
-     "Postgres URL (prefer RESONATE_STORAGE__POSTGRES__URL: flags are visible to other users)"),
-    (["--storage-postgres-pool-size"], "storage.postgres.pool_size", int, "pooled Postgres connections"),
-    (["--storage-postgres-instance"], "storage.postgres.instance", str,
+# serve/dev flags: names -> dotted config key (operations.md §2.3; a few short aliases), help.
+# Values are parsed as the key's type (shared.config.parse_value): a bad one is a usage error
+# (exit 2) naming the flag and the key. Flags apply independently (no §2.4 conditional quirks).
+# Secrets (database URLs, the push token) have flags as in the reference, but the environment
+# or resonate.toml is the place for them: a command line is visible to every local user.
+SECRET = " (a secret: prefer the environment or resonate.toml, a command line is visible to other users)"
+FLAGS: list[tuple[list[str], str, str]] = [
+    (["--level"], "level", "log level: debug, info, warn, error"),
+    (["--log-format"], "log_format", "text (default) or json (Google Cloud Logging fields)"),
+    (["--profile"], "profile", "compat (default) or strict"),
+    (["--server-host"], "server.host", "host used to build the default server URL"),
+    (["--server-port", "--port"], "server.port", "HTTP port (default 8001)"),
+    (["--server-bind", "--bind"], "server.bind", "listen address (default 0.0.0.0; [::] for IPv6)"),
+    (["--server-url"], "server.url", "public base URL sent to workers as head.serverUrl"),
+    (["--server-shutdown-timeout"], "server.shutdown_timeout", "graceful shutdown budget in ms (default 10000)"),
+    (["--server-cors-allow-origin"], "server.cors.allow_origins",
+     "allowed CORS origin, repeatable (replaces the configured list; * for any) [not implemented yet]"),
+    (["--storage-type"], "storage.type", "sqlite (default), postgres, or memory (mysql: not implemented yet)"),
+    (["--storage-sqlite-path", "--db"], "storage.sqlite.path", "SQLite database file (default resonate.db)"),
+    (["--storage-postgres-url"], "storage.postgres.url", "Postgres URL postgres://user:pass@host:5432/db" + SECRET),
+    (["--storage-postgres-pool-size"], "storage.postgres.pool_size", "pooled Postgres connections (default 10)"),
+    (["--storage-postgres-instance"], "storage.postgres.instance",
      "Cloud SQL instance connection name project:region:instance (connects through the Cloud SQL connector)"),
-    (["--storage-postgres-ip-type"], "storage.postgres.ip_type", str, "Cloud SQL address to use: private, public or psc"),
-    (["--storage-postgres-iam-auth"], "storage.postgres.iam_auth", str, "Cloud SQL IAM database login: true or false"),
-    (["--level"], "level", str, "log level: debug, info, warn, error"),
-    (["--profile"], "profile", str, "compat (default) or strict"),
-    (["--tasks-retry-timeout"], "tasks.retry_timeout", int, "task retry timeout R in ms"),
-    (["--messages-redrive-interval"], "messages.redrive_interval", int, "outbox re-drive interval in ms"),
-    (["--transports-http-poll-max-connections"], "transports.http_poll.max_connections", int, "SSE connection cap"),
-    (["--transports-http-poll-buffer-size"], "transports.http_poll.buffer_size", int, "per-connection queue"),
-    (["--transports-http-poll-keepalive-interval"], "transports.http_poll.keepalive_interval", int,
+    (["--storage-postgres-ip-type"], "storage.postgres.ip_type", "Cloud SQL address to use: private, public or psc"),
+    (["--storage-postgres-iam-auth"], "storage.postgres.iam_auth", "Cloud SQL IAM database login: true or false"),
+    (["--storage-mysql-url"], "storage.mysql.url", "MySQL URL [not implemented yet]" + SECRET),
+    (["--storage-mysql-pool-size"], "storage.mysql.pool_size", "pooled MySQL connections [not implemented yet]"),
+    (["--auth-publickey"], "auth.publickey", "PEM public key for inbound JWT auth, or none [not implemented yet]"),
+    (["--auth-iss"], "auth.iss", "required JWT issuer [not implemented yet]"),
+    (["--auth-aud"], "auth.aud", "required JWT audience [not implemented yet]"),
+    (["--tasks-lease-timeout"], "tasks.lease_timeout", "task lease in ms (default 15000)"),
+    (["--tasks-retry-timeout"], "tasks.retry_timeout", "task retry timeout R in ms (default 30000)"),
+    (["--timeouts-poll-interval"], "timeouts.poll_interval",
+     "reference timeout-loop period in ms (accepted; the timer loop here wakes at each deadline)"),
+    (["--messages-poll-interval"], "messages.poll_interval",
+     "reference message-loop period in ms (accepted; delivery here starts right after commit)"),
+    (["--messages-batch-size"], "messages.batch_size", "outbox rows per pass (default 100)"),
+    (["--messages-redrive-interval"], "messages.redrive_interval", "outbox re-drive interval in ms (default 1000)"),
+    (["--transports-http-push-enabled"], "transports.http_push.enabled", "true or false (default true)"),
+    (["--transports-http-push-concurrency"], "transports.http_push.concurrency", "pushes in flight (default 256)"),
+    (["--transports-http-push-connect-timeout"], "transports.http_push.connect_timeout", "push connect timeout in ms"),
+    (["--transports-http-push-request-timeout"], "transports.http_push.request_timeout", "push request timeout in ms"),
+    (["--transports-http-push-auth-mode"], "transports.http_push.auth.mode",
+     "outbound push auth: none, bearer or gcp [not implemented yet]"),
+    (["--transports-http-push-auth-token"], "transports.http_push.auth.token", "bearer token" + SECRET),
+    (["--transports-http-push-auth-aud"], "transports.http_push.auth.audience", "fixed OIDC audience (gcp mode)"),
+    (["--transports-http-push-auth-header"], "transports.http_push.auth.header", "header carrying the token"),
+    (["--transports-http-poll-enabled"], "transports.http_poll.enabled", "true or false (default true)"),
+    (["--transports-http-poll-max-connections"], "transports.http_poll.max_connections", "SSE connection cap"),
+    (["--transports-http-poll-buffer-size"], "transports.http_poll.buffer_size", "per-connection queue"),
+    (["--transports-http-poll-keepalive-interval"], "transports.http_poll.keepalive_interval",
      "SSE keep-alive comment interval in ms"),
-    (["--transports-http-push-enabled"], "transports.http_push.enabled", str, "true or false"),
-    (["--transports-http-push-concurrency"], "transports.http_push.concurrency", int, "pushes in flight"),
-    (["--observability-metrics-port"], "observability.metrics_port", int, "Prometheus port (0 disables)"),
+    (["--transports-gcps-enabled"], "transports.gcps.enabled", "Pub/Sub transport [not implemented yet]"),
+    (["--transports-gcps-project"], "transports.gcps.project", "Pub/Sub project (unused, as in the reference)"),
+    (["--transports-gcps-concurrency"], "transports.gcps.concurrency", "publishes in flight (default 256)"),
+    (["--transports-gcps-timeout"], "transports.gcps.timeout", "publish timeout in ms (default 10000)"),
+    (["--transports-bash-exec-enabled"], "transports.bash_exec.enabled", "bash:// transport [not implemented yet]"),
+    (["--observability-metrics-port"], "observability.metrics_port", "Prometheus port (default 9090; 0 disables)"),
+    (["--observability-otlp-endpoint"], "observability.otlp_endpoint", "OTLP endpoint (unused, as in the reference)"),
 ]
+REPEATABLE = {"server.cors.allow_origins"}  # one value per flag; the flags together replace the list
+
+
+def _typed(key: str) -> Callable[[str], Any]:
+    """argparse `type=` for a config key: the value as the key's type, or a usage error."""
+    def parse(text: str) -> Any:
+        if key in REPEATABLE:
+            return text  # one list item per flag
+        try:
+            return parse_value(key, text)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
+
+
+def _serve_flags(sp: argparse.ArgumentParser) -> None:
+    """The configuration flags of serve and dev, each stored under its dotted key."""
+    sp.add_argument("--config", dest="config_file", metavar="PATH", default=None,
+                    help="configuration file instead of ./resonate.toml: TOML, or the old server's YAML "
+                         "(.yml/.yaml; keys mapped, unmapped ones warned about)")
+    leaves = schema().leaves
+    for names, key, h in FLAGS:
+        metavar = ("true|false" if leaves[key][0] is bool else "ORIGIN" if key in REPEATABLE
+                   else key.rsplit(".", 1)[-1].upper())
+        sp.add_argument(*names, dest=key, type=_typed(key), default=None, help=h, metavar=metavar,
+                        action="append" if key in REPEATABLE else "store")
+    sp.add_argument("--debug", dest="debug", action="store_true", default=None,
+                    help="enable debug.* operations and head['resonate:debug_time']")
+
+
+def _config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The flags on the command line: {key: value} and {key: '--flag (flag)'} for messages."""
+    overrides: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for names, key, _ in [*FLAGS, (["--debug"], "debug", "")]:
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = tuple(value) if key in REPEATABLE else value
+            sources[key] = f"{names[0]} (flag)"
+    return overrides, sources
+
+
+def _load(args: argparse.Namespace, overrides: dict[str, Any], sources: dict[str, str]) -> Config:
+    """defaults < ./resonate.toml (or --config) < RESONATE_* < flags. `dev` keeps debug on (this
+    server's choice) and, as in the reference, puts a SQLite store in memory unless
+    --storage-sqlite-path is given; a Postgres type from the file or environment is kept."""
+    if args.command == "dev":
+        overrides.setdefault("debug", True)
+        sources.setdefault("debug", "dev")
+    cfg = load(overrides, file=args.config_file, cwd=os.getcwd(), sources=sources)
+    if args.command == "dev" and cfg.storage.type == "sqlite" and "storage.sqlite.path" not in overrides:
+        cfg = replace(cfg, storage=replace(cfg.storage, type="memory"))
+    return cfg
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,11 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for name, help in (("serve", "start the server (SQLite, resonate.db by default)"),
                        ("dev", "start the server in memory with debug operations on")):
-        sp = sub.add_parser(name, help=help, description=help)
-        for names, key, typ, h in FLAGS:
-            sp.add_argument(*names, dest=key, type=typ, default=None, help=h)
-        sp.add_argument("--debug", dest="debug", action="store_true", default=None,
-                        help="enable debug.* operations and head['resonate:debug_time']")
+        _serve_flags(sub.add_parser(name, help=help, description=help))
     h = "simulate the cloud: each function its own process over Postgres, behind one router"
     sp = sub.add_parser("cloud-sim", help=h, description=h)
     sp.add_argument("--port", "--server-port", type=int, default=8001, help="router (base URL) port, default 8001")
@@ -63,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
                          " (created if missing)")
     sp.add_argument("--log-dir", default=None, help="instance logs (default: a new temporary folder)")
     sp.add_argument("--debug", action="store_true", help="RESONATE_DEBUG=true in every function")
+    from local import commands  # client commands: promises, tasks, schedules, invoke, tree; --version
+
+    commands.register(p, sub)
     return p
 
 
@@ -95,16 +181,29 @@ def cloud_sim(args: argparse.Namespace) -> int:
     return code
 
 
+def _early_logging(overrides: dict[str, Any]) -> None:
+    """Console logging before the configuration is loaded, so its warnings come out formatted;
+    `serve` sets it up again from the final configuration."""
+    import os
+
+    from shared.logs import setup_logging
+
+    setup_logging(str(overrides.get("level") or os.environ.get("RESONATE_LEVEL", "info")),
+                  str(overrides.get("log_format") or os.environ.get("RESONATE_LOG_FORMAT", "text")), warn=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from local import commands
+
+    if commands.is_client(args):
+        return commands.run(args)
     if args.command == "cloud-sim":
         return cloud_sim(args)
-    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
-    if args.command == "dev":
-        overrides.setdefault("storage.type", "memory")
-        overrides["debug"] = True
+    overrides, sources = _config(args)
+    _early_logging(overrides)
     try:
-        cfg = load(overrides)
+        cfg = _load(args, overrides, sources)
     except ConfigError as e:
         print(f"Fatal: Configuration error: {e}", file=sys.stderr)
         return 1

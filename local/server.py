@@ -3,25 +3,113 @@
 gevent gives each connection a greenlet, so thousands of idle SSE streams cost kilobytes each
 while requests keep flowing; SQLite commits run on a native thread pool so an fsync never
 stalls the event loop.
+
+Startup and shutdown follow operations.md §13.2, §13.4 and §14: SIGINT/SIGTERM closes the
+listener, ends SSE streams, lets requests in progress finish (a write is answered only after its
+commit, so every acknowledged write is durable and an unanswered one may or may not be), drains
+deliveries, stops the loops and closes the store, all within `server.shutdown_timeout`.
 """
 from __future__ import annotations
 
 import logging
+import os
 import re
 import resource
 import signal
+import socket
+import sys
+import time
+from typing import Any
 
 import gevent
+import gevent.event
+from gevent.pywsgi import WSGIHandler
 
+from local import metrics_listener
 from local.nodelay import NoDelayServer
 from shared.config import Config
 from shared.http import create_app
+from shared.logs import q, setup_logging
 from shared.runtime import Runtime
 
 log = logging.getLogger("resonate")
+access = logging.getLogger("resonate.http")
 
 
-Server = NoDelayServer
+class Handler(WSGIHandler):
+    """pywsgi's connection handler, tracked so shutdown can tell idle keep-alive connections
+    (closed at once) from requests in progress (awaited)."""
+
+    idle = True  # waiting for the next request line: nothing is lost by hanging up
+
+    def handle(self) -> None:
+        self.greenlet = gevent.getcurrent()
+        conns = self.server.connections
+        conns.add(self)
+        try:
+            super().handle()
+        finally:
+            conns.discard(self)
+
+    def read_requestline(self) -> str:
+        self.idle = True
+        if self.server.draining:  # no new request on a kept-alive connection once shutdown began
+            return ""
+        line = super().read_requestline()
+        self.idle = not line
+        return line
+
+    def start_response(self, status: str, headers: list, exc_info: Any = None) -> Any:
+        if self.server.draining and not any(k.lower() == "connection" for k, _ in headers):
+            headers = [*headers, ("Connection", "close")]  # the client must not reuse it
+        return super().start_response(status, headers, exc_info)
+
+    def hang_up(self) -> None:
+        sock = self.__dict__.get("socket")
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the greenlet blocked reading it
+            except OSError:
+                pass
+
+    def log_request(self) -> None:  # §13.3's per-request trace line, at DEBUG
+        if access.isEnabledFor(logging.DEBUG):
+            method, _, rest = (self.requestline or "").partition(" ")
+            uri = rest.rsplit(" ", 1)[0]
+            latency = ((self.time_finish or time.time()) - self.time_start) * 1000
+            access.debug("finished processing request method=%s uri=%s status=%s latency_ms=%.2f",
+                         q(method), q(uri), (self._orig_status or self.status or "000").split()[0], latency)
+
+
+class Server(NoDelayServer):
+    handler_class = Handler
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections: set[Handler] = set()
+        self.draining = False
+
+    def drain(self, deadline: float, close_streams: Any = None) -> int:
+        """Stop accepting, hang up idle connections, wait for requests in progress until
+        `deadline` (monotonic). Returns how many connections were still busy then."""
+        self.draining = True
+        self.close()
+        while True:
+            if close_streams is not None:
+                close_streams()  # also a stream registered by a request already past its request line
+            for h in list(self.connections):
+                if h.idle:
+                    h.hang_up()
+            if not self.connections or time.monotonic() >= deadline:
+                return len(self.connections)
+            gevent.sleep(0.02)
+
+    def kill_all(self) -> None:
+        """End the requests still in progress: nothing they had not committed is acknowledged."""
+        gevent.killall([h.greenlet for h in list(self.connections)], block=False)
+        gevent.sleep(0.05)
+        for h in list(self.connections):  # one that swallowed the kill: its socket goes anyway
+            h.hang_up()
 
 
 def _redact(url: str) -> str:
@@ -39,42 +127,133 @@ def raise_fd_limit() -> None:
         log.warning("could not raise the open-files limit: %s", e)
 
 
+def _log_config(cfg: Config) -> None:
+    """§13.2 lines 1–4 (our keys: a timer loop that sleeps until the next deadline, a re-drive
+    interval instead of a message poll interval; no auth yet)."""
+    log.info("Resonate Server starting port=%d storage=%s profile=%s", cfg.server.port, cfg.storage.type, cfg.profile)
+    log.info("Operational config timeout_max_sleep_ms=%d message_redrive_interval_ms=%d message_batch_size=%d "
+             "task_retry_timeout_ms=%d task_lease_timeout_ms=%d shutdown_timeout_ms=%d", cfg.timeouts.max_sleep,
+             cfg.messages.redrive_interval, cfg.messages.batch_size, cfg.tasks.retry_timeout,
+             cfg.tasks.lease_timeout, cfg.server.shutdown_timeout)
+    if cfg.debug:
+        log.info("Debug mode enabled — debug operations allowed, background loops paused during a debug session")
+    log.info("Auth disabled — all requests accepted")
+
+
+def _log_storage(cfg: Config, opened: bool) -> None:
+    """§13.2 line 5, before (`opened` False) and after the store opened."""
+    kind, pg = cfg.storage.type, cfg.storage.postgres
+    if kind == "sqlite":
+        if opened:
+            log.info("SQLite initialized")
+        else:
+            log.info("Using SQLite backend path=%s", q(cfg.storage.sqlite.path))
+    elif kind == "postgres" and opened:
+        log.info("PostgreSQL initialized")
+        log.info("Cluster delivery enabled — outbox rows claimed in the database, poll:// announced with NOTIFY")
+    elif kind == "postgres":
+        where = (f"instance={pg.instance} ip_type={pg.ip_type} iam_auth={str(pg.iam_auth).lower()}" if pg.instance
+                 else f"url={q(_redact(pg.url or ''))}")
+        log.info("Using PostgreSQL backend %s", where)
+        log.info("PostgreSQL pool configured pool_size=%d", pg.pool_size)
+    elif not opened:
+        log.info("Using %s backend%s", "in-memory" if kind == "memory" else kind,
+                 " — data is lost at exit" if kind == "memory" else "")
+
+
+def _log_transports(cfg: Config) -> None:
+    """§13.2 lines 6–7 (push and SSE poll are the transports this server has)."""
+    t = cfg.transports
+    log.info("Transport config http_push_connect_timeout_ms=%d http_push_request_timeout_ms=%d "
+             "http_push_concurrency=%d http_poll_max_connections=%d http_poll_buffer_size=%d "
+             "http_poll_keepalive_ms=%d", t.http_push.connect_timeout, t.http_push.request_timeout,
+             t.http_push.concurrency, t.http_poll.max_connections, t.http_poll.buffer_size,
+             t.http_poll.keepalive_interval)
+    if not t.http_push.enabled:
+        log.info("HTTP push transport disabled")
+    if not t.http_poll.enabled:
+        log.info("HTTP poll transport disabled")
+
+
+def _fatal(message: str) -> int:
+    """§2.5: `Fatal: <message>` on stderr, status 1."""
+    print(f"Fatal: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
+def _force_exit(code: int) -> None:
+    """Leave now: greenlets or threads that did not stop must not hold the process (an
+    unfinished SQLite transaction is simply not in the database after restart)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def shutdown(server: Server, rt: Runtime, timeout_s: float) -> bool:
+    """§14.1 within `timeout_s`: requests get the budget but a quarter (at most 2 s), kept for
+    deliveries, loops and the store. False when something is still running at the end: the
+    caller must leave without waiting for it."""
+    start = time.monotonic()
+    deadline = start + timeout_s
+    reserve = min(2.0, timeout_s / 4)
+    close_streams = rt.hub.close_all if rt.hub is not None else None
+    busy = server.drain(deadline - reserve, close_streams)
+    if busy:
+        log.warning("Requests still in progress at the shutdown timeout, closing them count=%d", busy)
+        server.kill_all()
+    log.info("HTTP server stopped, draining background tasks...")
+    flushed = rt.delivery.flush(max(0.0, deadline - time.monotonic()))
+    if not flushed:
+        log.warning("Deliveries still in flight at the shutdown timeout (they stay in the outbox and are re-sent)")
+    log.info("Timeout processing loop shutting down")
+    log.info("Message processing loop shutting down")
+    stopper = gevent.spawn(rt.stop, max(0.1, deadline - time.monotonic()))
+    stopper.join(timeout=max(0.0, deadline - time.monotonic()) + 0.05)
+    if not stopper.ready():
+        log.warning("Background tasks did not finish within shutdown timeout, forcing exit")
+    return stopper.ready() and flushed
+
+
 def serve(cfg: Config) -> int:
-    logging.basicConfig(level=cfg.level.upper() if cfg.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR") else
-                        {"warn": "WARNING"}.get(cfg.level, "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(cfg.level, cfg.log_format)
     raise_fd_limit()
+    _log_config(cfg)
+    _log_storage(cfg, opened=False)
     hub = gevent.get_hub()
     try:
-        rt = Runtime(cfg, offload=hub.threadpool.apply)
+        rt = Runtime(cfg, offload=hub.threadpool.apply, metrics=cfg.observability.metrics_port != 0)
     except Exception as e:
-        log.error("Fatal: failed to open storage: %s", e)
-        return 1
+        what = {"sqlite": "Failed to open SQLite database", "postgres": "Failed to connect to Postgres"}
+        return _fatal(f"{what.get(cfg.storage.type, 'Failed to open storage')}: {e}")
+    _log_storage(cfg, opened=True)
+    _log_transports(cfg)
     app = create_app(rt.service, rt.hub)
-    server = Server((cfg.server.bind.strip("[]"), cfg.server.port), app, log=None, error_log=log)
-    where = {"sqlite": cfg.storage.sqlite.path, "memory": "in memory",
-             "postgres": _redact(cfg.storage.postgres.url or "")}[cfg.storage.type]
-    log.info("Resonate server listening on http://%s:%d (storage %s: %s, debug %s, profile %s)",
-             cfg.server.bind, cfg.server.port, cfg.storage.type, where, "on" if cfg.debug else "off", cfg.profile)
-    log.info("server URL for workers: %s", cfg.server_url)
-    stopping = gevent.event.Event()
-
-    def shutdown() -> None:
-        if stopping.is_set():
-            return
-        stopping.set()
-        log.info("shutting down")
-        if rt.hub is not None:
-            rt.hub.close_all()  # end SSE streams first, so in-flight requests are all that remain
-        server.stop(timeout=cfg.server.shutdown_timeout / 1000)
-
-    gevent.signal_handler(signal.SIGINT, shutdown)
-    gevent.signal_handler(signal.SIGTERM, shutdown)
-    server.start()
-    rt.start()
+    bind = cfg.server.bind.strip("[]")
+    server = Server((bind, cfg.server.port), app, log=None, error_log=log)
     try:
-        server.serve_forever()
-    finally:
-        rt.stop(cfg.server.shutdown_timeout / 1000)
-        log.info("stopped")
+        server.start()
+    except OSError as e:
+        rt.store.close()
+        return _fatal(f"Failed to bind to {cfg.server.bind}:{cfg.server.port}: {e}")
+    received = gevent.event.AsyncResult()
+
+    def on_signal(name: str) -> None:
+        if received.ready():  # a second Ctrl-C: the operator does not want to wait
+            log.warning("Received %s again, exiting now", name)
+            _force_exit(1)
+        received.set(name)
+
+    gevent.signal_handler(signal.SIGINT, on_signal, "SIGINT")
+    gevent.signal_handler(signal.SIGTERM, on_signal, "SIGTERM")
+    rt.start()
+    scrape = metrics_listener.start(rt.metrics, cfg.observability.metrics_port) if rt.metrics is not None else None
+    log.info("Server listening bind=%s port=%d server_url=%s", cfg.server.bind, cfg.server.port, cfg.server_url)
+    name = received.get()
+    log.info("Received %s, initiating graceful shutdown...", name)
+    if scrape is not None:
+        scrape.close()  # stop accepting scrapes; one in progress finishes on its own greenlet
+    finished = shutdown(server, rt, cfg.server.shutdown_timeout / 1000)
+    log.info("Resonate Server stopped")
+    if not finished:  # e.g. a push still waiting for its worker: the interpreter's exit would join it
+        _force_exit(0)  # §14.1: the exit status stays 0
     return 0

@@ -1,66 +1,147 @@
 """Server configuration: the keys of operations.md §2.3 (plus this server's extensions).
 
-Layers: defaults < `RESONATE_*` environment variables (`__` nests) < explicit overrides (CLI).
-Functions read the environment only.
+Layers, each overriding the previous key by key (§2.1):
+
+1. the defaults below;
+2. a file: `resonate.toml` in the working directory, or the file given with `--config` (TOML,
+   or the old Go server's YAML, mapped by `shared.config_legacy`);
+3. `RESONATE_*` environment variables (`__` nests: `RESONATE_SERVER__PORT`);
+4. explicit overrides (the `serve`/`dev` flags).
+
+`load()` reads a file only when the caller passes `file` or `cwd` (the CLI does); the Cloud
+Functions and the tests call `load()` / `load({...}, env={})` and read no file. Every
+secret-bearing key (database URLs, the push token) can come from the environment or the file,
+so none ever has to be on a command line.
+
+Keys of features not built yet (inbound auth, CORS, Pub/Sub, bash exec, MySQL) are parsed and
+validated; configuring them is refused (auth, MySQL: running without them would be unsafe or
+wrong) or warned about (the rest) in `_unsupported`.
 """
 from __future__ import annotations
 
-import json
+import logging
 import os
 import re
-from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping
 
+from shared.config_values import ConfigError, Layer, Schema, assemble, coerce, env_layer
 
-class ConfigError(ValueError):
-    pass
+__all__ = ["Config", "ConfigError", "load", "parse_value", "FILE_NAME"]
 
+log = logging.getLogger("resonate.config")
+
+FILE_NAME = "resonate.toml"  # looked up in the working directory (§2.1)
+DEFAULT_WHERE = "the default"
 
 # Cloud SQL settings (shared.storage.cloudsql uses these too; kept here so config loads without it)
 CLOUDSQL_IP_TYPES = ("private", "public", "psc")
 CLOUDSQL_INSTANCE = re.compile(r"[^:/\s]+(?::[^:/\s]+)?:[^:/\s]+:[^:/\s]+")
 
+STORAGE_TYPES = ("sqlite", "postgres", "mysql", "memory")  # memory: this server's in-memory store (dev)
+PUSH_AUTH_MODES = ("none", "bearer", "gcp")
 
-@dataclass(frozen=True)
-class HttpPoll:
+# integer ranges other than the default 0 .. 2**63-1 (u16 ports, u32 pool sizes)
+LIMITS: dict[str, tuple[int, int]] = {
+    "server.port": (0, 65535),
+    "observability.metrics_port": (0, 65535),
+    "storage.postgres.pool_size": (0, 2 ** 32 - 1),
+    "storage.mysql.pool_size": (0, 2 ** 32 - 1),
+}
+
+
+class _Section:
+    """Shared `__eq__`, `__hash__` and `__repr__` of the config classes: dataclass generates them
+    per class at import (about 0.3 ms each, on every cold start); this `__repr__` also masks the
+    secrets (fields declared with `repr=False`), so a logged config never shows a password."""
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __hash__(self) -> int:
+        return hash((type(self), *vars(self).values()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(" + ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}" if f.repr or getattr(self, f.name) is None else f"{f.name}='***'"
+            for f in fields(self)) + ")"  # type: ignore[arg-type]
+
+
+section = dataclass(frozen=True, eq=False, repr=False)
+
+
+@section
+class HttpPoll(_Section):
     enabled: bool = True
     max_connections: int = 1000
     buffer_size: int = 100
     keepalive_interval: int = 15000  # ms between SSE comment keep-alives (§9.3)
 
 
-@dataclass(frozen=True)
-class HttpPush:
+@section
+class HttpPushAuth(_Section):
+    """Outbound auth for pushes (§8.3.4); the section's presence is what configures it."""
+    mode: str = "none"  # none | bearer | gcp
+    token: str | None = field(default=None, repr=False)  # bearer: the static token (a secret: environment or file)
+    audience: str | None = None  # gcp: fixed OIDC audience (default: each delivery URL)
+    header: str = "Authorization"
+
+
+@section
+class HttpPush(_Section):
     enabled: bool = True
     concurrency: int = 256
     connect_timeout: int = 10000
     request_timeout: int = 180000
+    auth: HttpPushAuth | None = None
 
 
-@dataclass(frozen=True)
-class Transports:
+@section
+class Gcps(_Section):
+    enabled: bool = False
+    project: str | None = None  # parsed, unused (every gcps:// address names its project)
+    concurrency: int = 256
+    timeout: int = 10000
+
+
+@section
+class BashExec(_Section):
+    enabled: bool = False
+
+
+@section
+class Transports(_Section):
     http_poll: HttpPoll = field(default_factory=HttpPoll)
     http_push: HttpPush = field(default_factory=HttpPush)
+    gcps: Gcps = field(default_factory=Gcps)
+    bash_exec: BashExec = field(default_factory=BashExec)
 
 
-@dataclass(frozen=True)
-class Server:
+@section
+class Cors(_Section):
+    allow_origins: tuple[str, ...] = ()  # empty: CORS off; "*": any origin (§10)
+
+
+@section
+class Server(_Section):
     host: str = "localhost"
     port: int = 8001
     bind: str = "0.0.0.0"
     url: str | None = None  # default http://{host}:{port}
     shutdown_timeout: int = 10000
     max_body: int = 10 * 1024 * 1024  # decision Q5
+    cors: Cors = field(default_factory=Cors)
 
 
-@dataclass(frozen=True)
-class Sqlite:
+@section
+class Sqlite(_Section):
     path: str = "resonate.db"
 
 
-@dataclass(frozen=True)
-class Postgres:
-    url: str | None = None  # e.g. postgres://user:pass@host:5432/db
+@section
+class Postgres(_Section):
+    url: str | None = field(default=None, repr=False)  # e.g. postgres://user:pass@host:5432/db (a secret)
     pool_size: int = 10
     # Cloud SQL instance connection name "project:region:instance": connect through the Cloud SQL
     # Python Connector; user, password and database still come from url (its host is ignored)
@@ -69,51 +150,70 @@ class Postgres:
     iam_auth: bool = False  # IAM database login (the user is the service account, no password)
 
 
-@dataclass(frozen=True)
-class Storage:
-    type: str = "sqlite"  # sqlite | postgres | memory
+@section
+class Mysql(_Section):
+    url: str | None = field(default=None, repr=False)  # e.g. mysql://user:pass@host:3306/db (a secret)
+    pool_size: int = 10
+
+
+@section
+class Storage(_Section):
+    type: str = "sqlite"  # sqlite | postgres | mysql | memory
     sqlite: Sqlite = field(default_factory=Sqlite)
     postgres: Postgres = field(default_factory=Postgres)
+    mysql: Mysql = field(default_factory=Mysql)
 
 
-@dataclass(frozen=True)
-class Tasks:
+@section
+class Auth(_Section):
+    """Inbound JWT auth (§9): on iff the section exists, which requires `publickey`."""
+    publickey: str  # path to a PEM public key, or "none" (unsigned mode, tests only)
+    iss: str | None = None
+    aud: str | None = None
+
+
+@section
+class Tasks(_Section):
     retry_timeout: int = 30000
     lease_timeout: int = 15000
 
 
-@dataclass(frozen=True)
-class Messages:
+@section
+class Messages(_Section):
+    poll_interval: int = 100  # reference message-loop period; here delivery runs right after commit
     redrive_interval: int = 1000  # ms between re-drives of undelivered outbox rows
     batch_size: int = 100
 
 
-@dataclass(frozen=True)
-class Timeouts:
+@section
+class Timeouts(_Section):
+    poll_interval: int = 1000  # reference timeout-loop period; here the timer loop sleeps to the next deadline
     batch_size: int = 500  # rows per background transaction
     max_sleep: int = 60000
 
 
-@dataclass(frozen=True)
-class Sweeper:
+@section
+class Sweeper(_Section):
     window: int = 65000  # ms one sweeper call keeps handling deadlines (> the 60 s tick: overlap)
     poll_interval: int = 250  # ms between looks for deadlines other instances wrote meanwhile
     url: str | None = None  # the sweeper function, called when a near deadline finds no sweeper running
 
 
-@dataclass(frozen=True)
-class Observability:
+@section
+class Observability(_Section):
     metrics_port: int = 9090
+    otlp_endpoint: str = "localhost:4317"  # parsed, unused (as in the reference)
 
 
-@dataclass(frozen=True)
-class Config:
+@section
+class Config(_Section):
     level: str = "info"
     log_format: str = "text"  # text (readable lines) | json (Google Cloud Logging fields); functions default to json
     debug: bool = False
     profile: str = "compat"  # compat | strict (protocol §1)
     server: Server = field(default_factory=Server)
     storage: Storage = field(default_factory=Storage)
+    auth: Auth | None = None
     tasks: Tasks = field(default_factory=Tasks)
     messages: Messages = field(default_factory=Messages)
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -130,69 +230,136 @@ class Config:
         return self.profile == "strict"
 
 
-def _coerce(raw: Any, target: Any, key: str) -> Any:
-    kind = type(target) if target is not None else str
-    if isinstance(raw, str) and kind is not str:
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            raise ConfigError(f"{key}: cannot parse {raw!r}") from None
-    if kind is bool and isinstance(raw, bool):
-        return raw
-    if kind is int and isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    if kind is str and isinstance(raw, str):
-        return raw
-    raise ConfigError(f"{key}: expected {kind.__name__}, got {raw!r}")
+_schema: Schema | None = None
 
 
-def with_values(cfg: Any, values: Mapping[str, Any], prefix: str = "") -> Any:
-    """Apply dotted-key values (e.g. {'server.port': 9000}) to a frozen config tree."""
-    changes: dict[str, Any] = {}
-    for f in fields(cfg):
-        key = prefix + f.name
-        cur = getattr(cfg, f.name)
-        if is_dataclass(cur):
-            sub = {k: v for k, v in values.items() if k.startswith(key + ".")}
-            if sub:
-                changes[f.name] = with_values(cur, sub, key + ".")
-        elif key in values:
-            changes[f.name] = _coerce(values[key], cur if cur is not None else "", key)
-    return replace(cfg, **changes)
+def schema() -> Schema:
+    """The key table of `Config`, built on first use (not at import: cold starts)."""
+    global _schema
+    if _schema is None:
+        _schema = Schema(Config, LIMITS)
+    return _schema
 
 
-def from_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """RESONATE_SERVER__PORT=9000 -> {'server.port': '9000'}; unknown names are ignored later."""
-    env = os.environ if env is None else env
-    out = {}
-    for name, val in env.items():
-        if name.upper().startswith("RESONATE_"):
-            out[name[len("RESONATE_"):].lower().replace("__", ".")] = val
-    return out
+def parse_value(key: str, text: str) -> Any:
+    """One command-line value as the type of `key` (the CLI's argparse `type=`); ConfigError
+    names the key, the parser names the flag."""
+    return coerce(schema(), key, text)
 
 
-def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Config:
-    cfg = with_values(Config(), from_env(env))
-    if overrides:
-        cfg = with_values(cfg, overrides)
-    if cfg.storage.type not in ("sqlite", "postgres", "memory"):
-        raise ConfigError(f"storage.type: unknown storage backend {cfg.storage.type!r}; "
-                          "valid options are 'sqlite', 'postgres' and 'memory'")
-    pg = cfg.storage.postgres
-    if cfg.storage.type == "postgres" and not pg.url and not pg.instance:
-        raise ConfigError("storage.type=postgres requires RESONATE_STORAGE__POSTGRES__URL "
-                          "(or RESONATE_STORAGE__POSTGRES__INSTANCE for Cloud SQL)")
-    if pg.ip_type not in CLOUDSQL_IP_TYPES:
-        raise ConfigError(f"storage.postgres.ip_type: expected 'private', 'public' or 'psc', got {pg.ip_type!r}")
-    if pg.instance and not CLOUDSQL_INSTANCE.fullmatch(pg.instance):
-        raise ConfigError("storage.postgres.instance: expected a Cloud SQL instance connection name "
-                          f"'project:region:instance', got {pg.instance!r}")
-    if cfg.profile not in ("compat", "strict"):
-        raise ConfigError(f"profile: expected 'compat' or 'strict', got {cfg.profile!r}")
-    for key, v in (("storage.postgres.pool_size", cfg.storage.postgres.pool_size),
-                   ("transports.http_poll.max_connections", cfg.transports.http_poll.max_connections),
-                   ("transports.http_poll.buffer_size", cfg.transports.http_poll.buffer_size),
-                   ("transports.http_push.concurrency", cfg.transports.http_push.concurrency)):
-        if v < 1:
-            raise ConfigError(f"{key} must be at least 1 (got {v})")
+def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None, *,
+         file: str | os.PathLike[str] | None = None, cwd: str | os.PathLike[str] | None = None,
+         sources: Mapping[str, str] | None = None) -> Config:
+    """The configuration from every layer, validated.
+
+    overrides: dotted keys to values, the top layer (`{"server.port": 9000}`); `sources` names
+      where each came from for error messages (`{"server.port": "--server-port (flag)"}`).
+    env: the environment (default `os.environ`; tests pass `{}`).
+    file: a configuration file that must exist (`--config`): TOML, or legacy YAML when it ends
+      in .yml/.yaml or is not TOML but YAML.
+    cwd: without `file`, the folder where an optional `resonate.toml` is looked for.
+    Neither `file` nor `cwd`: no file is read (the functions read the environment only).
+    """
+    sch = schema()
+    values: Layer = {}
+    present: dict[str, str] = {}
+    path = _file_path(file, cwd)
+    if path is not None:
+        from shared.config_file import read_file  # tomllib / yaml: only when there is a file
+
+        values, present = read_file(path[0], path[1], sch)
+    env_values, env_present = env_layer(sch, env)
+    values.update(env_values)
+    for sec, where in env_present.items():
+        present.setdefault(sec, where)
+    for key, val in (overrides or {}).items():
+        if key not in sch.leaves:
+            raise ConfigError(f"unknown configuration key {key!r}")
+        values[key] = (val, (sources or {}).get(key, "override"))
+    cfg: Config = assemble(sch, values, present)
+
+    def where(key: str) -> str:
+        return values[key][1] if key in values else DEFAULT_WHERE
+
+    _validate(cfg, where)
+    _unsupported(cfg, where, present)
     return cfg
+
+
+def _file_path(file: str | os.PathLike[str] | None, cwd: str | os.PathLike[str] | None) -> tuple[str, str] | None:
+    """(path to read, name for messages): the given file, else `resonate.toml` in `cwd` if any."""
+    if file is not None:
+        name = os.fspath(file)
+        full = name if os.path.isabs(name) or cwd is None else os.path.join(os.fspath(cwd), name)
+        return full, name
+    if cwd is not None:
+        full = os.path.join(os.fspath(cwd), FILE_NAME)
+        if os.path.isfile(full):
+            return full, FILE_NAME
+    return None
+
+
+def _validate(cfg: Config, where: Callable[[str], str]) -> None:
+    """The checks of §2.5 (their messages), plus this server's extensions'."""
+    def fail(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{msg} ({key} from {where(key)})")
+
+    st, pg, my = cfg.storage.type, cfg.storage.postgres, cfg.storage.mysql
+    if st not in STORAGE_TYPES:
+        raise fail("storage.type", f"Unknown storage backend: {st!r}. Valid options are 'sqlite', 'postgres', "
+                                   "and 'mysql' (and 'memory', this server's in-memory store).")
+    if st == "postgres" and not pg.url and not pg.instance:
+        raise fail("storage.type", "storage.type=postgres requires RESONATE_STORAGE__POSTGRES__URL "
+                                   "(or RESONATE_STORAGE__POSTGRES__INSTANCE for Cloud SQL)")
+    if st == "mysql" and not my.url:
+        raise fail("storage.type", "MySQL storage selected but no URL configured. "
+                                   "Set --storage-mysql-url or RESONATE_STORAGE__MYSQL__URL")
+    choices: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+        ("storage.postgres.ip_type", pg.ip_type, CLOUDSQL_IP_TYPES),
+        ("profile", cfg.profile, ("compat", "strict")),
+        ("log_format", cfg.log_format, ("text", "json")))
+    if cfg.transports.http_push.auth is not None:
+        choices += (("transports.http_push.auth.mode", cfg.transports.http_push.auth.mode, PUSH_AUTH_MODES),)
+    for key, val, allowed in choices:
+        if val not in allowed:
+            names = ", ".join(repr(a) for a in allowed[:-1]) + f" or {allowed[-1]!r}"
+            raise fail(key, f"{key}: expected {names}, got {val!r}")
+    if pg.instance and not CLOUDSQL_INSTANCE.fullmatch(pg.instance):
+        raise fail("storage.postgres.instance", "storage.postgres.instance: expected a Cloud SQL instance "
+                                                f"connection name 'project:region:instance', got {pg.instance!r}")
+    t = cfg.transports
+    for key, v in (("storage.postgres.pool_size", pg.pool_size),
+                   ("storage.mysql.pool_size", my.pool_size),
+                   ("transports.http_poll.max_connections", t.http_poll.max_connections),
+                   ("transports.http_poll.buffer_size", t.http_poll.buffer_size),
+                   ("transports.http_push.concurrency", t.http_push.concurrency),
+                   ("transports.gcps.concurrency", t.gcps.concurrency)):
+        if v < 1:
+            raise fail(key, f"{key} must be at least 1 (got {v})")
+    pa = t.http_push.auth
+    if pa is not None and pa.mode == "bearer" and not pa.token:  # the reference would send "Bearer "
+        raise fail("transports.http_push.auth.mode", "transports.http_push.auth.token is required when "
+                   "transports.http_push.auth.mode is 'bearer' (set RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__TOKEN)")
+    if cfg.auth is not None and not cfg.auth.publickey.strip():
+        raise fail("auth.publickey", "auth.publickey: expected a path to a PEM public key or 'none', got ''")
+
+
+def _unsupported(cfg: Config, where: Callable[[str], str], present: Mapping[str, str]) -> None:
+    """Keys of features this server does not have yet. Refused where running without the feature
+    would be unsafe (inbound auth: the server would be open) or wrong (MySQL: data would go
+    elsewhere); warned about otherwise. Remove an entry when its feature lands."""
+    if cfg.storage.type == "mysql":
+        raise ConfigError("storage.type=mysql: MySQL storage is not implemented by this server yet; use "
+                          f"sqlite or postgres (storage.type from {where('storage.type')})")
+    if cfg.auth is not None:
+        raise ConfigError("auth: inbound JWT authentication is not implemented by this server yet; refusing "
+                          "to start without the protection the [auth] section asks for (section from "
+                          f"{present.get('auth') or where('auth.publickey')})")
+    t = cfg.transports
+    for on, key, what in ((bool(cfg.server.cors.allow_origins), "server.cors.allow_origins", "CORS"),
+                          (t.gcps.enabled, "transports.gcps.enabled", "the Pub/Sub transport"),
+                          (t.bash_exec.enabled, "transports.bash_exec.enabled", "the bash exec transport"),
+                          (t.http_push.auth is not None and t.http_push.auth.mode != "none",
+                           "transports.http_push.auth.mode", "outbound push authentication")):
+        if on:
+            log.warning("%s is not implemented by this server yet; %s from %s is ignored", what, key, where(key))

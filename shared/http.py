@@ -1,11 +1,13 @@
 """HTTP handlers (flask), written once: the local app and the Cloud Functions both call them.
 
-`POST /` (RPC, §2.6), `GET /poll/{group}/{id}` (SSE, §9), `/health`, `/ready`, legacy 410s.
+`POST /` (RPC, §2.6), `GET /poll/{group}/{id}` (SSE, §9), `/health`, `/ready`, legacy 410s, and
+`GET /metrics` where the API port must carry it (the `api` function; the local server has its own
+metrics port).
 """
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from flask import Flask, Request, Response, request
@@ -13,6 +15,9 @@ from flask import Flask, Request, Response, request
 from shared.delivery.hub import AtCapacity, PollHub
 from shared.protocol import dumps, response
 from shared.service import Service
+
+if TYPE_CHECKING:
+    from shared.metrics import Metrics
 
 log = logging.getLogger("resonate.http")
 JSON = "application/json"
@@ -78,9 +83,26 @@ def ready(service: Service) -> Response:
     try:
         service.store.ping()
         return Response("", 200)
-    except Exception as e:
-        log.warning("not ready: %s", e)
+    except Exception as e:  # §11: 503, empty body, this ERROR line
+        log.error("Readiness check failed: storage database unavailable error=%s", e)
         return Response("", 503)
+
+
+def operator_check(service: Service, req: Request) -> Response | None:
+    """The inbound-auth gate (operations.md §9) of operator routes on the API port: the answer
+    that refuses the caller, or None to serve. The reference leaves `/metrics` open because it
+    has a port of its own; on the shared port it passes the same check as requests once inbound
+    auth is configured. With auth off (the only mode so far) every caller passes."""
+    return None
+
+
+def metrics_route(service: Service, metrics: Metrics, req: Request) -> Response:
+    from shared.metrics import CONTENT_TYPE
+
+    refused = operator_check(service, req)
+    if refused is not None:
+        return refused
+    return Response(metrics.exposition(), 200, content_type=CONTENT_TYPE)
 
 
 def legacy(path: str = "") -> Response:
@@ -88,10 +110,13 @@ def legacy(path: str = "") -> Response:
     return Response(LEGACY_BODY, 410, mimetype=JSON)
 
 
-def create_app(service: Service, hub: PollHub | None) -> Flask:
-    """One flask app with every route (the local server; functions expose subsets)."""
+def create_app(service: Service, hub: PollHub | None, metrics: Metrics | None = None) -> Flask:
+    """One flask app with every route (the local server; functions expose subsets). `metrics`
+    adds `GET /metrics` (the functions; the local server serves it on its metrics port)."""
     app = Flask("resonate")
     keepalive = service.cfg.transports.http_poll.keepalive_interval
+    if metrics is not None:
+        app.add_url_rule("/metrics", "metrics", lambda: metrics_route(service, metrics, request), methods=["GET"])
 
     app.add_url_rule("/", "rpc", lambda: rpc(service, request), methods=["POST"])
     app.add_url_rule("/health", "health", health, methods=["GET"])

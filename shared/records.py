@@ -130,6 +130,10 @@ class Effects:
     payloads: dict[str, dict[str, Any]] = field(default_factory=dict)  # settled promises for unblocks
     deadline: int | None = None  # earliest timer written, to wake the timer loop early
     debug_changed: bool = False
+    # for metrics: (timer kind, due time) of each timer a timeout pass handled, and how many
+    # promises schedule firings created
+    due: list[tuple[str, int]] = field(default_factory=list)
+    schedule_promises: int = 0
 
     def add_deadline(self, at: int) -> None:
         if self.deadline is None or at < self.deadline:

@@ -1,4 +1,4 @@
-"""Assembles the core from configuration: store, service, SSE hub, delivery, timer loop."""
+"""Assembles the core from configuration: store, metrics, service, SSE hub, delivery, timer loop."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +8,7 @@ from shared.config import Config
 from shared.delivery.hub import PollHub
 from shared.delivery.outbox import Delivery
 from shared.delivery.push import HttpPush
+from shared.metrics import Metrics
 from shared.service import Service
 from shared.storage.base import Store
 from shared.timers import TimerLoop
@@ -40,23 +41,26 @@ def open_store(cfg: Config, offload: Callable | None = None) -> Store:
 class Runtime:
     """Everything one server process runs. `start()` launches the background loops."""
 
-    def __init__(self, cfg: Config, offload: Callable | None = None, background: bool = True) -> None:
+    def __init__(self, cfg: Config, offload: Callable | None = None, background: bool = True,
+                 metrics: bool = True) -> None:
+        """`metrics=False` skips collecting altogether (a local server whose metrics port is 0)."""
         self.cfg = cfg
         self.store = open_store(cfg, offload)
-        self.service = Service(self.store, cfg)
         t = cfg.transports
         self.hub = PollHub(t.http_poll.max_connections, t.http_poll.buffer_size) if t.http_poll.enabled else None
-        self.push = (HttpPush(t.http_push.concurrency, t.http_push.connect_timeout, t.http_push.request_timeout)
-                     if t.http_push.enabled else None)
+        self.metrics = Metrics(self.store, self.hub) if metrics else None
+        self.service = Service(self.store, cfg, metrics=self.metrics)
+        self.push = (HttpPush(t.http_push.concurrency, t.http_push.connect_timeout, t.http_push.request_timeout,
+                              metrics=self.metrics) if t.http_push.enabled else None)
         if cfg.storage.type == "postgres":  # other processes may share the database: claim rows there
             from shared.delivery.cluster import ClusterDelivery
 
             self.delivery: Delivery = ClusterDelivery(
                 self.service, self.hub, self.push, cfg.server_url, cfg.messages.redrive_interval,
-                cfg.messages.batch_size, t.http_push.request_timeout / 1000, background)
+                cfg.messages.batch_size, t.http_push.request_timeout / 1000, background, metrics=self.metrics)
         else:
-            self.delivery = Delivery(self.service, self.hub, self.push, cfg.server_url,
-                                     cfg.messages.redrive_interval, cfg.messages.batch_size, background)
+            self.delivery = Delivery(self.service, self.hub, self.push, cfg.server_url, cfg.messages.redrive_interval,
+                                     cfg.messages.batch_size, background, metrics=self.metrics)
         self.timers = TimerLoop(self.service, cfg.timeouts.max_sleep) if background else None
         if cfg.sweeper.url and not background:  # serverless: no timer loop, wake a sweeper instead
             from shared.sweeper import SweeperWaker

@@ -7,40 +7,73 @@ the timer loop). Shells (flask routes, Cloud Functions, the local runner) stay a
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from logging import DEBUG
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Callable
 
 from shared.clock import Clock
 from shared.config import Config
 from shared.engine import DEBUG_SESSION, OPERATIONS, READ_FIRST, Ctx, EngineConfig, process_timeouts
+from shared.logs import q
 from shared.protocol import Envelope, Reject, dumps, parse_envelope, response
 from shared.records import Effects
 from shared.requests import Req, decode
 from shared.storage.base import Busy, ReadOnlyViolation, Store, StorageError
 
+if TYPE_CHECKING:
+    from shared.metrics import Metrics
+
 log = logging.getLogger("resonate.service")
 EffectsHook = Callable[[Effects], None]
 
 
+def _log_outcome(env: Envelope, status: int, elapsed: float) -> None:
+    """The per-request outcome line of §13.3 (payloads and tokens are never logged)."""
+    fields = "kind=%s corr_id=%s status=%d elapsed_ms=%.2f"
+    args = (q(env.kind), q(env.corr_id), status, elapsed * 1000)
+    if status >= 500 and status != 503:
+        log.error("Request failed with internal error " + fields, *args, stacklevel=2)
+    elif status >= 400:
+        log.debug("Request rejected " + fields, *args, stacklevel=2)
+    else:
+        log.debug("Request completed " + fields, *args, stacklevel=2)
+
+
 class Service:
-    def __init__(self, store: Store, cfg: Config, clock: Clock | None = None) -> None:
+    def __init__(self, store: Store, cfg: Config, clock: Clock | None = None, metrics: Metrics | None = None) -> None:
         self.store = store
         self.cfg = cfg
         self.engine_cfg = EngineConfig(retry_timeout=cfg.tasks.retry_timeout, strict=cfg.strict)
         self.clock = clock or Clock()
-        self.hooks: list[EffectsHook] = []
+        self.metrics = metrics
+        # metrics first: it notes each message's commit time before delivery can complete it
+        self.hooks: list[EffectsHook] = [metrics.on_effects] if metrics is not None else []
         self.debug_session = False
         self.refresh_debug_session()
 
     # ---- requests ----------------------------------------------------------------------------
 
     def rpc(self, raw: bytes) -> tuple[int, bytes]:
-        """POST / : bytes in, (status, JSON bytes) out. Never raises."""
+        """POST / : bytes in, (status, JSON bytes) out. Never raises.
+
+        Metrics count the envelopes that parsed (the reference's rule, §12.2), timed from the
+        raw bytes to the encoded response."""
+        t0 = perf_counter()
         env, err = parse_envelope(raw)
         if err is not None:
+            log.warning("Invalid request envelope rejected status=%d error=%s", err["head"]["status"], q(err["data"]))
             return err["head"]["status"], dumps(err)
         assert env is not None
+        debug = log.isEnabledFor(DEBUG)
+        if debug:
+            log.debug("Received request kind=%s corr_id=%s", q(env.kind), q(env.corr_id))
         status, data = self.handle(env)
-        return status, dumps(response(env.kind, env.corr_id, status, data))
+        body = dumps(response(env.kind, env.corr_id, status, data))
+        if self.metrics is not None:
+            self.metrics.request(env.kind, status, perf_counter() - t0)
+        if debug or (status >= 500 and status != 503):  # §13.3; a routine 4xx is no warning here
+            _log_outcome(env, status, perf_counter() - t0)
+        return status, body
 
     def handle(self, env: Envelope) -> tuple[int, Any]:
         try:
@@ -99,6 +132,8 @@ class Service:
                 return process_timeouts(c, self.engine_cfg.timeouts_target_only, self.cfg.timeouts.batch_size), c.fx
 
             handled, fx = self.store.write(run)
+            if fx.due and now is None and self.metrics is not None:
+                self.metrics.timers(fx.due)
             self._after_commit(fx)
             total += handled
             if handled == 0:

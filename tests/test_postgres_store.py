@@ -96,7 +96,7 @@ EDGE_STEPS: list[tuple[Callable, bool]] = [
     (lambda tx: [tx.add_listener(i, a) for i in IDS[:4] for a in IDS[4:9]], True),
     (lambda tx: (tx.all_listeners(), tx.pop_listeners("b")), True),
     (lambda tx: [tx.enqueue(Message("execute", i, "poll://é", BIG)) for i in IDS], True),
-    (lambda tx: (tx.outbox(), [m for _, m in tx.outbox_page(3, 5)]), False),
+    (lambda tx: (tx.outbox(), [m for _, m in tx.outbox_page(3, 5)], tx.outbox_count()), False),
     (lambda tx: [tx.set_meta(i, i * 3) for i in IDS], True),
     (lambda tx: [tx.get_meta(i) for i in IDS + ["nope"]], False),
 ]

@@ -128,7 +128,7 @@ STEPS: list[tuple[str, Callable, bool]] = [
                             tx.enqueue(Message("execute", "t2", "poll://a", 1)),
                             tx.enqueue(Message("execute", "t1", "poll://b", 2)),  # replaced in place
                             tx.enqueue(Message("unblock", "p1", "poll://u", 5))], True),  # ignored
-    ("outbox", lambda tx: (tx.outbox(), tx.outbox(2), tx.outbox(0)), False),
+    ("outbox", lambda tx: (tx.outbox(), tx.outbox(2), tx.outbox(0), tx.outbox_count()), False),
     ("outbox pages", lambda tx: (tx.outbox_page(0, 2), tx.outbox_page(tx.outbox_page(0, 2)[-1][0], 10),
                                  tx.outbox_page(10**9, 5)), False),
     ("ack stale", lambda tx: (tx.ack(Message("execute", "t1", "poll://a", 1)),
@@ -155,7 +155,7 @@ STEPS: list[tuple[str, Callable, bool]] = [
     ("readonly violation", lambda tx: tx.set_meta("c", "1"), False),
     ("snapshot", lambda tx: (tx.all_promises(), tx.all_tasks(), tx.all_callbacks(), tx.all_listeners()), False),
     ("reset", lambda tx: tx.reset(), True),
-    ("after reset", lambda tx: (snapshot(tx), tx.next_deadline(False), tx.get_meta("a")), False),
+    ("after reset", lambda tx: (snapshot(tx), tx.next_deadline(False), tx.get_meta("a"), tx.outbox_count()), False),
     ("reenqueue after reset", lambda tx: [tx.enqueue(Message("execute", "t1", "poll://z", 1)),
                                           tx.enqueue(Message("unblock", "p", "poll://z"))], True),
 ]

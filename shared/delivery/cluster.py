@@ -46,8 +46,8 @@ RECEIVER_TTL_MS = 30_000  # a registry entry of a process that stopped refreshin
 class ClusterDelivery(Delivery):
     def __init__(self, service: Any, hub: PollHub | None, push: HttpPush | None, server_url: str | None,
                  redrive_interval_ms: int = 1000, batch_size: int = 100, push_timeout_s: float = 180.0,
-                 background: bool = True) -> None:
-        super().__init__(service, hub, push, server_url, redrive_interval_ms, batch_size, background)
+                 background: bool = True, metrics: Any = None) -> None:
+        super().__init__(service, hub, push, server_url, redrive_interval_ms, batch_size, background, metrics)
         self.push_lease_ms = int((push_timeout_s + 30) * 1000)  # never shorter than one push attempt
         self._listener: threading.Thread | None = None
         self._listen_lock = threading.Lock()
@@ -213,11 +213,13 @@ class ClusterDelivery(Delivery):
         if addr.scheme == "poll" and self.hub is not None:
             self._started()
             if self.hub.deliver(addr, body, lambda ok: self._result(seq, m, ok, push=False)):
+                self._count(m)
                 return True
             self._result(seq, m, False, push=False)
             return False
         if addr.scheme in ("http", "https") and self.push is not None:
             self._started()
+            self._count(m)
             self.push.send(addr.url, body, lambda ok: self._result(seq, m, ok, push=True))
             return True
         log.warning("dropping message to %s: transport not enabled", m.address)
@@ -231,6 +233,8 @@ class ClusterDelivery(Delivery):
     def _result(self, seq: int, m: Message, ok: bool, push: bool) -> None:
         try:
             if ok:
+                if self.metrics is not None:
+                    self.metrics.delivered(m, "push" if push else "poll")
                 self._ack(m)
             else:
                 self._give_back(seq, m, push)

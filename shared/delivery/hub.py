@@ -150,11 +150,7 @@ class PollHub:
         with self._lock:
             conns = [c for cs in self._groups.values() for c in cs]
         for c in conns:
-            try:
-                c.queue.put_nowait(None)
-            except queue.Full:
-                pass
-            self.unregister(c)
+            self.disconnect(c)  # unregister first: it empties the queue, which would swallow the wake-up
 
     def stream(self, conn: Connection, keepalive_s: float) -> Iterator[bytes]:
         """The SSE body: one `data:` line per message, LF only, comment keep-alives when idle."""

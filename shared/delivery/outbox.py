@@ -11,20 +11,25 @@ import logging
 import queue
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.delivery.hub import Connection, PollHub
 from shared.delivery.push import HttpPush
 from shared.protocol import dumps, parse_address
 from shared.records import Effects, Message
 
+if TYPE_CHECKING:
+    from shared.metrics import Metrics
+
 log = logging.getLogger("resonate.delivery")
 
 
 class Delivery:
     def __init__(self, service: Any, hub: PollHub | None, push: HttpPush | None, server_url: str | None,
-                 redrive_interval_ms: int = 1000, batch_size: int = 100, background: bool = True) -> None:
+                 redrive_interval_ms: int = 1000, batch_size: int = 100, background: bool = True,
+                 metrics: Metrics | None = None) -> None:
         self.service = service
+        self.metrics = metrics
         self.background = background  # run the periodic re-drive loop (not in functions: the sweeper does)
         self.store = service.store
         self.hub = hub
@@ -70,6 +75,8 @@ class Delivery:
     def wait_acks(self, timeout: float) -> bool:
         """Wait until every queued acknowledgement was written (or failed and was logged)."""
         deadline = time.monotonic() + timeout
+        if not hasattr(self._acks, "all_tasks_done"):  # gevent's queue (local server): join takes a timeout
+            return bool(self._acks.join(timeout))
         with self._acks.all_tasks_done:
             while self._acks.unfinished_tasks:
                 left = deadline - time.monotonic()
@@ -173,7 +180,8 @@ class Delivery:
             return False
         body = self._body(m, promise)
         if addr.scheme == "poll" and self.hub is not None:
-            if self.hub.deliver(addr, body, lambda written: self._done(m, written)):
+            if self.hub.deliver(addr, body, lambda written: self._done(m, written, "poll")):
+                self._count(m)
                 return True
             if m.kind == "unblock":
                 self._ack(m)  # nobody listens: dropped, clients re-register or read (§9.4)
@@ -181,11 +189,16 @@ class Delivery:
                 self._release(m)  # stays queued until a matching worker connects
             return False
         if addr.scheme in ("http", "https") and self.push is not None:
-            self.push.send(addr.url, body, lambda ok: self._done(m, ok))
+            self._count(m)
+            self.push.send(addr.url, body, lambda ok: self._done(m, ok, "push"))
             return True
         log.warning("dropping message to %s: transport not enabled", m.address)
         self._ack(m)
         return False
+
+    def _count(self, m: Message) -> None:
+        if self.metrics is not None:
+            self.metrics.message(m.kind)
 
     def _body(self, m: Message, promise: dict | None) -> bytes:
         if m.kind == "execute":
@@ -195,8 +208,10 @@ class Delivery:
             promise = self.store.read(lambda tx: tx.get_promise(m.id)).wire()
         return dumps({"kind": "unblock", "head": {}, "data": {"promise": promise}})
 
-    def _done(self, m: Message, ok: bool) -> None:
+    def _done(self, m: Message, ok: bool, transport: str) -> None:
         if ok:
+            if self.metrics is not None:
+                self.metrics.delivered(m, transport)
             self._ack(m)
             return
         self._release(m)

@@ -3,21 +3,32 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import urllib3
+
+if TYPE_CHECKING:
+    from shared.metrics import Metrics
 
 log = logging.getLogger("resonate.push")
 
 
 class HttpPush:
-    def __init__(self, concurrency: int = 256, connect_timeout_ms: int = 10000, request_timeout_ms: int = 180000) -> None:
+    def __init__(self, concurrency: int = 256, connect_timeout_ms: int = 10000, request_timeout_ms: int = 180000,
+                 metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
         self._pool = urllib3.PoolManager(num_pools=64, maxsize=concurrency, retries=False)
         self._timeout = urllib3.Timeout(connect=connect_timeout_ms / 1000, total=request_timeout_ms / 1000)
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="push")
 
     def send(self, url: str, body: bytes, done: Callable[[bool], None]) -> None:
-        self._executor.submit(self._post, url, body, done)
+        try:
+            self._executor.submit(self._post, url, body, done)
+        except RuntimeError:  # the pool was shut down (stopping): the row stays queued for a retry
+            log.warning("HTTP push dispatcher gone, message dropped")
+            if self.metrics is not None:
+                self.metrics.push_result("dropped")
+            done(False)
 
     def _post(self, url: str, body: bytes, done: Callable[[bool], None]) -> None:
         ok = False
@@ -29,6 +40,8 @@ class HttpPush:
                 log.warning("push to %s answered %s", url, r.status)
         except Exception as e:
             log.warning("push to %s failed: %s", url, e)
+        if self.metrics is not None:
+            self.metrics.push_result("success" if ok else "error")
         done(ok)
 
     def close(self) -> None:

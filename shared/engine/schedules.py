@@ -51,6 +51,7 @@ def fire_due(c: Ctx, s: Schedule) -> None:
         if c.tx.get_promise(pid) is None:
             tags = {**s.promise_tags, SCHEDULE: s.id, ORIGIN: pid, BRANCH: pid, PARENT: pid, PREFIX: pid}
             create_promise(c, pid, sat(fired_at + s.promise_timeout), s.promise_param, tags, fired_at=fired_at)
+            c.fx.schedule_promises += 1
         s = replace(s, last_run_at=fired_at, next_run_at=cron.next_after(s.cron, fired_at, c.cfg.strict))
     c.tx.update_schedule(s)
     c.fx.add_deadline(s.next_run_at)

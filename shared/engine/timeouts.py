@@ -15,18 +15,22 @@ def process_timeouts(c: Ctx, target_only: bool, limit: int) -> int:
     expired = c.tx.due_promises(c.now, target_only, limit)
     if expired:
         timeout_promises(c, expired)
+        c.fx.due += [("promise", p.timeout_at) for p in expired]
     handled += len(expired)
     due = c.tx.due_tasks(c.now, limit)
     for t in due:  # retries first, then leases (a lease expiring now yields exactly one execute)
         if t.timer_type == RETRY and t.state == "pending":
             redispatch(c, t)
+            c.fx.due.append(("retry", t.timer_at))  # type: ignore[arg-type]
             handled += 1
     for t in due:
         if t.timer_type == LEASE and t.state == "acquired":
             redispatch(c, t)
+            c.fx.due.append(("lease", t.timer_at))  # type: ignore[arg-type]
             handled += 1
     schedules = c.tx.due_schedules(c.now, limit)
     for s in schedules:
+        c.fx.due.append(("schedule", s.next_run_at))
         fire_due(c, s)
     handled += len(schedules)
     return handled

@@ -78,6 +78,8 @@ class Tx(Protocol):
         lets background re-drives walk a long outbox in pages."""
     def ack(self, m: Message) -> bool:
         """Delete the row iff it still equals m (an execute replaced meanwhile stays)."""
+    def outbox_count(self) -> int:
+        """Queued rows (the outbox-depth gauge, read at scrape time)."""
 
     # schedules -----------------------------------------------------------------------------
     def get_schedule(self, id: str) -> Schedule | None: ...

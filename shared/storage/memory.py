@@ -169,6 +169,9 @@ class MemoryTx:
     def outbox_page(self, after: int, limit: int) -> list[tuple[int, Message]]:
         return sorted((r for r in self.st.outbox.values() if r[0] > after), key=lambda r: r[0])[:limit]
 
+    def outbox_count(self) -> int:
+        return len(self.st.outbox)
+
     def ack(self, m: Message) -> bool:
         row = self.st.outbox.get(m.key)
         if row is None or row[1] != m:

@@ -364,6 +364,9 @@ class PgTx(PortableQueries):
                        after=after, n=limit)
         return [(r[0], Message(r[1], r[2], r[3], r[4])) for r in rows]
 
+    def outbox_count(self) -> int:
+        return self._x("SELECT count(*) FROM outbox")[0][0]
+
     def ack(self, m: Message) -> bool:
         self._w()
         return bool(self._x("DELETE FROM outbox WHERE key = :k AND kind = :kind AND id = :id AND address = :a"

@@ -240,6 +240,9 @@ class SqliteTx(PortableQueries):
                        (after, limit))
         return [(r[0], Message(r[1], r[2], r[3], r[4])) for r in rows]
 
+    def outbox_count(self) -> int:
+        return self._x("SELECT count(*) FROM outbox").fetchone()[0]
+
     def ack(self, m: Message) -> bool:
         self._w()
         cur = self._x("DELETE FROM outbox WHERE key = ? AND kind = ? AND id = ? AND address = ? AND version = ?",
