@@ -13,6 +13,7 @@ from urllib.parse import unquote
 from flask import Flask, Request, Response, request
 
 from shared.delivery.hub import AtCapacity, PollHub
+from shared.logs import q
 from shared.protocol import dumps, response
 from shared.service import Service
 
@@ -106,7 +107,8 @@ def metrics_route(service: Service, metrics: Metrics, req: Request) -> Response:
 
 
 def legacy(path: str = "") -> Response:
-    log.warning("legacy REST path hit: %s %s", request.method, request.path)
+    log.warning("Legacy endpoint hit — this path is no longer supported. Please update to the latest SDK."
+                " method=%s path=%s", request.method, q(request.path))
     return Response(LEGACY_BODY, 410, mimetype=JSON)
 
 
