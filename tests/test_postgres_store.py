@@ -226,7 +226,7 @@ def test_deadlock_is_retried(store: PostgresStore) -> None:
 
     results, errors = _threads(2, worker)
     assert not errors and results == ["ok", "ok"]
-    assert sum(attempts) == 3 and store.retries >= 1  # the deadlock victim ran again
+    assert sum(attempts) >= 3 and store.retries >= 1  # the deadlock victim ran again (a loaded machine may re-collide)
 
 
 # (c) concurrency ------------------------------------------------------------------------------------
