@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 import flask
 import functions_framework
@@ -79,11 +80,29 @@ def sweeper(request: flask.Request) -> flask.Response:
 
 @functions_framework.http
 def dispatch(request: flask.Request) -> flask.Response:
-    """The HTTP-push path on demand: claims the unsent push rows (SKIP LOCKED, so any number of
-    calls at once split them), pushes them and records the results before answering. The
-    committing instance pushes right after commit and the sweeper re-drives every minute; this
-    is the seam where the next step (Pub/Sub) plugs in."""
+    """The Pub/Sub push subscription of `dispatch.topic` calls this with one message naming an
+    outbox row: the caller's OIDC token is checked, the row pushed to its worker within the
+    request, and the answer tells Pub/Sub to ack (2xx) or retry (500)
+    (shared/delivery/pubsub_dispatch.py). Without a topic: the HTTP-push path on demand (claim
+    the unsent push rows, push them, record the results before answering)."""
     rt = _runtime()
+    if rt.cfg.dispatch.topic:
+        status, body = _dispatcher(rt).handle(request.headers.get("Authorization"), request.get_data())
+        return flask.jsonify(body), status
     sent = rt.delivery.redrive()
     done = rt.delivery.flush(rt.cfg.transports.http_push.request_timeout / 1000 + 5)
     return flask.jsonify({"sent": sent, "settled": done}), (200 if done else 503)
+
+
+def _dispatcher(rt: Runtime) -> Any:
+    """The push handler of this instance, built on first use (google-auth is imported then)."""
+    handler = _built.get("dispatcher")
+    if handler is None:
+        with _build_lock:
+            handler = _built.get("dispatcher")
+            if handler is None:
+                from shared.delivery.pubsub_dispatch import DispatchHandler
+
+                handler = _built["dispatcher"] = DispatchHandler(
+                    rt.delivery, rt.cfg.dispatch, rt.cfg.transports.http_push.request_timeout / 1000)
+    return handler

@@ -27,6 +27,7 @@ from gevent.pywsgi import WSGIHandler
 
 from local import metrics_listener
 from local.nodelay import NoDelayServer
+from shared.auth import AuthError, log_startup as log_auth
 from shared.config import Config
 from shared.http import create_app
 from shared.logs import q, setup_logging
@@ -129,7 +130,7 @@ def raise_fd_limit() -> None:
 
 def _log_config(cfg: Config) -> None:
     """§13.2 lines 1–4 (our keys: a timer loop that sleeps until the next deadline, a re-drive
-    interval instead of a message poll interval; no auth yet)."""
+    interval instead of a message poll interval). Loads the auth key: AuthError if unusable."""
     log.info("Resonate Server starting port=%d storage=%s profile=%s", cfg.server.port, cfg.storage.type, cfg.profile)
     log.info("Operational config timeout_max_sleep_ms=%d message_redrive_interval_ms=%d message_batch_size=%d "
              "task_retry_timeout_ms=%d task_lease_timeout_ms=%d shutdown_timeout_ms=%d", cfg.timeouts.max_sleep,
@@ -137,7 +138,7 @@ def _log_config(cfg: Config) -> None:
              cfg.tasks.lease_timeout, cfg.server.shutdown_timeout)
     if cfg.debug:
         log.info("Debug mode enabled — debug operations allowed, background loops paused during a debug session")
-    log.info("Auth disabled — all requests accepted")
+    log_auth(cfg)
 
 
 def _log_storage(cfg: Config, opened: bool) -> None:
@@ -171,6 +172,8 @@ def _log_transports(cfg: Config) -> None:
              t.http_poll.keepalive_interval)
     if not t.http_push.enabled:
         log.info("HTTP push transport disabled")
+    elif t.http_push.auth is not None:
+        log.info("HTTP push outbound auth enabled mode=%s", t.http_push.auth.mode.capitalize())
     if not t.http_poll.enabled:
         log.info("HTTP poll transport disabled")
 
@@ -217,7 +220,10 @@ def shutdown(server: Server, rt: Runtime, timeout_s: float) -> bool:
 def serve(cfg: Config) -> int:
     setup_logging(cfg.level, cfg.log_format)
     raise_fd_limit()
-    _log_config(cfg)
+    try:
+        _log_config(cfg)
+    except AuthError as e:
+        return _fatal(str(e))
     _log_storage(cfg, opened=False)
     hub = gevent.get_hub()
     try:

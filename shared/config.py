@@ -13,9 +13,8 @@ Functions and the tests call `load()` / `load({...}, env={})` and read no file. 
 secret-bearing key (database URLs, the push token) can come from the environment or the file,
 so none ever has to be on a command line.
 
-Keys of features not built yet (inbound auth, CORS, Pub/Sub, bash exec, MySQL) are parsed and
-validated; configuring them is refused (auth, MySQL: running without them would be unsafe or
-wrong) or warned about (the rest) in `_unsupported`.
+Keys of features not built yet (MySQL) are parsed and validated; configuring them is refused
+(running without it would be wrong) in `_unsupported`.
 """
 from __future__ import annotations
 
@@ -108,6 +107,7 @@ class Gcps(_Section):
 @section
 class BashExec(_Section):
     enabled: bool = False
+    allow: tuple[str, ...] = ()  # this server's extension: the only commands bash:// may run (names or paths)
 
 
 @section
@@ -166,10 +166,14 @@ class Storage(_Section):
 
 @section
 class Auth(_Section):
-    """Inbound JWT auth (§9): on iff the section exists, which requires `publickey`."""
-    publickey: str  # path to a PEM public key, or "none" (unsigned mode, tests only)
+    """Inbound JWT auth (§9): on iff the section exists, which requires `publickey` (or, this
+    server's extension, `google_audience`: Google OIDC identity tokens only; `shared.auth`)."""
+    publickey: str | None = None  # path to a PEM public key, or "none" (unsigned mode, tests only)
     iss: str | None = None
     aud: str | None = None
+    google_audience: str | None = None  # accept Google-signed ID tokens with this `aud` (full access)
+    google_service_accounts: tuple[str, ...] = ()  # ... whose `email` (or `sub`) is one of these
+    google_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"  # Google's signing certificates
 
 
 @section
@@ -200,6 +204,18 @@ class Sweeper(_Section):
 
 
 @section
+class Dispatch(_Section):
+    """HTTP pushes through Pub/Sub (shared/delivery/pubsub_dispatch.py): with `topic` set, the
+    committing instance publishes each push row and the topic's push subscription calls the
+    `dispatch` function, which pushes to the worker; unset, pushes go out in-process."""
+    topic: str | None = None  # projects/PROJECT/topics/TOPIC
+    audience: str | None = None  # the `aud` of the push subscription's OIDC token
+    service_accounts: tuple[str, ...] = ()  # the push subscription's service-account emails allowed
+    certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"  # Google's signing certificates
+    max_attempts: int = 5  # = the subscription's max_delivery_attempts: the last failure marks the row dead
+
+
+@section
 class Observability(_Section):
     metrics_port: int = 9090
     otlp_endpoint: str = "localhost:4317"  # parsed, unused (as in the reference)
@@ -218,6 +234,7 @@ class Config(_Section):
     messages: Messages = field(default_factory=Messages)
     timeouts: Timeouts = field(default_factory=Timeouts)
     sweeper: Sweeper = field(default_factory=Sweeper)
+    dispatch: Dispatch = field(default_factory=Dispatch)
     transports: Transports = field(default_factory=Transports)
     observability: Observability = field(default_factory=Observability)
 
@@ -282,6 +299,9 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
         return values[key][1] if key in values else DEFAULT_WHERE
 
     _validate(cfg, where)
+    _validate_dispatch(cfg, where)
+    if cfg.auth is not None:
+        _validate_auth(cfg.auth, where, present)
     _unsupported(cfg, where, present)
     return cfg
 
@@ -297,6 +317,29 @@ def _file_path(file: str | os.PathLike[str] | None, cwd: str | os.PathLike[str] 
         if os.path.isfile(full):
             return full, FILE_NAME
     return None
+
+
+_TOPIC = re.compile(r"projects/[^/\s]+/topics/[^/\s]+")
+
+
+def _validate_dispatch(cfg: Config, where: Callable[[str], str]) -> None:
+    """Pub/Sub dispatch needs the shared database (the dispatch function reads the row) and an
+    OIDC allow-list (any Google account can mint a token for any audience): fail closed."""
+    d = cfg.dispatch
+    if not d.topic:
+        return
+
+    def fail(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{msg} ({key} from {where(key)})")
+
+    if not _TOPIC.fullmatch(d.topic):
+        raise fail("dispatch.topic", f"dispatch.topic: expected 'projects/PROJECT/topics/TOPIC', got {d.topic!r}")
+    if cfg.storage.type != "postgres":
+        raise fail("dispatch.topic", "dispatch.topic requires storage.type=postgres (the dispatch function "
+                                     "reads the outbox from the shared database)")
+    if not d.audience or not d.service_accounts:
+        raise fail("dispatch.topic", "dispatch.topic requires dispatch.audience and dispatch.service_accounts "
+                                     "(the push subscription's OIDC audience and service-account emails)")
 
 
 def _validate(cfg: Config, where: Callable[[str], str]) -> None:
@@ -340,26 +383,38 @@ def _validate(cfg: Config, where: Callable[[str], str]) -> None:
     if pa is not None and pa.mode == "bearer" and not pa.token:  # the reference would send "Bearer "
         raise fail("transports.http_push.auth.mode", "transports.http_push.auth.token is required when "
                    "transports.http_push.auth.mode is 'bearer' (set RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__TOKEN)")
-    if cfg.auth is not None and not cfg.auth.publickey.strip():
+    if t.bash_exec.enabled and not t.bash_exec.allow:  # the reference runs anything any client sends
+        raise fail("transports.bash_exec.enabled", "transports.bash_exec.allow is required when "
+                   "transports.bash_exec.enabled is true (the commands bash:// may run, e.g. "
+                   "RESONATE_TRANSPORTS__BASH_EXEC__ALLOW='[\"/opt/jobs/report.sh\"]')")
+
+
+def _validate_auth(auth: Auth, where: Callable[[str], str], present: Mapping[str, str]) -> None:
+    """The [auth] section needs a verifier: `publickey` (§2.2: else "missing field publickey"),
+    or this server's Google OIDC keys, which need their allow-list (any Google account can mint
+    an identity token for any audience)."""
+    def fail(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{msg} ({key} from {where(key)})")
+
+    if auth.publickey is None and auth.google_audience is None:
+        keys = ("auth.iss", "auth.aud", "auth.google_service_accounts", "auth.google_certs_url")
+        created = present.get("auth") or next((where(k) for k in keys if where(k) != DEFAULT_WHERE),
+                                              "the configuration")
+        raise ConfigError(f"auth: missing field publickey (the [auth] section was created by {created}; "
+                          "set auth.publickey or remove the section)")
+    if auth.publickey is not None and not auth.publickey.strip():
         raise fail("auth.publickey", "auth.publickey: expected a path to a PEM public key or 'none', got ''")
+    if auth.google_audience is not None and not auth.google_service_accounts:
+        raise fail("auth.google_audience", "auth.google_service_accounts is required when auth.google_audience "
+                   "is set (set RESONATE_AUTH__GOOGLE_SERVICE_ACCOUNTS to the allowed service-account emails)")
+    if auth.google_service_accounts and auth.google_audience is None:
+        raise fail("auth.google_service_accounts", "auth.google_audience is required when "
+                   "auth.google_service_accounts is set")
 
 
 def _unsupported(cfg: Config, where: Callable[[str], str], present: Mapping[str, str]) -> None:
     """Keys of features this server does not have yet. Refused where running without the feature
-    would be unsafe (inbound auth: the server would be open) or wrong (MySQL: data would go
-    elsewhere); warned about otherwise. Remove an entry when its feature lands."""
+    would be unsafe or wrong (MySQL: data would go elsewhere); warned about otherwise. Remove an entry when its feature lands."""
     if cfg.storage.type == "mysql":
         raise ConfigError("storage.type=mysql: MySQL storage is not implemented by this server yet; use "
                           f"sqlite or postgres (storage.type from {where('storage.type')})")
-    if cfg.auth is not None:
-        raise ConfigError("auth: inbound JWT authentication is not implemented by this server yet; refusing "
-                          "to start without the protection the [auth] section asks for (section from "
-                          f"{present.get('auth') or where('auth.publickey')})")
-    t = cfg.transports
-    for on, key, what in ((bool(cfg.server.cors.allow_origins), "server.cors.allow_origins", "CORS"),
-                          (t.gcps.enabled, "transports.gcps.enabled", "the Pub/Sub transport"),
-                          (t.bash_exec.enabled, "transports.bash_exec.enabled", "the bash exec transport"),
-                          (t.http_push.auth is not None and t.http_push.auth.mode != "none",
-                           "transports.http_push.auth.mode", "outbound push authentication")):
-        if on:
-            log.warning("%s is not implemented by this server yet; %s from %s is ignored", what, key, where(key))

@@ -2,7 +2,8 @@
 
 `POST /` (RPC, §2.6), `GET /poll/{group}/{id}` (SSE, §9), `/health`, `/ready`, legacy 410s, and
 `GET /metrics` where the API port must carry it (the `api` function; the local server has its own
-metrics port).
+metrics port). Inbound auth (`shared.auth`): `POST /` checks `head.auth` in the service, the poll
+stream and `/metrics` check `Authorization: Bearer` here. CORS (`shared.cors`) wraps every route.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from shared.protocol import dumps, response
 from shared.service import Service
 
 if TYPE_CHECKING:
+    from shared.auth import Authenticator
     from shared.metrics import Metrics
 
 log = logging.getLogger("resonate.http")
@@ -60,10 +62,14 @@ def client_socket(environ: dict[str, Any]) -> Any:
     return getattr(raw, "_sock", None)
 
 
-def poll(hub: PollHub, keepalive_ms: int, group: str, id: str) -> Response:
+def poll(hub: PollHub, keepalive_ms: int, group: str, id: str, auth: Authenticator | None = None) -> Response:
     group, id = unquote(group), unquote(id)
     if not group or not id:
         return Response("", 404)
+    if auth is not None:  # §9.1: `Authorization: Bearer`, authentication only, before registering
+        refused = auth.check_bearer(request.headers.get("Authorization"), "poll")
+        if refused is not None:
+            return Response(refused[1], refused[0], mimetype="text/plain")
     try:
         conn = hub.register(group, id)
     except AtCapacity:
@@ -92,9 +98,12 @@ def ready(service: Service) -> Response:
 def operator_check(service: Service, req: Request) -> Response | None:
     """The inbound-auth gate (operations.md §9) of operator routes on the API port: the answer
     that refuses the caller, or None to serve. The reference leaves `/metrics` open because it
-    has a port of its own; on the shared port it passes the same check as requests once inbound
-    auth is configured. With auth off (the only mode so far) every caller passes."""
-    return None
+    has a port of its own; on the shared port, with auth on, it needs `Authorization: Bearer`
+    with a valid token of role admin (401 without a valid token, 403 with another role)."""
+    if service.auth is None:
+        return None
+    refused = service.auth.check_admin(req.headers.get("Authorization"), q(req.path))
+    return None if refused is None else Response(refused[1], refused[0], mimetype="text/plain")
 
 
 def metrics_route(service: Service, metrics: Metrics, req: Request) -> Response:
@@ -117,6 +126,10 @@ def create_app(service: Service, hub: PollHub | None, metrics: Metrics | None = 
     adds `GET /metrics` (the functions; the local server serves it on its metrics port)."""
     app = Flask("resonate")
     keepalive = service.cfg.transports.http_poll.keepalive_interval
+    if service.cfg.server.cors.allow_origins:
+        from shared.cors import install
+
+        install(app, service.cfg.server.cors.allow_origins)
     if metrics is not None:
         app.add_url_rule("/metrics", "metrics", lambda: metrics_route(service, metrics, request), methods=["GET"])
 
@@ -124,8 +137,8 @@ def create_app(service: Service, hub: PollHub | None, metrics: Metrics | None = 
     app.add_url_rule("/health", "health", health, methods=["GET"])
     app.add_url_rule("/ready", "ready", lambda: ready(service), methods=["GET"])
     if hub is not None:
-        app.add_url_rule("/poll/<group>/<id>", "poll", lambda group, id: poll(hub, keepalive, group, id),
-                         methods=["GET"])
+        app.add_url_rule("/poll/<group>/<id>", "poll",
+                         lambda group, id: poll(hub, keepalive, group, id, service.auth), methods=["GET"])
     for prefix in ("promises", "schedules", "tasks"):
         app.add_url_rule(f"/{prefix}", f"legacy_{prefix}", legacy,
                          methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

@@ -68,7 +68,7 @@ class Metrics:
         # increments `messages` by 0 for the same reason), and the hot path skips labels()
         self._msg = {k: self.messages.labels(k).inc for k in ("execute", "unblock")}
         self._delivery = {s: self.deliveries.labels(s).inc for s in ("success", "error", "dropped")}
-        self._dispatch = {t: self.dispatch_latency.labels(t).observe for t in ("poll", "push")}
+        self._dispatch = {t: self.dispatch_latency.labels(t).observe for t in ("poll", "push", "gcps")}
         self._late = {t: self.timer_lateness.labels(t).observe for t in ("promise", "retry", "lease", "schedule")}
         self._req: dict[tuple[str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
         self._queued: dict[Message, float] = {}  # message -> monotonic time of its commit
@@ -125,8 +125,9 @@ class Metrics:
         (or before a restart) have no commit time here and are not observed."""
         with self._lock:
             t = self._queued.pop(m, None)
-        if t is not None:
-            self._dispatch[transport](time.monotonic() - t)
+        observe = self._dispatch.get(transport)  # bash runs are not deliveries (operations.md §12)
+        if t is not None and observe is not None:
+            observe(time.monotonic() - t)
 
     def push_result(self, status: str) -> None:
         """`success` | `error` | `dropped` (§8.3.3)."""

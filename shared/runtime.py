@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 from shared.config import Config
 from shared.delivery.hub import PollHub
 from shared.delivery.outbox import Delivery
 from shared.delivery.push import HttpPush
+from shared.delivery.push_auth import make_push_auth
 from shared.metrics import Metrics
 from shared.service import Service
 from shared.storage.base import Store
@@ -51,21 +52,43 @@ class Runtime:
         self.metrics = Metrics(self.store, self.hub) if metrics else None
         self.service = Service(self.store, cfg, metrics=self.metrics)
         self.push = (HttpPush(t.http_push.concurrency, t.http_push.connect_timeout, t.http_push.request_timeout,
-                              metrics=self.metrics) if t.http_push.enabled else None)
+                              metrics=self.metrics, auth=make_push_auth(t.http_push.auth))
+                     if t.http_push.enabled else None)
         if cfg.storage.type == "postgres":  # other processes may share the database: claim rows there
             from shared.delivery.cluster import ClusterDelivery
 
+            publisher = None
+            if cfg.dispatch.topic:  # the cloud: http(s) pushes go through Pub/Sub and the dispatch function
+                from shared.delivery.pubsub_dispatch import Publisher
+
+                publisher = Publisher(cfg.dispatch.topic)
             self.delivery: Delivery = ClusterDelivery(
                 self.service, self.hub, self.push, cfg.server_url, cfg.messages.redrive_interval,
-                cfg.messages.batch_size, t.http_push.request_timeout / 1000, background, metrics=self.metrics)
+                cfg.messages.batch_size, t.http_push.request_timeout / 1000, background, metrics=self.metrics,
+                publisher=publisher)
         else:
             self.delivery = Delivery(self.service, self.hub, self.push, cfg.server_url, cfg.messages.redrive_interval,
                                      cfg.messages.batch_size, background, metrics=self.metrics)
+        self.delivery.transports = self._optional_transports(cfg)
         self.timers = TimerLoop(self.service, cfg.timeouts.max_sleep) if background else None
         if cfg.sweeper.url and not background:  # serverless: no timer loop, wake a sweeper instead
             from shared.sweeper import SweeperWaker
 
             SweeperWaker(self.service, cfg.sweeper.url, cfg.sweeper.window, cfg.sweeper.window / 1000 + 30)
+
+    def _optional_transports(self, cfg: Config) -> dict[str, Any]:
+        """gcps and bash, each imported only when enabled (cold starts)."""
+        t = cfg.transports
+        out: dict[str, Any] = {}
+        if t.gcps.enabled:
+            from shared.delivery.gcps import PubSubPublish
+
+            out["gcps"] = PubSubPublish(t.gcps.concurrency, t.gcps.timeout, metrics=self.metrics)
+        if t.bash_exec.enabled:
+            from shared.delivery.bash import BashExec
+
+            out["bash"] = BashExec(self.service, t.bash_exec.allow, cfg.tasks.lease_timeout)
+        return out
 
     def start(self) -> None:
         self.delivery.start()
@@ -78,6 +101,8 @@ class Runtime:
         if self.timers is not None:
             self.timers.stop(timeout_s)
         self.delivery.stop(timeout_s)
+        for transport in self.delivery.transports.values():
+            transport.close()
         if self.push is not None:
             self.push.close()
         self.store.close()

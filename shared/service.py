@@ -21,6 +21,7 @@ from shared.requests import Req, decode
 from shared.storage.base import Busy, ReadOnlyViolation, Store, StorageError
 
 if TYPE_CHECKING:
+    from shared.auth import Authenticator
     from shared.metrics import Metrics
 
 log = logging.getLogger("resonate.service")
@@ -50,6 +51,12 @@ class Service:
         self.hooks: list[EffectsHook] = [metrics.on_effects] if metrics is not None else []
         self.debug_session = False
         self.refresh_debug_session()
+        # inbound auth (§2.8): the key is loaded here, once per process (PyJWT only when on)
+        self.auth: Authenticator | None = None
+        if cfg.auth is not None:
+            from shared.auth import authenticator
+
+            self.auth = authenticator(cfg.auth)
 
     # ---- requests ----------------------------------------------------------------------------
 
@@ -67,13 +74,26 @@ class Service:
         debug = log.isEnabledFor(DEBUG)
         if debug:
             log.debug("Received request kind=%s corr_id=%s", q(env.kind), q(env.corr_id))
-        status, data = self.handle(env)
+        refused = self._auth_refusal(env) if self.auth is not None else None
+        status, data = refused if refused is not None else self.handle(env)
         body = dumps(response(env.kind, env.corr_id, status, data))
+        if refused is not None:
+            log.warning("Request rejected by auth kind=%s corr_id=%s status=%d elapsed_ms=%.2f", q(env.kind),
+                        q(env.corr_id), status, (perf_counter() - t0) * 1000)
         if self.metrics is not None:
             self.metrics.request(env.kind, status, perf_counter() - t0)
         if debug or (status >= 500 and status != 503):  # §13.3; a routine 4xx is no warning here
             _log_outcome(env, status, perf_counter() - t0)
         return status, body
+
+    def _auth_refusal(self, env: Envelope) -> tuple[int, Any] | None:
+        """Step 6 of §2.6 (before any decoding or transaction): None to go on, else the answer."""
+        assert self.auth is not None
+        try:
+            return self.auth.check_rpc(env.kind, env.data, env.auth)
+        except Exception as e:  # a bug in a verifier must still answer with an envelope
+            log.exception("internal error while authenticating %s", env.kind)
+            return 500, f"Internal error: {type(e).__name__}: {e}"
 
     def handle(self, env: Envelope) -> tuple[int, Any]:
         try:

@@ -370,7 +370,11 @@ def test_legacy_yaml_errors_name_the_legacy_key(tmp_path: Path) -> None:
     ({"RESONATE_TRANSPORTS__HTTP_POLL__BUFFER_SIZE": "0"}, "http_poll.buffer_size must be at least 1"),
     ({"RESONATE_TRANSPORTS__HTTP_POLL__MAX_CONNECTIONS": "0"}, "http_poll.max_connections must be at least 1"),
     ({"RESONATE_AUTH__ISS": "https://issuer"}, r"auth: missing field publickey .*RESONATE_AUTH__ISS \(environment\)"),
-    ({"RESONATE_AUTH__PUBLICKEY": "/k.pem"}, "inbound JWT authentication is not implemented"),
+    ({"RESONATE_AUTH__GOOGLE_AUDIENCE": "https://api"}, r"auth.google_service_accounts is required when "
+     r"auth.google_audience is set .*RESONATE_AUTH__GOOGLE_AUDIENCE \(environment\)"),
+    ({"RESONATE_AUTH__GOOGLE_SERVICE_ACCOUNTS": "a@p.iam.gserviceaccount.com"},
+     r"auth: missing field publickey .*RESONATE_AUTH__GOOGLE_SERVICE_ACCOUNTS \(environment\)"),
+    ({"RESONATE_AUTH__PUBLICKEY": " "}, "auth.publickey: expected a path to a PEM public key or 'none'"),
     ({"RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__MODE": "basic"},
      "transports.http_push.auth.mode: expected 'none', 'bearer' or 'gcp', got 'basic'"),
     ({"RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__MODE": "bearer"}, "transports.http_push.auth.token is required"),

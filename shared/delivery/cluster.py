@@ -11,9 +11,11 @@ instant, so the outbox row is the only truth and every send happens under a clai
   announces the row again. A worker that connects (to any instance) claims its group's waiting
   rows at once; connected instances also re-check their groups every few seconds.
 - Other rows (HTTP push) are claimed and pushed by the committing process right after commit;
-  a failed push is released with backoff. The sweeper (or a local re-drive loop) claims what is
-  left in batches with SKIP LOCKED, re-announces unclaimed poll rows, and drops unblocks that no
-  connection claimed (no receiver, §9.4).
+  a failed push is released with backoff. With `dispatch.topic` set (the cloud), http(s) rows
+  are instead claimed for as long as Pub/Sub retries and published, and the `dispatch`
+  function pushes them (`shared/delivery/pubsub_dispatch.py`). The sweeper (or a local
+  re-drive loop) claims what is left in batches with SKIP LOCKED, re-announces unclaimed poll
+  rows, and drops unblocks that no connection claimed (no receiver, §9.4).
 
 Claims are leases on the database's clock: a process that dies while sending only delays the
 row until its lease runs out. Delivery stays at-least-once (decision Q4).
@@ -29,6 +31,7 @@ from typing import Any
 
 from shared.delivery.hub import Connection, PollHub
 from shared.delivery.outbox import Delivery
+from shared.delivery.pubsub_dispatch import DISPATCH_LEASE_MS, PUBLISH_RETRY_MS
 from shared.delivery.push import HttpPush
 from shared.protocol import Address, parse_address
 from shared.records import Effects, Message
@@ -41,14 +44,16 @@ RENOTIFY_EVERY_MS = 10_000  # the sweeper announces one unclaimed poll row at mo
 SETTLE_MS = 2_000  # rows younger than this were just announced by their writer
 UNBLOCK_TTL_MS = 60_000  # an unblock nobody claimed within this had no receiver: dropped
 RECEIVER_TTL_MS = 30_000  # a registry entry of a process that stopped refreshing it lapses
+PUBLISH_WAIT_S = 10.0  # on_effects waits this long for Pub/Sub to confirm what it published
 
 
 class ClusterDelivery(Delivery):
     def __init__(self, service: Any, hub: PollHub | None, push: HttpPush | None, server_url: str | None,
                  redrive_interval_ms: int = 1000, batch_size: int = 100, push_timeout_s: float = 180.0,
-                 background: bool = True, metrics: Any = None) -> None:
+                 background: bool = True, metrics: Any = None, publisher: Any = None) -> None:
         super().__init__(service, hub, push, server_url, redrive_interval_ms, batch_size, background, metrics)
         self.push_lease_ms = int((push_timeout_s + 30) * 1000)  # never shorter than one push attempt
+        self.publisher = publisher  # pubsub_dispatch.Publisher (dispatch.topic): http(s) rows are published
         self._listener: threading.Thread | None = None
         self._listen_lock = threading.Lock()
         self._conn: Any = None
@@ -63,6 +68,8 @@ class ClusterDelivery(Delivery):
 
     def stop(self, timeout: float = 5.0) -> None:
         super().stop(timeout)
+        if self.publisher is not None:
+            self.publisher.close()
         self._drop_listen_connection()
         if self._listener is not None:
             self._listener.join(timeout)
@@ -90,7 +97,10 @@ class ClusterDelivery(Delivery):
         try:
             self.store.drop_unreceived([m for m in polled if m.kind == "unblock"])
             if push and self.push is not None:
-                self._send_rows(self.store.claim_messages(push, self.push_lease_ms), fx.payloads)
+                rows = self.store.claim_messages(push, self.push_lease_ms, self._http_lease_ms())
+                self._send_rows(rows, fx.payloads)
+                if self.publisher is not None:  # answer only once Pub/Sub has them (CPU throttling)
+                    self.publisher.wait(rows, PUBLISH_WAIT_S)
         except Exception:
             log.exception("dispatching %d new messages failed; the sweeper re-drives them", len(fx.messages))
 
@@ -141,7 +151,7 @@ class ClusterDelivery(Delivery):
             return self._claim_group(group)
         sent = 0
         for _ in range(10):
-            rows = self.store.claim_push(self.batch_size, self.push_lease_ms)
+            rows = self.store.claim_push(self.batch_size, self.push_lease_ms, self._http_lease_ms())
             sent += self._send_rows(rows, {})
             if len(rows) < self.batch_size:
                 break
@@ -209,6 +219,10 @@ class ClusterDelivery(Delivery):
             log.warning("dropping message to unparseable address %r", m.address)
             self._ack(m)
             return False
+        if addr.scheme in ("http", "https") and self.publisher is not None:  # the dispatch function pushes
+            self._started()
+            self.publisher.publish(seq, m, lambda ok: self._published(seq, m, ok))
+            return True
         body = self._body(m, promise)
         if addr.scheme == "poll" and self.hub is not None:
             self._started()
@@ -222,19 +236,41 @@ class ClusterDelivery(Delivery):
             self._count(m)
             self.push.send(addr.url, body, lambda ok: self._result(seq, m, ok, push=True))
             return True
+        other = self.transports.get(addr.scheme)
+        if other is not None:  # gcps, bash: released with backoff on failure, like a push
+            self._started()
+            self._count(m)
+            other.send(m.address, body, lambda ok: self._result(seq, m, ok, push=True, transport=addr.scheme))
+            return True
         log.warning("dropping message to %s: transport not enabled", m.address)
         self._ack(m)
         return False
+
+    def _http_lease_ms(self) -> int:
+        return DISPATCH_LEASE_MS if self.publisher is not None else self.push_lease_ms
+
+    def _published(self, seq: int, m: Message, ok: bool) -> None:
+        """Pub/Sub has the message: the row stays claimed until the dispatch function settles it.
+        A failed publish makes it claimable again shortly (the sweeper publishes it again)."""
+        try:
+            if not ok:
+                self.store.retry_later(seq, m.version, PUBLISH_RETRY_MS)
+        except Exception:
+            log.exception("releasing row %d after a failed publish failed; its lease lapses by itself", seq)
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
 
     def _started(self) -> None:
         with self._idle:
             self._busy += 1
 
-    def _result(self, seq: int, m: Message, ok: bool, push: bool) -> None:
+    def _result(self, seq: int, m: Message, ok: bool, push: bool, transport: str | None = None) -> None:
         try:
             if ok:
                 if self.metrics is not None:
-                    self.metrics.delivered(m, "push" if push else "poll")
+                    self.metrics.delivered(m, transport or ("push" if push else "poll"))
                 self._ack(m)
             else:
                 self._give_back(seq, m, push)

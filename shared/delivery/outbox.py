@@ -35,6 +35,7 @@ class Delivery:
         self.hub = hub
         self.push = push
         self.server_url = server_url
+        self.transports: dict[str, Any] = {}  # scheme -> send(address, body, done): gcps, bash (Runtime sets)
         self.redrive_interval = redrive_interval_ms / 1000
         self.batch_size = batch_size
         self._inflight: dict[tuple, Message] = {}
@@ -191,6 +192,11 @@ class Delivery:
         if addr.scheme in ("http", "https") and self.push is not None:
             self._count(m)
             self.push.send(addr.url, body, lambda ok: self._done(m, ok, "push"))
+            return True
+        other = self.transports.get(addr.scheme)
+        if other is not None:  # gcps, bash: the row goes once the transport took the message
+            self._count(m)
+            other.send(m.address, body, lambda ok: self._done(m, ok, addr.scheme))
             return True
         log.warning("dropping message to %s: transport not enabled", m.address)
         self._ack(m)

@@ -6,7 +6,9 @@ and two processes never send the same row at once. `poll://` rows carry their gr
 announced with NOTIFY (at enqueue, and again by `renotify`), so the process that holds a
 matching SSE connection claims them; other rows (HTTP push) are claimed in batches with
 `FOR UPDATE SKIP LOCKED`, so concurrent sweepers split them. No claim is granted while a debug
-session is on: the outbox must stay put for `debug.snap`.
+session is on: the outbox must stay put for `debug.snap`. With Pub/Sub dispatch, http(s) rows
+stay claimed while Pub/Sub retries their message, and a row whose last attempt failed is parked
+dead (`claimed_until` = DEAD: no sweeper re-publishes it; it stays visible for an operator).
 """
 from __future__ import annotations
 
@@ -22,7 +24,11 @@ Row = tuple[int, Message]  # (seq, message)
 
 _COLS = "seq, kind, id, address, version"
 _NO_DEBUG = f"NOT EXISTS (SELECT 1 FROM meta WHERE key = '{DEBUG_SESSION}')"
-_CLAIM = f"UPDATE outbox SET claimed_until = {DB_NOW} + :ttl WHERE {{}} AND {_NO_DEBUG} RETURNING {_COLS}"
+# http(s) rows may get a lease of their own (`http_ttl`): published to Pub/Sub, they stay claimed
+# while Pub/Sub retries them (shared/delivery/pubsub_dispatch.py)
+_HTTP = "address ~* '^https?://'"
+_TTL = f"CASE WHEN {_HTTP} THEN CAST(:http_ttl AS bigint) ELSE CAST(:ttl AS bigint) END"
+_CLAIM = f"UPDATE outbox SET claimed_until = {DB_NOW} + {_TTL} WHERE {{}} AND {_NO_DEBUG} RETURNING {_COLS}"
 _CLAIM_SEQS = _CLAIM.format(f"seq = ANY(CAST(:s AS bigint[])) AND claimed_until < {DB_NOW}")
 _CLAIM_KEYS = _CLAIM.format(f"key = ANY(CAST(:k AS text[])) AND claimed_until < {DB_NOW} AND poll_group IS NULL")
 _CLAIM_PUSH = _CLAIM.format(f"seq IN (SELECT seq FROM outbox WHERE poll_group IS NULL AND claimed_until < {DB_NOW}"
@@ -32,6 +38,19 @@ _GROUP_ROWS = (f"SELECT {_COLS} FROM outbox WHERE poll_group = :g AND seq > :aft
 _RELEASE = (f"UPDATE outbox SET attempts = attempts + :failed, claimed_until = CASE WHEN :failed = 0 THEN 0"
             f" ELSE {DB_NOW} + LEAST(:cap, :base * power(2, LEAST(attempts, 20)))::bigint END"
             " WHERE seq = :s AND version = :v RETURNING attempts")
+# Pub/Sub dispatch: a row named by a message (seq + version), a failed attempt (the lease is
+# renewed: Pub/Sub retries; the last attempt parks the row for good), a publish that failed
+DEAD = 2 ** 62  # claimed_until of a dead row: never claimed again (a replacing execute resets it)
+_DISPATCH_ROW = (f"SELECT {_COLS}, attempts, claimed_until >= {DEAD}, NOT {_NO_DEBUG} FROM outbox"
+                 " WHERE seq = :s AND version = :v")
+_LAST = "CAST(:max AS bigint) > 0 AND (attempts + 1 >= :max OR CAST(:attempt AS bigint) >= :max)"
+_DISPATCH_FAILED = (f"UPDATE outbox SET attempts = attempts + 1, claimed_until = CASE WHEN {_LAST} THEN {DEAD}"
+                    f" ELSE {DB_NOW} + :ttl END"
+                    f" WHERE seq = :s AND version = :v AND claimed_until < {DEAD}"
+                    f" RETURNING attempts, claimed_until >= {DEAD}")
+_RETRY_LATER = (f"UPDATE outbox SET claimed_until = {DB_NOW} + :delay"
+                f" WHERE seq = :s AND version = :v AND claimed_until < {DEAD}")
+_DEAD_ROWS = f"SELECT {_COLS}, attempts FROM outbox WHERE claimed_until >= {DEAD} ORDER BY seq LIMIT :n"
 _NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', x) FROM unnest(CAST(:p AS text[])) x"
 _UNCLAIMED_UNBLOCK = f"kind = 'unblock' AND poll_group IS NOT NULL AND claimed_until < {DB_NOW} AND {_NO_DEBUG}"
 _NO_RECEIVER = ("NOT EXISTS (SELECT 1 FROM poll_receivers r WHERE r.grp = outbox.poll_group"
@@ -81,16 +100,23 @@ class PgClusterOutbox:
 
     def claim_seqs(self, seqs: list[int], ttl_ms: int) -> list[Row]:
         """Claim these rows if nobody holds them (the NOTIFY path)."""
-        return _rows(self.write(lambda tx: tx._x(_CLAIM_SEQS, s=seqs, ttl=ttl_ms))) if seqs else []
+        if not seqs:
+            return []
+        return _rows(self.write(lambda tx: tx._x(_CLAIM_SEQS, s=seqs, ttl=ttl_ms, http_ttl=ttl_ms)))
 
-    def claim_messages(self, ms: list[Message], ttl_ms: int) -> list[Row]:
-        """Claim the non-poll rows of these just-committed messages (the committing process sends them)."""
+    def claim_messages(self, ms: list[Message], ttl_ms: int, http_ttl_ms: int | None = None) -> list[Row]:
+        """Claim the non-poll rows of these just-committed messages (the committing process sends
+        them); http(s) rows for `http_ttl_ms` when given."""
         keys = [key_text(m) for m in ms]
-        return _rows(self.write(lambda tx: tx._x(_CLAIM_KEYS, k=keys, ttl=ttl_ms))) if keys else []
+        if not keys:
+            return []
+        http_ttl = ttl_ms if http_ttl_ms is None else http_ttl_ms
+        return _rows(self.write(lambda tx: tx._x(_CLAIM_KEYS, k=keys, ttl=ttl_ms, http_ttl=http_ttl)))
 
-    def claim_push(self, limit: int, ttl_ms: int) -> list[Row]:
+    def claim_push(self, limit: int, ttl_ms: int, http_ttl_ms: int | None = None) -> list[Row]:
         """Claim up to `limit` unclaimed non-poll rows, oldest first, skipping rows others lock."""
-        return _rows(self.write(lambda tx: tx._x(_CLAIM_PUSH, n=limit, ttl=ttl_ms)))
+        http_ttl = ttl_ms if http_ttl_ms is None else http_ttl_ms
+        return _rows(self.write(lambda tx: tx._x(_CLAIM_PUSH, n=limit, ttl=ttl_ms, http_ttl=http_ttl)))
 
     def group_rows(self, group: str, after: int, limit: int) -> list[Row]:
         """Unclaimed rows for one poll group (a worker of it connected), in queue order."""
@@ -109,6 +135,37 @@ class PgClusterOutbox:
             return rows[0][0] if rows else None
 
         return self.write(run)
+
+    # Pub/Sub dispatch (shared/delivery/pubsub_dispatch.py) ------------------------------------
+    def dispatch_row(self, seq: int, version: int) -> tuple[Message, int, bool, bool] | None:
+        """The row a dispatch message names: (message, failed attempts, dead, debug session on);
+        None when it is gone or was replaced (another version)."""
+        rows = self.read(lambda tx: tx._x(_DISPATCH_ROW, s=seq, v=version))
+        if not rows:
+            return None
+        r = rows[0]
+        return Message(r[1], r[2], r[3], r[4]), r[5], bool(r[6]), bool(r[7])
+
+    def dispatch_failed(self, seq: int, version: int, ttl_ms: int, max_attempts: int,
+                        attempt: int = 0) -> tuple[int, bool] | None:
+        """Count a failed delivery and keep the row claimed for `ttl_ms` (Pub/Sub retries the
+        message meanwhile); when this was the last attempt (`max_attempts` failures counted here,
+        or Pub/Sub's own `attempt` number reached it) the row is marked dead instead. Returns
+        (failures, dead), None when the row is gone, replaced or already dead."""
+        rows = self.write(lambda tx: tx._x(_DISPATCH_FAILED, s=seq, v=version, ttl=ttl_ms,
+                                           max=max_attempts, attempt=attempt))
+        return (rows[0][0], bool(rows[0][1])) if rows else None
+
+    def retry_later(self, seq: int, version: int, delay_ms: int) -> None:
+        """A publish failed: the row is claimable again after `delay_ms` (failures not counted)."""
+        self.write(lambda tx: tx._x(_RETRY_LATER, s=seq, v=version, delay=delay_ms))
+
+    def dead_rows(self, limit: int = 100) -> list[tuple[int, Message, int]]:
+        """Rows given up after their last attempt: (seq, message, failures). A new version of an
+        execute replaces its dead row; `UPDATE outbox SET claimed_until = 0, attempts = 0 WHERE
+        claimed_until >= 2^62` sends them all again."""
+        rows = self.read(lambda tx: tx._x(_DEAD_ROWS, n=limit))
+        return [(r[0], Message(r[1], r[2], r[3], r[4]), r[5]) for r in rows]
 
     def renotify(self, limit: int, settle_ms: int, every_ms: int) -> int:
         """Announce unclaimed poll rows again (lost NOTIFY, dead claimant), each at most every `every_ms`."""

@@ -38,6 +38,7 @@ class ServerProc:
     db: Path | None = None
     pg_url: str | None = None  # the cloned database a postgres server owns (dropped at stop)
     session: requests.Session = field(default_factory=requests.Session)
+    token: str | None = None  # inbound auth on: sent as head.auth by `rpc` unless the caller gives one
 
     @property
     def url(self) -> str:
@@ -52,6 +53,8 @@ class ServerProc:
         """Send one envelope; return (status, data) after checking the envelope echo rules."""
         corr = uuid.uuid4().hex
         h: dict[str, Any] = {"corrId": corr, "version": VERSION, **head}
+        if self.token is not None and "auth" not in h:
+            h["auth"] = self.token
         if time is not None:
             h["resonate:debug_time"] = time
         r = self.post({"kind": kind, "head": h, "data": data})

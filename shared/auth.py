@@ -1,0 +1,257 @@
+"""Inbound authentication and authorization (protocol §2.8, operations.md §9).
+
+One `Authenticator` per `[auth]` section: it verifies JWTs against the configured public key
+(or none, unsigned mode), or Google OIDC identity tokens (`shared.auth_google`), and applies the
+`role`/`prefix` claim rules to the raw request data (step 6 of §2.6: before the kind's own
+decoding, so a refused request never opens a transaction). PyJWT and cryptography are imported
+only when an Authenticator is built: with auth off a cold start never loads them.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Mapping
+
+from shared.logs import q
+
+if TYPE_CHECKING:
+    from shared.config import Auth, Config
+
+log = logging.getLogger("resonate.auth")
+startup = logging.getLogger("resonate")  # the §13.2 sequence is one logger's
+
+Refusal = tuple[int, str]  # (status, message): 401 Unauthorized | 403 Forbidden | 503
+UNAUTHORIZED: Refusal = (401, "Unauthorized")
+FORBIDDEN: Refusal = (403, "Forbidden")
+LEEWAY_S = 60  # on `exp` (the reference's JWT library default)
+
+# the header algorithms the key's family admits (§9.1); unsigned mode: any the reference's JWT
+# library knows (so `"alg":"none"` is still refused)
+FAMILY_ALGS = {
+    "RSA": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    "EC": ("ES256", "ES384"),
+    "Ed25519": ("EdDSA",),
+}
+KNOWN_ALGS = frozenset(("HS256", "HS384", "HS512", *(a for algs in FAMILY_ALGS.values() for a in algs)))
+
+# §9.4: the field of `data` that names the resource a kind touches (`task.create`,
+# `task.heartbeat` and the searches are special-cased in `resource_id` / `forbidden`)
+ID_FIELD: dict[str, str] = {
+    **dict.fromkeys(("promise.get", "promise.create", "promise.settle", "task.get", "task.acquire",
+                     "task.release", "task.fulfill", "task.suspend", "task.fence", "task.halt",
+                     "task.continue", "schedule.get", "schedule.delete"), "id"),
+    "promise.register_callback": "awaited",
+    "promise.register_listener": "awaited",
+    "schedule.create": "promiseId",
+}
+
+
+class AuthError(Exception):
+    """The `[auth]` section names a key that cannot be used: the server must not start."""
+
+
+class Invalid(Exception):
+    """A token that does not authenticate (the message is logged, never sent)."""
+
+
+class Unavailable(Exception):
+    """A token that could not be checked now (Google's certificates unreachable): 503, retry."""
+
+
+def resource_id(kind: str, data: Mapping[str, Any]) -> str | None:
+    """The id the prefix must cover; "" (never covered by a non-empty prefix) for searches and
+    every kind not listed, so new kinds fail closed; None (check passes, the kind's own
+    validation answers 400) when the field is missing or not a string."""
+    if kind == "task.create":
+        action = data.get("action")
+        inner = action.get("data") if isinstance(action, dict) else None
+        v = inner.get("id") if isinstance(inner, dict) else None
+    elif kind in ID_FIELD:
+        v = data.get(ID_FIELD[kind])
+    else:
+        return ""
+    return v if isinstance(v, str) else None
+
+
+def forbidden(claims: Mapping[str, Any], kind: str, data: Mapping[str, Any]) -> str | None:
+    """§9.4 on verified claims: None when allowed, else why not (the WARN line's text)."""
+    role = claims.get("role")
+    if isinstance(role, str) and role.lower() == "admin":
+        return None
+    if "prefix" not in claims:
+        return "no prefix claim in token"
+    prefix = claims["prefix"]
+    if prefix is None:
+        return "null prefix claim"
+    if not isinstance(prefix, str):
+        return "prefix claim has unexpected type"
+    if prefix == "":
+        return None
+    if kind == "task.heartbeat":  # every task id must match; a missing or non-array list passes
+        tasks = data.get("tasks")
+        for t in tasks if isinstance(tasks, list) else ():
+            tid = t.get("id") if isinstance(t, dict) else None
+            if isinstance(tid, str) and not tid.startswith(prefix):
+                return "heartbeat task ID does not match prefix"
+        return None
+    rid = resource_id(kind, data)
+    if rid is None or rid.startswith(prefix):
+        return None
+    return "resource ID does not match prefix"
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (scheme case-insensitive)."""
+    if header and header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return None
+
+
+def _load_key(path: str) -> tuple[Any, str]:
+    """(public key object, key type) of a PEM file; AuthError says why it cannot be used."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        with open(path, "rb") as f:
+            pem = f.read()
+    except OSError as e:
+        raise AuthError(f"Failed to read public key file '{path}': {e}") from None
+    try:
+        key = load_pem_public_key(pem)
+    except ValueError:
+        key = None
+    if isinstance(key, rsa.RSAPublicKey):
+        return key, "RSA"
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in ("secp256r1", "secp384r1"):
+        return key, "EC"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key, "Ed25519"
+    raise AuthError(f"Unsupported or invalid public key in '{path}'. "
+                    "Supported types: RSA, EC (P-256/P-384), Ed25519.")
+
+
+class Authenticator:
+    """Verifies tokens and applies the claim rules for one `[auth]` configuration."""
+
+    def __init__(self, cfg: Auth) -> None:
+        import jwt  # PyJWT: only when auth is on
+
+        self._jwt = jwt
+        self.cfg = cfg
+        self.key: Any = None
+        self.key_type: str | None = None
+        self.algorithms: frozenset[str] = frozenset()
+        if cfg.publickey == "none":
+            self.algorithms = KNOWN_ALGS
+        elif cfg.publickey is not None:
+            self.key, self.key_type = _load_key(cfg.publickey)
+            self.algorithms = frozenset(FAMILY_ALGS[self.key_type])
+        self.google: Any = None
+        if cfg.google_audience is not None:
+            from shared.auth_google import GoogleVerifier
+
+            self.google = GoogleVerifier(cfg.google_audience, cfg.google_service_accounts, cfg.google_certs_url)
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The claims of a token that authenticates; Invalid or Unavailable otherwise."""
+        jwt = self._jwt
+        try:
+            header = jwt.get_unverified_header(token)
+            if self.google is not None and self.google.claims_issuer(token):
+                return self.google.verify(token)
+            alg = header.get("alg")
+            if not self.algorithms:
+                raise Invalid("not a Google identity token (no public key configured)")
+            if not isinstance(alg, str) or alg not in self.algorithms:
+                raise Invalid(f"algorithm {alg!r} is not accepted for this key")
+            cfg = self.cfg
+            options: Any = {"verify_signature": self.key is not None, "verify_exp": True, "verify_nbf": False,
+                            "verify_iat": False, "verify_aud": cfg.aud is not None,
+                            "verify_iss": cfg.iss is not None, "verify_sub": False, "verify_jti": False,
+                            "require": ["exp"]}
+            claims = jwt.decode(token, self.key, algorithms=[alg], options=options, audience=cfg.aud,
+                                issuer=cfg.iss, leeway=LEEWAY_S)
+        except jwt.PyJWTError as e:
+            raise Invalid(f"{type(e).__name__}: {e}") from None
+        role = claims.get("role")
+        if role is not None and not isinstance(role, str):  # the reference's claims type: 401
+            raise Invalid("invalid type: role claim is not a string")
+        return claims
+
+    def _authenticate(self, token: str | None, what: str) -> dict[str, Any] | Refusal:
+        """The claims, or the refusal (logged)."""
+        if not token:
+            log.warning("Auth rejected: no token provided %s", what)
+            return UNAUTHORIZED
+        try:
+            return self.verify(token)
+        except Invalid as e:
+            log.warning("Auth rejected: token verification failed %s error=%s", what, q(str(e)))
+            return UNAUTHORIZED
+        except Unavailable as e:
+            log.error("Auth unavailable: token could not be checked %s error=%s", what, q(str(e)))
+            return 503, "Service unavailable: token could not be checked"
+
+    def check_rpc(self, kind: str, data: Mapping[str, Any], token: str | None) -> Refusal | None:
+        """Step 6 of §2.6 for `POST /` (token from `head.auth`): None to go on, else the refusal."""
+        claims = self._authenticate(token, f"kind={q(kind)}")
+        if isinstance(claims, tuple):
+            return claims
+        why = forbidden(claims, kind, data)
+        if why is None:
+            return None
+        prefix = claims.get("prefix")
+        log.warning("Auth forbidden: %s kind=%s prefix=%s resource_id=%s", why, q(kind),
+                    q(prefix), q(resource_id(kind, data) or ""))
+        return FORBIDDEN
+
+    def check_bearer(self, header: str | None, endpoint: str) -> Refusal | None:
+        """Authentication only (the poll stream: no envelope, no resource to match)."""
+        claims = self._authenticate(bearer(header), f"endpoint={endpoint}")
+        return claims if isinstance(claims, tuple) else None
+
+    def check_admin(self, header: str | None, endpoint: str) -> Refusal | None:
+        """An operator route (`/metrics` on the API port): a valid token with role admin."""
+        claims = self._authenticate(bearer(header), f"endpoint={endpoint}")
+        if isinstance(claims, tuple):
+            return claims
+        role = claims.get("role")
+        if isinstance(role, str) and role.lower() == "admin":
+            return None
+        log.warning("Auth forbidden: operator route needs role admin endpoint=%s", endpoint)
+        return FORBIDDEN
+
+
+_built: dict[Auth, Authenticator] = {}
+_lock = threading.Lock()
+
+
+def authenticator(cfg: Auth) -> Authenticator:
+    """The Authenticator of a configuration, built (key loaded) once per process."""
+    with _lock:
+        a = _built.get(cfg)
+        if a is None:
+            a = _built[cfg] = Authenticator(cfg)
+        return a
+
+
+def log_startup(cfg: Config) -> None:
+    """§13.2 line 4 (and the key's check: AuthError stops the server before it listens)."""
+    auth = cfg.auth
+    if auth is None:
+        startup.info("Auth disabled — all requests accepted")
+        return
+    a = authenticator(auth)
+    if auth.publickey == "none":
+        startup.warning("Auth enabled — unsigned mode (no signature verification)")
+    elif auth.publickey is not None:
+        startup.info("Loaded public key path=%s key_type=%s", q(auth.publickey), a.key_type)
+        startup.info("Auth enabled key=%s", q(auth.publickey))
+    if auth.iss is not None:
+        startup.info("Auth issuer configured issuer=%s", q(auth.iss))
+    if auth.aud is not None:
+        startup.info("Auth audience configured audience=%s", q(auth.aud))
+    if auth.google_audience is not None:
+        startup.info("Auth accepts Google identity tokens audience=%s service_accounts=%d",
+                     q(auth.google_audience), len(auth.google_service_accounts))
