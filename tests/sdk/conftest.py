@@ -5,18 +5,24 @@
 * `memory_server` (module): `python -m local dev` (in-memory storage).
 * `ts_toolchain` (session): FAILS (never skips) when Node 22 / @resonatehq/sdk 0.11.5 are
   missing -- tests/sdk/install_ts.sh is part of CI.
-* `py_env` / `ts_env` / `py_env_memory`: a per-test Harness. Every process it started is
-  stopped at teardown; on failure, every process log and the server log are attached to
-  the report.
+* `auth_server` (module): SQLite, inbound auth on (an Ed25519 key, `aud` = "resonate"); its
+  `token` (role admin) authenticates the tests' own `server.rpc` calls, its `key` mints the
+  SDK processes' tokens.
+* `py_env` / `ts_env` / `py_env_memory` / `py_env_auth` / `ts_env_auth`: a per-test Harness.
+  Every process it started is stopped at teardown; on failure, every process log and the
+  server log are attached to the report. The `_auth` ones start with no token: the test
+  sets `h.token` (and `h.tokens`) before it starts a process.
 """
 from __future__ import annotations
 
 
 import pytest
 
+from tests.sdk.auth_suite import AUTH_AUD
 from tests.sdk.harness import Harness, check_ts_toolchain
 from tests.support.cloudsim import start_cloudsim
 from tests.support.server import start_server
+from tests.support.tokens import KeyPair, claims
 
 RETRY_TIMEOUT_MS = 1000
 SERVER_ARGS = ["--tasks-retry-timeout", str(RETRY_TIMEOUT_MS)]
@@ -52,6 +58,18 @@ def main_server(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def memory_server(tmp_path_factory):
     srv = start_server("memory", tmp_path_factory.mktemp("sdk-memory"), debug=False, args=SERVER_ARGS)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory):
+    key = KeyPair("ed25519")
+    work = tmp_path_factory.mktemp("sdk-auth")
+    srv = start_server("sqlite", work, debug=False, args=SERVER_ARGS,
+                       env={"RESONATE_AUTH__PUBLICKEY": key.write(work), "RESONATE_AUTH__AUD": AUTH_AUD})
+    srv.token = key.sign(claims(3600, role="admin", aud=AUTH_AUD))  # the tests' own assertions
+    srv.key = key  # type: ignore[attr-defined]
     yield srv
     srv.stop()
 
@@ -95,5 +113,19 @@ def ts_env(request, ts_toolchain, main_server, tmp_path):
 @pytest.fixture
 def ts_env_memory(request, ts_toolchain, memory_server, tmp_path):
     h = _harness(request, "ts", memory_server, tmp_path)
+    yield h
+    h.stop_all()
+
+
+@pytest.fixture
+def py_env_auth(request, auth_server, tmp_path):
+    h = _harness(request, "py", auth_server, tmp_path)
+    yield h
+    h.stop_all()
+
+
+@pytest.fixture
+def ts_env_auth(request, ts_toolchain, auth_server, tmp_path):
+    h = _harness(request, "ts", auth_server, tmp_path)
     yield h
     h.stop_all()

@@ -32,6 +32,7 @@ TS_SDK_VERSION = "0.11.5"
 
 READY = "SSE_READY"
 NOT_READY = "SSE_NOT_READY"
+REFUSED = "SSE_REFUSED"  # the server answered the SSE request with 401/403 (inbound auth)
 
 
 def check_ts_toolchain() -> str | None:
@@ -93,6 +94,8 @@ class Worker:
     def wait_ready(self, timeout: float = 30) -> None:
         def ready() -> bool:
             text = self.logs()
+            if REFUSED in text:
+                raise AssertionError(f"{self.name}: the server refused its SSE stream (see its log)")
             if NOT_READY in text:
                 raise AssertionError(f"{self.name}: SDK reported no SSE connection within 20s (see its log)")
             if READY in text:
@@ -173,6 +176,10 @@ class Harness:
     workdir: Path
     workers: list[Worker] = field(default_factory=list)
     uid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    # Inbound auth on: the JWT every process is started with (`--token`; both SDKs send it as
+    # head.auth and as the SSE stream's Bearer header); `tokens` overrides it per process name.
+    token: str | None = None
+    tokens: dict[str, str | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data = self.workdir / "data"
@@ -194,6 +201,9 @@ class Harness:
         cmd += ["--url", self.server.url, "--name", name, "--group", group, "--data", str(self.data)]
         if serve:
             cmd.append("--serve")
+        token = self.tokens.get(name, self.token)
+        if token is not None:
+            cmd += ["--token", token]
         if ops is not None:
             cmd += ["--ops", json.dumps(ops), "--out", str(out)]
         fh = open(log, "ab")

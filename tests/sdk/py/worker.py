@@ -44,15 +44,20 @@ log = logging.getLogger("sdk-test-worker")
 
 class _SseReady(logging.Handler):
     """Flags the SDK's "SSE connection established" log line (headers received, so the
-    server has registered this process's poll connection)."""
+    server has registered this process's poll connection), or its "SSE endpoint returned
+    401|403" line (inbound auth refused the stream: no use waiting for it)."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.INFO)
         self.event = threading.Event()
+        self.refused: int | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith("SSE connection established"):
+        msg = record.getMessage()
+        if msg.startswith("SSE connection established"):
             self.event.set()
+        elif msg.startswith(("SSE endpoint returned 401", "SSE endpoint returned 403")):
+            self.refused = int(msg.split()[3].rstrip(","))
 
 
 def append_line(file: str, line: str) -> None:
@@ -270,6 +275,7 @@ async def main() -> int:
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--ops", default=None, help="JSON list of client operations")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--token", default=None, help="JWT for a server with inbound auth (head.auth + Bearer)")
     a = ap.parse_args()
     NAME, GROUP, DATA = a.name, a.group, Path(a.data)
     DATA.mkdir(parents=True, exist_ok=True)
@@ -283,7 +289,7 @@ async def main() -> int:
     logging.getLogger("resonate.connections.sse").addHandler(sse_ready)
 
     pid = f"{NAME}-{uuid.uuid4().hex[:8]}"
-    resonate = Resonate(url=a.url, group=GROUP, pid=pid, ttl=timedelta(seconds=a.ttl))
+    resonate = Resonate(url=a.url, group=GROUP, pid=pid, ttl=timedelta(seconds=a.ttl), token=a.token)
     for fn in FUNCTIONS:
         resonate.register(fn)
     resonate.register(always_fails, retry_policy=Never())
@@ -293,9 +299,12 @@ async def main() -> int:
     # Messages for a poll address with no live connection are dropped by design (spec
     # 9.4), so do nothing until our SSE stream is registered with the server.
     deadline = time.time() + 20
-    while not sse_ready.event.is_set() and time.time() < deadline:
+    while not sse_ready.event.is_set() and sse_ready.refused is None and time.time() < deadline:
         await asyncio.sleep(0.02)
-    if sse_ready.event.is_set():
+    if sse_ready.refused is not None:
+        log.error("SSE_REFUSED %s: the server refused the SSE stream", sse_ready.refused)
+        print(f"SSE_REFUSED {sse_ready.refused}", flush=True)
+    elif sse_ready.event.is_set():
         log.info("SSE_READY")
         print("SSE_READY", flush=True)
     else:

