@@ -305,3 +305,35 @@ def test_stop_terminates_everything(tmp_path):
         srv.stop()
     assert time.monotonic() - t0 < 5
     assert not _alive(pids)
+
+
+def test_with_auth_on_an_unauthenticated_client_can_neither_read_nor_write(tmp_path):
+    """Inbound auth in the cloud shape: every api and poll instance refuses a caller without a
+    valid token (401, nothing changed); an admin token works through the same router."""
+    from tests.support.sse import SSE
+    from tests.support.tokens import KeyPair, claims
+
+    key = KeyPair("ed25519")
+    srv = start_cloudsim(tmp_path, api=2, poll=1, dispatch=0, tick=0,
+                         env={"RESONATE_AUTH__PUBLICKEY": key.write(tmp_path), "RESONATE_AUTH__AUD": "resonate"})
+    try:
+        admin = key.sign(claims(600, role="admin", aud="resonate"))
+        foreign = KeyPair("ed25519").sign(claims(600, role="admin", aud="resonate"))
+        timeout_at = int(time.time() * 1000) + 3_600_000
+        srv.token = admin
+        assert srv.rpc("promise.create", {"id": "kept", "timeoutAt": timeout_at})[0] == 200
+        for token in (None, foreign):
+            srv.token = token
+            for _ in range(4):  # both api instances answer
+                assert srv.rpc("promise.get", {"id": "kept"})[0] == 401
+                assert srv.rpc("promise.create", {"id": "intruder", "timeoutAt": timeout_at})[0] == 401
+                assert srv.rpc("promise.settle", {"id": "kept", "state": "resolved"})[0] == 401
+            s = SSE(f"{srv.url}/poll/g/w1", headers={"Authorization": f"Bearer {token}"} if token else None)
+            assert s.status == 401, s.status
+            s.close()
+        srv.token = admin
+        assert srv.rpc("promise.get", {"id": "intruder"})[0] == 404
+        st, d = srv.rpc("promise.get", {"id": "kept"})
+        assert st == 200 and d["promise"]["state"] == "pending", d
+    finally:
+        srv.stop()
