@@ -1,0 +1,71 @@
+"""Stack settings (`pulumi config set ...`) with their defaults, read once."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pulumi
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: str
+    region: str = "us-central1"
+    db_tier: str = "db-f1-micro"
+    db_version: str = "POSTGRES_15"
+    db_name: str = "resonate"
+    db_user: str = "resonate"
+    deletion_protection: bool = True
+    public: bool = False  # allUsers may invoke api/poll
+    invokers: tuple[str, ...] = ()  # members allowed to invoke api/poll when not public
+    domain: str | None = None  # managed certificate + HTTPS; without: plain HTTP on the IP
+    auth_publickey: str | None = None  # PEM text of the JWT verification key (mounted as a file)
+    auth_iss: str | None = None
+    auth_aud: str | None = None
+    auth_google_service_accounts: tuple[str, ...] = ()  # Google identities with full access
+    dispatch_max_attempts: int = 5  # = RESONATE_DISPATCH__MAX_ATTEMPTS = max_delivery_attempts
+    push_timeout_s: int = 180  # transports.http_push.request_timeout (the server's default)
+    poll_concurrency: int = 1000
+    poll_max_instances: int = 10
+    api_max_instances: int = 20
+    extra_env: dict[str, str] = field(default_factory=dict)  # more RESONATE_* (non-secret) settings
+
+    @property
+    def project_env(self) -> dict[str, str]:
+        return {"GOOGLE_CLOUD_PROJECT": self.project}
+
+
+def _list(cfg: pulumi.Config, key: str) -> tuple[str, ...]:
+    raw = cfg.get(key)
+    if not raw:
+        return ()
+    try:
+        val = json.loads(raw)
+    except ValueError:
+        val = raw.split(",")
+    return tuple(str(v).strip() for v in (val if isinstance(val, list) else [val]) if str(v).strip())
+
+
+def load() -> Settings:
+    gcp = pulumi.Config("gcp")
+    cfg = pulumi.Config()
+    project = cfg.get("project") or gcp.require("project")
+    return Settings(
+        project=project,
+        region=cfg.get("region") or gcp.get("region") or "us-central1",
+        db_tier=cfg.get("dbTier") or "db-f1-micro",
+        db_version=cfg.get("dbVersion") or "POSTGRES_15",
+        deletion_protection=cfg.get_bool("deletionProtection") is not False,
+        public=bool(cfg.get_bool("public")),
+        invokers=_list(cfg, "invokers"),
+        domain=cfg.get("domain") or None,
+        auth_publickey=cfg.get("authPublickey") or None,
+        auth_iss=cfg.get("authIss") or None,
+        auth_aud=cfg.get("authAud") or None,
+        auth_google_service_accounts=_list(cfg, "authGoogleServiceAccounts"),
+        dispatch_max_attempts=cfg.get_int("dispatchMaxAttempts") or 5,
+        poll_concurrency=cfg.get_int("pollConcurrency") or 1000,
+        poll_max_instances=cfg.get_int("pollMaxInstances") or 10,
+        api_max_instances=cfg.get_int("apiMaxInstances") or 20,
+        extra_env=dict(cfg.get_object("env") or {}),
+    )

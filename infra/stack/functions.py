@@ -1,0 +1,102 @@
+"""The four gen2 Cloud Functions, all from one source archive in a bucket."""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+from pulumi_gcp import cloudfunctionsv2, secretmanager, serviceaccount, storage
+
+from .config import Settings
+
+try:  # the archive builder (infra/package.py) of the packaging helper
+    from infra.package import build_source  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - until infra/package.py lands
+    def build_source(out_dir: Path) -> Path:
+        raise RuntimeError("infra/package.py (build_source) is missing: pass source_archive= explicitly")
+
+ENTRY_POINTS = ("api", "poll", "sweeper", "dispatch")
+KEY_MOUNT = "/etc/resonate-auth"  # the auth public key secret is mounted here as public.pem
+
+
+@dataclass(frozen=True)
+class Shape:
+    memory: str
+    cpu: str
+    timeout: int  # seconds
+    concurrency: int
+    min_instances: int
+    max_instances: int
+    ingress: str
+
+
+def shapes(s: Settings) -> dict[str, Shape]:
+    lb_only = "ALLOW_INTERNAL_AND_GCLB"  # api/poll are reached through the load balancer only
+    return {
+        # POST / requests are short; 1 vCPU lets one instance serve 80 at once
+        "api": Shape("512Mi", "1", 60, 80, 0, s.api_max_instances, lb_only),
+        # SSE streams: one request per worker for up to an hour; gevent-free gthread pool sized
+        # to the concurrency (THREADS), so >= 1 vCPU. min 0: an idle deployment costs nothing,
+        # a worker reconnects after a cold start (the SDKs retry the stream)
+        "poll": Shape("1Gi", "1", 3600, s.poll_concurrency, 0, s.poll_max_instances, lb_only),
+        # one call a minute holding a 65 s window: timeout above it; the overlap may run 2 at once
+        "sweeper": Shape("512Mi", "1", 180, 4, 0, 3, "ALLOW_ALL"),
+        # one Pub/Sub push per outbox row: the worker push (push_timeout_s) plus a margin
+        "dispatch": Shape("512Mi", "1", s.push_timeout_s + 60, 40, 0, 20, "ALLOW_ALL"),
+    }
+
+
+def function_url(s: Settings, name: str) -> str:
+    """A gen2 function's cloudfunctions.net URL, known before it exists (so the functions can be
+    told each other's URLs, and their own, without a dependency cycle)."""
+    return f"https://{s.region}-{s.project}.cloudfunctions.net/{name}"
+
+
+def source_object(s: Settings, archive: Path | None, opts: pulumi.ResourceOptions
+                  ) -> tuple[storage.Bucket, storage.BucketObject]:
+    if archive is None:
+        archive = build_source(Path(tempfile.mkdtemp(prefix="resonate-src-")))
+    digest = hashlib.sha256(Path(archive).read_bytes()).hexdigest()[:16]
+    bucket = storage.Bucket("resonate-source", location=s.region, uniform_bucket_level_access=True,
+                            public_access_prevention="enforced", force_destroy=True, opts=opts)
+    obj = storage.BucketObject("resonate-source-zip", bucket=bucket.name, name=f"source-{digest}.zip",
+                               source=pulumi.FileAsset(str(archive)), opts=opts)
+    return bucket, obj
+
+
+def create(s: Settings, env: dict[str, pulumi.Input[str]], db_secret: secretmanager.Secret,
+           key_secret: secretmanager.Secret | None, sas: dict[str, serviceaccount.Account],
+           bucket: storage.Bucket, obj: storage.BucketObject, opts: pulumi.ResourceOptions
+           ) -> dict[str, cloudfunctionsv2.Function]:
+    out = {}
+    for name, shape in shapes(s).items():
+        secrets = [cloudfunctionsv2.FunctionServiceConfigSecretEnvironmentVariableArgs(
+            key="RESONATE_STORAGE__POSTGRES__URL", project_id=s.project, secret=db_secret.secret_id,
+            version="latest")]
+        volumes = None
+        fn_env = {**env, "THREADS": str(shape.concurrency)}
+        if key_secret is not None and name in ("api", "poll"):
+            volumes = [cloudfunctionsv2.FunctionServiceConfigSecretVolumeArgs(
+                mount_path=KEY_MOUNT, project_id=s.project, secret=key_secret.secret_id,
+                versions=[cloudfunctionsv2.FunctionServiceConfigSecretVolumeVersionArgs(
+                    path="public.pem", version="latest")])]
+        out[name] = cloudfunctionsv2.Function(
+            f"fn-{name}", name=name, location=s.region,
+            description=f"resonate {name}",
+            build_config=cloudfunctionsv2.FunctionBuildConfigArgs(
+                runtime="python312", entry_point=name,
+                source=cloudfunctionsv2.FunctionBuildConfigSourceArgs(
+                    storage_source=cloudfunctionsv2.FunctionBuildConfigSourceStorageSourceArgs(
+                        bucket=bucket.name, object=obj.name))),
+            service_config=cloudfunctionsv2.FunctionServiceConfigArgs(
+                available_memory=shape.memory, available_cpu=shape.cpu, timeout_seconds=shape.timeout,
+                max_instance_request_concurrency=shape.concurrency,
+                min_instance_count=shape.min_instances, max_instance_count=shape.max_instances,
+                ingress_settings=shape.ingress, all_traffic_on_latest_revision=True,
+                service_account_email=sas[name].email,
+                environment_variables=fn_env,
+                secret_environment_variables=secrets, secret_volumes=volumes),
+            opts=opts)
+    return out
