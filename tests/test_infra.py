@@ -11,9 +11,8 @@ import json
 import zipfile
 from pathlib import Path
 
+import pulumi
 import pytest
-
-pulumi = pytest.importorskip("pulumi")
 
 PROJECT, REGION = "proj-1", "europe-west1"
 NUMBER = "123456789"
@@ -281,3 +280,43 @@ def test_load_balancer(stack):
     assert rule["portRange"] == "443" and rule["target"] == "resonate-https-id"
     assert rule["ipAddress"] == "203.0.113.7"
     assert not of_type("gcp:compute/targetHttpProxy:TargetHttpProxy")
+
+
+_VARIANT = """
+import json, sys, zipfile, tempfile, pathlib
+import pulumi
+from tests import test_infra as t  # sets the mocks (default config) on import
+pulumi.runtime.set_all_config({"gcp:project": t.PROJECT, "gcp:region": t.REGION, "resonate-gcp:public": "true"})
+t.MOCKS.resources.clear()
+archive = pathlib.Path(tempfile.mkdtemp()) / "source.zip"
+with zipfile.ZipFile(archive, "w") as z:
+    z.writestr("main.py", "# stub")
+from infra.stack import deploy
+outputs = deploy(source_archive=archive)
+got = {}
+@pulumi.runtime.test
+def settle():
+    return pulumi.Output.all(**outputs).apply(got.update)
+settle()
+print(json.dumps({"outputs": got, "resources": [[ty, n, i] for ty, n, i in t.MOCKS.resources]}, default=str))
+"""
+
+
+def test_public_stack_without_domain_serves_plain_http_to_everyone():
+    """The other setting of each switch (a second process: the mocks' config is per process):
+    `public = true` grants allUsers invoke on api and poll only; no domain = HTTP on port 80."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", _VARIANT], cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(r.stdout.strip().splitlines()[-1])
+    res = data["resources"]
+    public = {(i["role"], i.get("name")) for ty, _, i in res
+              if ty == "gcp:cloudrunv2/serviceIamMember:ServiceIamMember" and i["member"] == "allUsers"}
+    assert public == {("roles/run.invoker", "api"), ("roles/run.invoker", "poll")}, public
+    rules = [i for ty, _, i in res if ty == "gcp:compute/globalForwardingRule:GlobalForwardingRule"]
+    assert len(rules) == 1 and rules[0]["portRange"] == "80", rules
+    assert not [n for ty, n, _ in res if ty == "gcp:compute/managedSslCertificate:ManagedSslCertificate"]
+    assert any(str(v).startswith("http://203.0.113.7") for v in data["outputs"].values()), data["outputs"]
