@@ -20,6 +20,7 @@ import pytest
 from tests.support.pg import pg_template, pg_url  # noqa: F401 (fixtures)
 from tests.support.server import ServerProc, start_server
 from tests.support.sse import SSE
+from tests.support.wait import wait_until
 
 HOUR = 3_600_000
 
@@ -59,14 +60,6 @@ def drain(streams: list[SSE], want: int, timeout: float) -> list[dict]:
         time.sleep(0.02)
     return got
 
-
-def wait_until(cond, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 def test_execute_committed_on_one_instance_reaches_worker_on_the_other(pair, pg_url):

@@ -13,12 +13,13 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
 from tests.support.pubsub import Emulator, pubsub_emulator  # noqa: F401 (fixture)
 from tests.support.server import ServerProc, backends, start_server
+from tests.support.wait import wait_until
 
 HOUR = 3_600_000
 FAILED = "WARN resonate.gcps: GCP Pub/Sub"  # delivery failed / publish timed out
@@ -66,14 +67,6 @@ def outbox(srv: ServerProc) -> list[tuple[str, str, str]]:
     finally:
         c.close()
 
-
-def wait_until(cond: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 def one_message(emu: Emulator, sub: str, timeout: float = 15) -> tuple[dict, dict[str, str]]:

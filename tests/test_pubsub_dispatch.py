@@ -32,6 +32,7 @@ from tests.support.cloudsim import SimServer, start_pubsub_cloudsim
 from tests.support.fake_google_oidc import Issuer
 from tests.support.pg import pg_template, pg_url  # noqa: F401 (fixtures)
 from tests.support.pubsub import Emulator, pubsub_emulator  # noqa: F401 (fixture)
+from tests.support.wait import wait_until
 
 HOUR = 3_600_000
 MAX_ATTEMPTS = 5
@@ -85,14 +86,6 @@ def sim(tmp_path_factory: pytest.TempPathFactory, pubsub_emulator: Emulator) -> 
     yield srv
     srv.stop()
 
-
-def wait_until(cond: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
 
 
 def db(srv: SimServer) -> pg8000.native.Connection:

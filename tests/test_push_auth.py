@@ -22,6 +22,7 @@ from shared.delivery.push_auth import GoogleIdTokens, MintError
 from shared.storage.postgres import parse_url
 from tests.support.fake_google_oidc import FakeMetadata, Issuer, TokenEndpoint, Worker
 from tests.support.server import ServerProc, start_server
+from tests.support.wait import wait_until
 
 HOUR = 3_600_000
 MODE = "RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__MODE"
@@ -66,14 +67,6 @@ def create(srv: ServerProc, id: str, target: str) -> None:
                                        "tags": {"resonate:target": target}})
     assert st == 200, d
 
-
-def wait_until(cond: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 def outbox_rows(srv: ServerProc) -> int:

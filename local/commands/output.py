@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from local.commands.client import compact, json_mode, pretty
+from local.commands.client import client_from, compact, json_mode, pretty
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _WIDE = 60  # cells of free-form columns (tags, params) are cut here; ids never are
@@ -178,3 +178,8 @@ def _indent(text: str) -> str:
 def emit(args: Any, data: Any) -> None:
     """Print response data: pretty JSON with --json (exactly the reference), else readable."""
     print(pretty(data) if json_mode(args) else readable(data))
+
+
+def send(args: Any, kind: str, data: dict[str, Any]) -> None:
+    """One request from the command's flags, its answer printed (table or --json)."""
+    emit(args, client_from(args).call(kind, data))

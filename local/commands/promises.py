@@ -4,19 +4,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from local.commands.client import client_from, group, leaf
-from local.commands.output import emit
+from local.commands.client import group, leaf
+from local.commands.output import send
 from local.commands.values import encode_data, json_flag, timeout_at
 
 STATES = "pending, resolved, rejected, rejected_canceled, rejected_timedout"
 
 
-def _send(args: argparse.Namespace, kind: str, data: dict[str, Any]) -> None:
-    emit(args, client_from(args).call(kind, data))
-
 
 def get(args: argparse.Namespace) -> None:
-    _send(args, "promise.get", {"id": args.id})
+    send(args, "promise.get", {"id": args.id})
 
 
 def create(args: argparse.Namespace) -> None:
@@ -25,7 +22,7 @@ def create(args: argparse.Namespace) -> None:
         data["param"] = encode_data(json_flag(args.param, "--param"))
     if args.tags is not None:
         data["tags"] = json_flag(args.tags, "--tags")
-    _send(args, "promise.create", data)
+    send(args, "promise.create", data)
 
 
 def _settle(state: str) -> Any:
@@ -33,7 +30,7 @@ def _settle(state: str) -> Any:
         data: dict[str, Any] = {"id": args.id, "state": state}
         if args.value is not None:
             data["value"] = encode_data(json_flag(args.value, "--value"))
-        _send(args, "promise.settle", data)
+        send(args, "promise.settle", data)
     return handler
 
 
@@ -45,15 +42,15 @@ def search(args: argparse.Namespace) -> None:
         data["cursor"] = args.cursor
     if args.tags is not None:
         data["tags"] = json_flag(args.tags, "--tags")
-    _send(args, "promise.search", data)
+    send(args, "promise.search", data)
 
 
 def register_callback(args: argparse.Namespace) -> None:
-    _send(args, "promise.register_callback", {"awaited": args.awaited, "awaiter": args.awaiter})
+    send(args, "promise.register_callback", {"awaited": args.awaited, "awaiter": args.awaiter})
 
 
 def register_listener(args: argparse.Namespace) -> None:
-    _send(args, "promise.register_listener", {"awaited": args.awaited, "address": args.address})
+    send(args, "promise.register_listener", {"awaited": args.awaited, "address": args.address})
 
 
 def register(sub: Any) -> None:

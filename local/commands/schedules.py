@@ -4,17 +4,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from local.commands.client import client_from, group, leaf
-from local.commands.output import emit
+from local.commands.client import group, leaf
+from local.commands.output import send
 from local.commands.values import encode_data, json_flag, parse_duration
 
 
-def _send(args: argparse.Namespace, kind: str, data: dict[str, Any]) -> None:
-    emit(args, client_from(args).call(kind, data))
-
 
 def get(args: argparse.Namespace) -> None:
-    _send(args, "schedule.get", {"id": args.id})
+    send(args, "schedule.get", {"id": args.id})
 
 
 def create(args: argparse.Namespace) -> None:
@@ -24,11 +21,11 @@ def create(args: argparse.Namespace) -> None:
         data["promiseParam"] = encode_data(json_flag(args.promise_param, "--promise-param"))
     if args.promise_tags is not None:
         data["promiseTags"] = json_flag(args.promise_tags, "--promise-tags")
-    _send(args, "schedule.create", data)
+    send(args, "schedule.create", data)
 
 
 def delete(args: argparse.Namespace) -> None:
-    _send(args, "schedule.delete", {"id": args.id})
+    send(args, "schedule.delete", {"id": args.id})
 
 
 def search(args: argparse.Namespace) -> None:
@@ -37,7 +34,7 @@ def search(args: argparse.Namespace) -> None:
         data["tags"] = json_flag(args.tags, "--tags")
     if args.cursor is not None:
         data["cursor"] = args.cursor
-    _send(args, "schedule.search", data)
+    send(args, "schedule.search", data)
 
 
 def register(sub: Any) -> None:

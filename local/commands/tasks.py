@@ -8,19 +8,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from local.commands.client import client_from, group, leaf
-from local.commands.output import emit
+from local.commands.client import group, leaf
+from local.commands.output import send
 from local.commands.values import json_flag, parse_duration, timeout_at
 
 STATES = "pending, acquired, suspended, halted, fulfilled"
 
 
-def _send(args: argparse.Namespace, kind: str, data: dict[str, Any]) -> None:
-    emit(args, client_from(args).call(kind, data))
-
 
 def get(args: argparse.Namespace) -> None:
-    _send(args, "task.get", {"id": args.id})
+    send(args, "task.get", {"id": args.id})
 
 
 def create(args: argparse.Namespace) -> None:
@@ -30,44 +27,44 @@ def create(args: argparse.Namespace) -> None:
         action["param"] = json_flag(args.param, "--param")
     if args.tags is not None:
         action["tags"] = json_flag(args.tags, "--tags")
-    _send(args, "task.create", {"pid": args.pid, "ttl": ttl,
+    send(args, "task.create", {"pid": args.pid, "ttl": ttl,
                                 "action": {"kind": "promise.create", "head": {}, "data": action}})
 
 
 def claim(args: argparse.Namespace) -> None:
     ttl = parse_duration(args.ttl)
-    _send(args, "task.acquire", {"id": args.id, "pid": args.pid, "version": args.version, "ttl": ttl})
+    send(args, "task.acquire", {"id": args.id, "pid": args.pid, "version": args.version, "ttl": ttl})
 
 
 def fence(args: argparse.Namespace) -> None:
     action = json_flag(args.action, "--action")
-    _send(args, "task.fence", {"id": args.id, "version": args.version, "action": action})
+    send(args, "task.fence", {"id": args.id, "version": args.version, "action": action})
 
 
 def heartbeat(args: argparse.Namespace) -> None:
-    _send(args, "task.heartbeat", {"pid": args.pid, "tasks": json_flag(args.tasks, "--tasks")})
+    send(args, "task.heartbeat", {"pid": args.pid, "tasks": json_flag(args.tasks, "--tasks")})
 
 
 def suspend(args: argparse.Namespace) -> None:
     actions = json_flag(args.actions, "--actions")
-    _send(args, "task.suspend", {"id": args.id, "version": args.version, "actions": actions})
+    send(args, "task.suspend", {"id": args.id, "version": args.version, "actions": actions})
 
 
 def complete(args: argparse.Namespace) -> None:
     action = json_flag(args.action, "--action")
-    _send(args, "task.fulfill", {"id": args.id, "version": args.version, "action": action})
+    send(args, "task.fulfill", {"id": args.id, "version": args.version, "action": action})
 
 
 def release(args: argparse.Namespace) -> None:
-    _send(args, "task.release", {"id": args.id, "version": args.version})
+    send(args, "task.release", {"id": args.id, "version": args.version})
 
 
 def halt(args: argparse.Namespace) -> None:
-    _send(args, "task.halt", {"id": args.id})
+    send(args, "task.halt", {"id": args.id})
 
 
 def continue_(args: argparse.Namespace) -> None:
-    _send(args, "task.continue", {"id": args.id})
+    send(args, "task.continue", {"id": args.id})
 
 
 def search(args: argparse.Namespace) -> None:
@@ -76,7 +73,7 @@ def search(args: argparse.Namespace) -> None:
         data["state"] = args.state
     if args.cursor is not None:
         data["cursor"] = args.cursor
-    _send(args, "task.search", data)
+    send(args, "task.search", data)
 
 
 def _id(p: argparse.ArgumentParser) -> None:

@@ -6,11 +6,12 @@ import socket
 import threading
 import time as _time
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
 from tests.support.server import ServerProc, VERSION
+from tests.support.wait import wait_until  # noqa: F401 (re-exported to the scenarios)
 
 T = 1_000_000
 A = "poll://any@g"
@@ -160,16 +161,6 @@ def messages_for(s: dict, task_id: str) -> list[dict]:
 def now_ms() -> int:
     return int(_time.time() * 1000)
 
-
-def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
-    deadline = _time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if _time.monotonic() >= deadline:
-            return v
-        _time.sleep(interval)
 
 
 # --------------------------------------------------------------------------- SSE client
