@@ -25,7 +25,8 @@ from shared.records import Effects
 log = logging.getLogger("resonate.sweeper")
 
 UNTIL = "sweeper_until"  # meta key: epoch ms until which a sweeper is running (or was asked to)
-START_GRACE_MS = 10_000  # a requested sweeper that did not announce itself by then is asked again
+START_GRACE_MS = 10_000
+REDRIVE_EVERY_MS = 1_000  # a requested sweeper that did not announce itself by then is asked again
 
 
 def _until(tx: Any) -> int:
@@ -42,10 +43,13 @@ def run_window(service: Any, delivery: Any, window_ms: int, sleep: Callable[[flo
     handled = redriven = passes = 0
     store = service.store
     store.write(lambda tx: tx.set_meta(UNTIL, str(max(end, _until(tx)))))
+    next_redrive = start  # the outbox re-drive (several writes) runs at most once a second, not per look
     while not service.refresh_debug_session():  # another instance may start a debug session meanwhile
         passes += 1
         handled += service.sweep()
-        redriven += delivery.redrive()
+        if clock.now() >= next_redrive:
+            redriven += delivery.redrive()
+            next_redrive = clock.now() + REDRIVE_EVERY_MS
         nxt = service.next_deadline()
         now = clock.now()
         if now >= end:
