@@ -2,8 +2,9 @@
 
 One `Authenticator` per `[auth]` section: it verifies JWTs against the configured public key
 (or none, unsigned mode), or Google OIDC identity tokens (`shared.auth_google`), and applies the
-`role`/`prefix` claim rules to the raw request data (step 6 of §2.6: before the kind's own
-decoding, so a refused request never opens a transaction). PyJWT and cryptography are imported
+`role`/`prefix`/`groups` claim rules to everything a decoded request touches (`shared.scope`:
+every id, id-valued tag and delivery address), before any transaction opens, so a refused
+request never reads or changes state. PyJWT and cryptography are imported
 only when an Authenticator is built: with auth off a cold start never loads them.
 """
 from __future__ import annotations
@@ -13,6 +14,8 @@ import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
 from shared.logs import q
+from shared.protocol import parse_address
+from shared.scope import Touched
 
 if TYPE_CHECKING:
     from shared.config import Auth, Config
@@ -23,7 +26,7 @@ startup = logging.getLogger("resonate")  # the §13.2 sequence is one logger's
 Refusal = tuple[int, str]  # (status, message): 401 Unauthorized | 403 Forbidden | 503
 UNAUTHORIZED: Refusal = (401, "Unauthorized")
 FORBIDDEN: Refusal = (403, "Forbidden")
-LEEWAY_S = 60  # on `exp` (the reference's JWT library default)
+LEEWAY_S = 60  # on `exp`, `nbf` and `iat` (clock skew between the issuer and this server)
 
 # the header algorithms the key's family admits (§9.1); unsigned mode: any the reference's JWT
 # library knows (so `"alg":"none"` is still refused)
@@ -33,18 +36,6 @@ FAMILY_ALGS = {
     "Ed25519": ("EdDSA",),
 }
 KNOWN_ALGS = frozenset(("HS256", "HS384", "HS512", *(a for algs in FAMILY_ALGS.values() for a in algs)))
-
-# §9.4: the field of `data` that names the resource a kind touches (`task.create`,
-# `task.heartbeat` and the searches are special-cased in `resource_id` / `forbidden`)
-ID_FIELD: dict[str, str] = {
-    **dict.fromkeys(("promise.get", "promise.create", "promise.settle", "task.get", "task.acquire",
-                     "task.release", "task.fulfill", "task.suspend", "task.fence", "task.halt",
-                     "task.continue", "schedule.get", "schedule.delete"), "id"),
-    "promise.register_callback": "awaited",
-    "promise.register_listener": "awaited",
-    "schedule.create": "promiseId",
-}
-
 
 class AuthError(Exception):
     """The `[auth]` section names a key that cannot be used: the server must not start."""
@@ -58,23 +49,47 @@ class Unavailable(Exception):
     """A token that could not be checked now (Google's certificates unreachable): 503, retry."""
 
 
-def resource_id(kind: str, data: Mapping[str, Any]) -> str | None:
-    """The id the prefix must cover; "" (never covered by a non-empty prefix) for searches and
-    every kind not listed, so new kinds fail closed; None (check passes, the kind's own
-    validation answers 400) when the field is missing or not a string."""
-    if kind == "task.create":
-        action = data.get("action")
-        inner = action.get("data") if isinstance(action, dict) else None
-        v = inner.get("id") if isinstance(inner, dict) else None
-    elif kind in ID_FIELD:
-        v = data.get(ID_FIELD[kind])
-    else:
-        return ""
-    return v if isinstance(v, str) else None
+Claims = Mapping[str, Any]
 
 
-def forbidden(claims: Mapping[str, Any], kind: str, data: Mapping[str, Any]) -> str | None:
-    """§9.4 on verified claims: None when allowed, else why not (the WARN line's text)."""
+def scope_of(claims: Claims) -> str | None:
+    """The id prefix a caller is confined to; None when unrestricted (role admin, or prefix "")."""
+    role = claims.get("role")
+    if isinstance(role, str) and role.lower() == "admin":
+        return None
+    prefix = claims.get("prefix")
+    return None if prefix == "" else prefix if isinstance(prefix, str) else "\x00"  # never matches
+
+
+def may_use_group(claims: Claims, group: str) -> bool:
+    """Whether a caller may poll a worker group or address it (`poll://…@group`): role admin and
+    prefix "" any group; else the `groups` claim (names; an entry ending in `*` is a prefix),
+    or, without that claim, a group whose name starts with the token's prefix."""
+    scope = scope_of(claims)
+    if scope is None:
+        return True
+    if "groups" not in claims:
+        return group.startswith(scope)
+    groups = claims["groups"]
+    if not isinstance(groups, list):
+        return False
+    return any(isinstance(g, str) and (group.startswith(g[:-1]) if g.endswith("*") else group == g)
+               for g in groups)
+
+
+def principal_of(claims: Claims) -> str:
+    """Who holds a connection: the token's subject; else its role admin or its prefix (tokens of
+    one tenant without subjects are one principal)."""
+    sub = claims.get("sub")
+    if isinstance(sub, str) and sub:
+        return "sub:" + sub
+    scope = scope_of(claims)
+    return "admin" if scope is None else "prefix:" + scope
+
+
+def forbidden(claims: Claims, touched: Touched) -> str | None:
+    """§9.4 on verified claims and everything a request touches (`shared.scope`): None when
+    allowed, else why not (the WARN line's text)."""
     role = claims.get("role")
     if isinstance(role, str) and role.lower() == "admin":
         return None
@@ -87,17 +102,27 @@ def forbidden(claims: Mapping[str, Any], kind: str, data: Mapping[str, Any]) -> 
         return "prefix claim has unexpected type"
     if prefix == "":
         return None
-    if kind == "task.heartbeat":  # every task id must match; a missing or non-array list passes
-        tasks = data.get("tasks")
-        for t in tasks if isinstance(tasks, list) else ():
-            tid = t.get("id") if isinstance(t, dict) else None
-            if isinstance(tid, str) and not tid.startswith(prefix):
-                return "heartbeat task ID does not match prefix"
-        return None
-    rid = resource_id(kind, data)
-    if rid is None or rid.startswith(prefix):
-        return None
-    return "resource ID does not match prefix"
+    if touched.unscoped:
+        return "operation spans every prefix"
+    if not all(id.startswith(prefix) for id in touched.ids):
+        return "resource ID does not match prefix"
+    for addr in touched.addresses:
+        a = parse_address(addr)
+        if a is not None and a.scheme == "poll" and not may_use_group(claims, a.group):
+            return "address group not permitted"
+    return None
+
+
+def outside(claims: Claims, touched: Touched) -> str:
+    """The first id (or address) of a request its token does not cover, for the log line."""
+    scope = scope_of(claims)
+    if scope is None or touched.unscoped:
+        return ""
+    for id in touched.ids:
+        if not id.startswith(scope):
+            return id
+    return next((a for a in touched.addresses if (p := parse_address(a)) is not None and p.scheme == "poll"
+                 and not may_use_group(claims, p.group)), "")
 
 
 def bearer(header: str | None) -> str | None:
@@ -193,23 +218,30 @@ class Authenticator:
             log.error("Auth unavailable: token could not be checked %s error=%s", what, q(str(e)))
             return 503, "Service unavailable: token could not be checked"
 
-    def check_rpc(self, kind: str, data: Mapping[str, Any], token: str | None) -> Refusal | None:
-        """Step 6 of §2.6 for `POST /` (token from `head.auth`): None to go on, else the refusal."""
-        claims = self._authenticate(token, f"kind={q(kind)}")
-        if isinstance(claims, tuple):
-            return claims
-        why = forbidden(claims, kind, data)
+    def authenticate(self, token: str | None, kind: str) -> dict[str, Any] | Refusal:
+        """Step 6 of §2.6 for `POST /` (token from `head.auth`): the claims, or the refusal."""
+        return self._authenticate(token, f"kind={q(kind)}")
+
+    def authorize(self, claims: Claims, kind: str, touched: Touched) -> Refusal | None:
+        """The claim rules on everything a decoded request touches: None to go on, else 403."""
+        why = forbidden(claims, touched)
         if why is None:
             return None
-        prefix = claims.get("prefix")
         log.warning("Auth forbidden: %s kind=%s prefix=%s resource_id=%s", why, q(kind),
-                    q(prefix), q(resource_id(kind, data) or ""))
+                    q(claims.get("prefix")), q(outside(claims, touched)))
         return FORBIDDEN
 
-    def check_bearer(self, header: str | None, endpoint: str) -> Refusal | None:
-        """Authentication only (the poll stream: no envelope, no resource to match)."""
-        claims = self._authenticate(bearer(header), f"endpoint={endpoint}")
-        return claims if isinstance(claims, tuple) else None
+    def check_poll(self, header: str | None, group: str) -> Refusal | str:
+        """`GET /poll/{group}/{id}` (token from `Authorization: Bearer`): the principal that may
+        hold the stream, or the refusal (401 no valid token, 403 a group it is not entitled to)."""
+        claims = self._authenticate(bearer(header), "endpoint=poll")
+        if isinstance(claims, tuple):
+            return claims
+        if not may_use_group(claims, group):
+            log.warning("Auth forbidden: group not permitted endpoint=poll group=%s prefix=%s", q(group),
+                        q(claims.get("prefix")))
+            return FORBIDDEN
+        return principal_of(claims)
 
     def check_admin(self, header: str | None, endpoint: str) -> Refusal | None:
         """An operator route (`/metrics` on the API port): a valid token with role admin."""

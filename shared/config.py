@@ -302,6 +302,10 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
     _validate_dispatch(cfg, where)
     if cfg.auth is not None:
         _validate_auth(cfg.auth, where, present)
+        if cfg.auth.publickey == "none" and not cfg.debug:  # anyone could forge any claim
+            raise ConfigError("auth.publickey='none' (unsigned tokens: signatures are not checked, so any caller "
+                              "can claim role admin) is refused unless debug is on; set auth.publickey to a PEM "
+                              f"public key (auth.publickey from {where('auth.publickey')})")
     _unsupported(cfg, where, present)
     return cfg
 

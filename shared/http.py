@@ -66,10 +66,10 @@ def poll(hub: PollHub, keepalive_ms: int, group: str, id: str, auth: Authenticat
     group, id = unquote(group), unquote(id)
     if not group or not id:
         return Response("", 404)
-    if auth is not None:  # §9.1: `Authorization: Bearer`, authentication only, before registering
-        refused = auth.check_bearer(request.headers.get("Authorization"), "poll")
-        if refused is not None:
-            return Response(refused[1], refused[0], mimetype="text/plain")
+    if auth is not None:  # `Authorization: Bearer`, checked before registering: a valid token
+        held = auth.check_poll(request.headers.get("Authorization"), group)  # entitled to the group
+        if isinstance(held, tuple):
+            return Response(held[1], held[0], mimetype="text/plain")
     try:
         conn = hub.register(group, id)
     except AtCapacity:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from logging import DEBUG
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from shared.clock import Clock
 from shared.config import Config
@@ -18,7 +18,10 @@ from shared.logs import q
 from shared.protocol import Envelope, Reject, dumps, parse_envelope, response
 from shared.records import Effects
 from shared.requests import Req, decode
+from shared.scope import touches
 from shared.storage.base import Busy, ReadOnlyViolation, Store, StorageError
+
+FORBIDDEN = (403, "Forbidden")  # shared.auth's refusal (imported lazily: PyJWT only with auth on)
 
 if TYPE_CHECKING:
     from shared.auth import Authenticator
@@ -74,8 +77,13 @@ class Service:
         debug = log.isEnabledFor(DEBUG)
         if debug:
             log.debug("Received request kind=%s corr_id=%s", q(env.kind), q(env.corr_id))
-        refused = self._auth_refusal(env) if self.auth is not None else None
-        status, data = refused if refused is not None else self.handle(env)
+        claims = self._authenticate(env) if self.auth is not None else None
+        refused = claims if isinstance(claims, tuple) else None
+        if refused is None:
+            status, data = self.handle(env, claims)  # type: ignore[arg-type]
+            refused = (status, data) if (status, data) == FORBIDDEN else None
+        else:
+            status, data = refused
         body = dumps(response(env.kind, env.corr_id, status, data))
         if refused is not None:
             log.warning("Request rejected by auth kind=%s corr_id=%s status=%d elapsed_ms=%.2f", q(env.kind),
@@ -86,16 +94,17 @@ class Service:
             _log_outcome(env, status, perf_counter() - t0)
         return status, body
 
-    def _auth_refusal(self, env: Envelope) -> tuple[int, Any] | None:
-        """Step 6 of §2.6 (before any decoding or transaction): None to go on, else the answer."""
+    def _authenticate(self, env: Envelope) -> dict[str, Any] | tuple[int, Any]:
+        """Step 6 of §2.6 (before any decoding or transaction): the claims, else the answer."""
         assert self.auth is not None
         try:
-            return self.auth.check_rpc(env.kind, env.data, env.auth)
+            return self.auth.authenticate(env.auth, env.kind)
         except Exception as e:  # a bug in a verifier must still answer with an envelope
             log.exception("internal error while authenticating %s", env.kind)
             return 500, f"Internal error: {type(e).__name__}: {e}"
 
-    def handle(self, env: Envelope) -> tuple[int, Any]:
+    def handle(self, env: Envelope, claims: Mapping[str, Any] | None = None) -> tuple[int, Any]:
+        """Decode, authorize (`claims` of an authenticated caller; None with auth off), execute."""
         try:
             kind = env.kind
             if kind.startswith("debug.") and kind in OPERATIONS and not self.cfg.debug:
@@ -108,8 +117,19 @@ class Service:
                 return 400, "Invalid request: strings must not contain NUL characters"
             if kind == "debug.tick" and debug_time is not None and debug_time != req.time:
                 return 400, "resonate:debug_time must equal data.time"
+            touched = touches(req)
+            scope = None
+            if claims is not None and self.auth is not None:  # every id the request touches
+                refused = self.auth.authorize(claims, kind, touched)
+                if refused is not None:
+                    return refused
+                from shared.auth import scope_of
+
+                scope = scope_of(claims)
+            if touched.addresses:
+                self.check_destinations(touched.addresses)
             now = debug_time if debug_time is not None else self.clock.now()
-            return self.execute(req, now, env.corr_id)
+            return self.execute(req, now, env.corr_id, scope)
         except Reject as e:
             return e.status, e.message
         except Busy as e:
@@ -122,11 +142,16 @@ class Service:
             log.exception("internal error in %s", env.kind)
             return 500, f"Internal error: {type(e).__name__}: {e}"
 
-    def execute(self, req: Req, now: int, corr_id: str = "") -> tuple[int, Any]:
+    def check_destinations(self, addresses: tuple[str, ...]) -> None:
+        """The outbound destination policy on the addresses a request registers (targets,
+        listeners): Reject(400) for one the server must never deliver to."""
+
+    def execute(self, req: Req, now: int, corr_id: str = "", scope: str | None = None) -> tuple[int, Any]:
+        """Run one decoded request; `scope`: the id prefix the caller is confined to (None: all)."""
         op = OPERATIONS[req.kind]
 
         def run(tx: Any) -> tuple[tuple[int, Any], Effects]:
-            c = Ctx(tx, now, self.engine_cfg, corr_id)
+            c = Ctx(tx, now, self.engine_cfg, corr_id, scope=scope)
             return op(c, req), c.fx
 
         if req.kind in READ_FIRST:

@@ -118,7 +118,7 @@ def test_cloud_functions_topology(tmp_path: Path) -> None:
     key = KeyPair("ec256")
     srv = start_cloudsim(tmp_path, tick=60.0, env={"RESONATE_AUTH__PUBLICKEY": key.write(tmp_path)})
     try:
-        admin, user = key.sign(claims(role="admin")), key.sign(claims(role="w", prefix="a."))
+        admin, user = key.sign(claims(role="admin")), key.sign(claims(role="w", prefix="a.", groups=["g"]))
         far = 2**62
         assert srv.rpc("promise.get", {"id": "x"}) == (401, "Unauthorized")
         assert srv.rpc("promise.create", {"id": "b.x", "timeoutAt": far}, auth=user) == (403, "Forbidden")

@@ -188,7 +188,7 @@ def test_environment_is_a_valid_server_config(stack):
     from shared.config import load
 
     env = dict(functions()["api"]["serviceConfig"]["environmentVariables"])
-    env["RESONATE_AUTH__PUBLICKEY"] = "none"  # a mounted file at runtime (not read by load)
+    env["RESONATE_AUTH__PUBLICKEY"] = "/secrets/auth/public.pem"  # a mounted file at runtime (not read by load)
     env["RESONATE_STORAGE__POSTGRES__URL"] = f"postgres://resonate:{PASSWORD}@/resonate"
     cfg = load(env={k: v for k, v in env.items() if k.startswith("RESONATE_")})
     assert cfg.dispatch.max_attempts == 5 and cfg.storage.postgres.ip_type == "public"

@@ -33,6 +33,7 @@ class Ctx:
     now: int
     cfg: EngineConfig
     corr_id: str = ""
+    scope: str | None = None  # the caller's id prefix (a prefix token); None: unrestricted
     fx: Effects = field(default_factory=Effects)
 
     def after(self, ms: int) -> int:
@@ -184,12 +185,14 @@ def acquire(c: Ctx, t: Task, pid: str, ttl: int) -> Task:
 
 
 def preload(c: Ctx, task_id: str) -> list[dict[str, Any]]:
-    """PRELOAD (§4.6): the promises sharing the task promise's branch, as stored."""
+    """PRELOAD (§4.6): the promises sharing the task promise's branch, as stored; never one
+    outside the caller's scope (an admin may have put another tenant's promise on the branch)."""
     p = c.tx.get_promise(task_id)
     branch = p.branch if p else None
     if not branch:
         return []
-    return [x.wire() for x in c.tx.promises_by_branch(branch) if x.id != task_id]
+    return [x.wire() for x in c.tx.promises_by_branch(branch)
+            if x.id != task_id and (c.scope is None or x.id.startswith(c.scope))]
 
 
 def held(t: Task | None, version: int) -> bool:

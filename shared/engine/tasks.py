@@ -124,8 +124,10 @@ def task_fence(c: Ctx, r: Req) -> Resp:
 
 
 def task_heartbeat(c: Ctx, r: Req) -> Resp:
-    if not r.tasks:  # compat C6: renew every lease the process holds
+    if not r.tasks:  # compat C6: renew every lease the process holds (within the caller's scope)
         for t in c.tx.tasks_leased_by(r.pid):
+            if c.scope is not None and not t.id.startswith(c.scope):
+                continue
             set_timer(c, t, LEASE, c.after(t.ttl), t.pid, t.ttl)  # type: ignore[operator]
         return 200, {}
     for id, version in r.tasks:
