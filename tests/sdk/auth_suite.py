@@ -6,18 +6,19 @@ the harness's own `server.rpc` assertions carry an admin token. Every SDK proces
 token with `--token` (Python `Resonate(token=...)`, TypeScript `new Resonate({ token })`): both
 send it as `head.auth` on every `POST /` and as `Authorization: Bearer` on their SSE stream.
 
-Tokens (operations.md §9.4). Both SDKs derive every id of a workflow from its root id
-(`root:1`, `root:1.2`, timers and `ctx.promise()` ids alike, `root:d<hex>` for detached
-children), so a non-admin token whose `prefix` is the scenario's root id (`nested-<uid>`, ...)
-covers everything a workflow's processes do: task.create/acquire/fulfill/suspend/heartbeat,
-the children's promise.create/settle and register_callback/listener. Two exceptions get an
-admin token instead:
+Tokens. Both SDKs derive every id of a workflow from its root id (`root:1`, `root:1.2`, timers
+and `ctx.promise()` ids alike, `root:d<hex>` for detached children), so a non-admin token whose
+`prefix` is the scenario's root id (`nested-<uid>`, ...) covers everything a workflow's
+processes do: task.create/acquire/fulfill/suspend/heartbeat, the children's
+promise.create/settle and register_callback/listener. The worker groups (`g-<uid>`, `ga-<uid>`,
+...) do not start with that prefix, so the tokens carry a `groups` claim naming them: it lets a
+process open its SSE stream and address those groups (`poll://any@ga-<uid>` targets, its own
+`poll://uni@g-<uid>/<pid>` listener). A schedule's promise-id template is covered when the part
+before `{{.timestamp}}` (with `{{.id}}` expanded) starts with the prefix: the SDKs'
+`{{.id}}-{{.timestamp}}` under a `sched-<uid>` prefix is. One exception gets an admin token:
 
-* `schedule.create` is checked against `promiseId`, the id *template*; both SDKs send
-  `{{.id}}-{{.timestamp}}`, which no useful prefix covers: the process that creates the
-  schedule (`creator`) is admin; the worker running the fired promises (`sched-<uid>-<ts>`)
-  and the one deleting the schedule keep the prefix token.
-* `promise.search` is refused to every non-empty prefix: the search scenario runs as admin.
+* `promise.search` spans every tenant and is refused to every non-empty prefix: the search
+  scenario runs as admin.
 
 A refused process never gets its SSE stream (the workers print `SSE_REFUSED <status>` when
 the poll request is answered 401/403) and every request it sends is answered 401.
@@ -55,8 +56,7 @@ CASES: dict[str, Case] = {
     "failure_without_retries": Case(scenarios.failure_no_retry, "fail"),
     "same_id_runs_once": Case(scenarios.idempotent_run, "idem"),
     "recovery_after_worker_sigkill": Case(scenarios.recovery_after_kill, "rec"),
-    "cron_schedule_fires_then_deleted": Case(scenarios.schedule_fires_then_deleted, "sched",
-                                             admin=("creator",)),
+    "cron_schedule_fires_then_deleted": Case(scenarios.schedule_fires_then_deleted, "sched"),
     "promise_search_by_tags_with_paging": Case(scenarios.search_paging, None),
 }
 
@@ -65,8 +65,19 @@ def admin_token(h: Harness) -> str:
     return h.server.key.sign(claims(3600, role="admin", aud=AUTH_AUD))  # type: ignore[attr-defined]
 
 
-def prefix_token(h: Harness, prefix: str) -> str:
-    return h.server.key.sign(claims(3600, role="worker", prefix=prefix, aud=[AUTH_AUD]))  # type: ignore[attr-defined]
+GROUPS = ("g", "ga", "gb", "gc", "gd", "gr", "g1", "g2", "g3")  # tests/sdk/scenarios.py: f"{stem}-{uid}"
+
+
+def groups(h: Harness) -> list[str]:
+    """The scenario's groups, and `default`: the TypeScript SDK's durable sleep creates its timer
+    promise with the `target` option, whose default is the group `default` whatever group the
+    worker serves (so a tenant running TypeScript sleeps needs that group, or a `target`)."""
+    return [f"{g}-{h.uid}" for g in GROUPS] + ["default"]
+
+
+def prefix_token(h: Harness, prefix: str, with_groups: bool = True) -> str:
+    extra = {"groups": groups(h)} if with_groups else {}
+    return h.server.key.sign(claims(3600, role="worker", prefix=prefix, aud=[AUTH_AUD], **extra))  # type: ignore[attr-defined]
 
 
 def run_case(h: Harness, name: str) -> None:
@@ -84,10 +95,12 @@ def run_case(h: Harness, name: str) -> None:
 def refused(h: Harness, how: str) -> None:
     """A worker and a client with no token, or one the server cannot verify, register nothing
     and run nothing: SSE 401, every request 401, the server's state unchanged. With a valid
-    token whose prefix does not cover the ids (`wrong_prefix`) the stream is accepted (it is
-    authenticated only) but every request is 403, with the same net effect."""
+    token whose prefix does not cover the ids (`wrong_prefix`) the stream is accepted (its
+    `groups` claim names the group) but every request is 403, with the same net effect; with the
+    right prefix but no claim to the group (`foreign_group`) the stream is 403 and so is every
+    request that names the group (the client's `poll://` target and listener address)."""
     srv = h.server
-    group, root, existing = f"g-{h.uid}", f"denied-{h.uid}", f"denied-{h.uid}-existing"
+    group, root, existing = f"g-{h.uid}", f"denied-{h.uid}", f"existing-{h.uid}"  # outside root's prefix
     if how == "no_token":
         h.token, log_line = None, "Auth rejected: no token provided"
     elif how == "wrong_key":  # an admin token, but signed by a key the server does not know
@@ -99,9 +112,13 @@ def refused(h: Harness, how: str) -> None:
     elif how == "wrong_prefix":  # valid, but for another tenant's ids
         h.token = prefix_token(h, f"other-{h.uid}")
         log_line = "Auth forbidden: resource ID does not match prefix"
+    elif how == "foreign_group":  # the right ids, but a worker group the token has no claim to
+        h.token = prefix_token(h, root, with_groups=False)
+        log_line = "Auth forbidden: address group not permitted"
     else:
         raise ValueError(how)
-    status, text = (403, "Forbidden") if how == "wrong_prefix" else (401, "Unauthorized")
+    status, text = (403, "Forbidden") if how in ("wrong_prefix", "foreign_group") else (401, "Unauthorized")
+    sse_status = 200 if how == "wrong_prefix" else status
 
     assert srv.rpc("promise.create", {"id": existing, "timeoutAt": int(time.time() * 1000) + 600_000,
                                       "param": {"headers": {}, "data": b64json("x")}, "tags": {}})[0] == 200
@@ -109,7 +126,7 @@ def refused(h: Harness, how: str) -> None:
     mark = len(srv.logs())
 
     w = h.worker("w1", group, ready=False)
-    if status == 401:
+    if sse_status != 200:
         with pytest.raises(AssertionError, match="refused its SSE stream"):
             w.wait_ready(timeout=20)
     else:
@@ -122,7 +139,7 @@ def refused(h: Harness, how: str) -> None:
     assert [r.get("ok") for r in results] == [False, False], results
 
     for p in (w, c):
-        assert ("SSE_REFUSED 401" in p.logs()) == (status == 401), f"{p.name}: unexpected SSE outcome"
+        assert (f"SSE_REFUSED {sse_status}" in p.logs()) == (sse_status != 200), f"{p.name}: unexpected SSE outcome"
     sent = c.wire()
     assert {e.get("kind") for e in sent} >= {"task.create", "promise.settle"}, sent
     bad = [e for e in w.wire() + sent if e.get("head", {}).get("status") != status
@@ -138,16 +155,20 @@ def refused(h: Harness, how: str) -> None:
     log = srv.logs()[mark:]
     if status == 401:
         assert f"{log_line} endpoint=poll" in log, log[-3000:]
-    assert f"{log_line} kind=task.create" in log, log[-3000:]
-    assert f"{log_line} kind=promise.settle" in log, log[-3000:]
+    if how == "foreign_group":
+        assert "Auth forbidden: group not permitted endpoint=poll" in log, log[-3000:]
+        assert f"{log_line} kind=task.create" in log, log[-3000:]  # its poll:// target
+    else:
+        assert f"{log_line} kind=task.create" in log, log[-3000:]
+        assert f"{log_line} kind=promise.settle" in log, log[-3000:]
 
 
-def schedule_needs_admin(h: Harness) -> None:
-    """Why CASES gives the schedule creator an admin token: `schedule.create` is checked against
-    the id template the SDKs send (`{{.id}}-{{.timestamp}}`), which a `sched-<uid>` prefix does
-    not cover (operations.md §9.4): 403, and no schedule."""
+def schedule_template_outside_the_prefix(h: Harness) -> None:
+    """A prefix token may create a schedule only when every promise it fires is inside the
+    prefix: the part of the template before `{{.timestamp}}` must start with it. The SDKs'
+    `{{.id}}-{{.timestamp}}` under a schedule id outside the prefix is refused: 403, no schedule."""
     sid = f"sched-{h.uid}"
-    h.token = prefix_token(h, sid)
+    h.token = prefix_token(h, f"other-{h.uid}")
     mark = len(h.server.logs())
     c = h.client("creator", f"g-{h.uid}", [{"op": "schedule", "id": sid, "cron": "* * * * * *",
                                             "func": scenarios.fn(h, "scheduled_tick"), "args": [h.uid]}])
@@ -156,4 +177,4 @@ def schedule_needs_admin(h: Harness) -> None:
     assert [e["head"]["status"] for e in c.wire() if e.get("kind") == "schedule.create"] == [403], c.wire()
     assert h.server.rpc("schedule.get", {"id": sid})[0] == 404
     assert ("Auth forbidden: resource ID does not match prefix kind=schedule.create "
-            f"prefix={sid} resource_id={{{{.id}}}}-{{{{.timestamp}}}}") in h.server.logs()[mark:]
+            f"prefix=other-{h.uid} resource_id={sid}") in h.server.logs()[mark:]

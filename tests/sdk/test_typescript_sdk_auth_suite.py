@@ -18,10 +18,10 @@ def test_scenario_with_tokens(ts_env_auth, case):
     auth_suite.run_case(ts_env_auth, case)
 
 
-@pytest.mark.parametrize("how", ["no_token", "wrong_key", "expired", "wrong_prefix"])
+@pytest.mark.parametrize("how", ["no_token", "wrong_key", "expired", "wrong_prefix", "foreign_group"])
 def test_processes_without_a_valid_token_change_nothing(ts_env_auth, how):
     auth_suite.refused(ts_env_auth, how)
 
 
-def test_a_prefix_token_cannot_create_an_sdk_schedule(ts_env_auth):
-    auth_suite.schedule_needs_admin(ts_env_auth)
+def test_a_schedule_firing_outside_the_prefix_is_refused(ts_env_auth):
+    auth_suite.schedule_template_outside_the_prefix(ts_env_auth)

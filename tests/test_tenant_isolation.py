@@ -1,0 +1,273 @@
+"""Tenant isolation: a prefix-scoped token reaches nothing outside its prefix and groups.
+
+The matrix is generated from the authorization table (`shared.scope.TOUCHES`): every request
+kind has a builder below that names each id-bearing field through a slot (`i.task`, `i.group`,
+...). For every slot a builder reads, a variant with that one slot set to tenant B's value is
+sent with tenant A's token: it must answer 403 (never 404/422: no existence probe) and change
+nothing (read back with an admin token); the table itself must list the foreign id (so a field
+the table misses fails here, before any server is asked). Each kind's all-tenant-A request
+still succeeds. A kind without a builder, or a builder without a kind, fails the suite.
+
+Runs on memory, SQLite and Postgres servers and in the cloud simulation.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from shared.engine import OPERATIONS
+from shared.requests import decode
+from shared.scope import TOUCHES, touches
+from tests.support.server import ServerProc, backends, start_server
+from tests.support.tokens import KeyPair, claims
+
+FAR = 2**62
+LEASE = 600_000
+TENANTS = {"A": ("tenantA/", "tenantA-workers"), "B": ("tenantB/", "tenantB-workers")}
+VALUE_SLOTS = frozenset({"version"})  # slots that carry no id (never swapped)
+
+
+class Ids:
+    """The values a builder reads, by slot: the `home` tenant's, except slot `foreign`: B's."""
+
+    def __init__(self, foreign: str | None = None, home: str = "A") -> None:
+        self.foreign = foreign
+        self.home = home
+        self.read: list[str] = []
+
+    def __getattr__(self, slot: str) -> Any:
+        if slot.startswith("_"):
+            raise AttributeError(slot)
+        self.read.append(slot)
+        prefix, group = TENANTS["B" if slot == self.foreign else self.home]
+        if slot == "version":
+            return 1
+        if slot == "group":
+            return group
+        return prefix + slot.replace("_", "-")
+
+
+def _action(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": kind, "head": {}, "data": data}
+
+
+def _target(i: Ids) -> str:
+    return f"poll://any@{i.group}"
+
+
+def _create(id: str, i: Ids) -> dict[str, Any]:
+    """A promise to create, with every id-valued tag and a target."""
+    return {"id": id, "timeoutAt": FAR, "tags": {"resonate:origin": i.origin, "resonate:parent": i.parent,
+                                                 "resonate:branch": i.branch, "resonate:target": _target(i)}}
+
+
+# The world each tenant has before every kind's rows (see `world`): `promise` pending, no target;
+# `task` acquired by pid "w" at version 1 (its promise on the branch `wf`); `pending_task` pending
+# at version 0; `halted` a halted task; `schedule` a schedule. Fresh ids: `new`, `new_schedule`.
+BUILDERS: dict[str, Callable[[Ids], dict[str, Any]]] = {
+    "promise.get": lambda i: {"id": i.promise},
+    "promise.create": lambda i: _create(i.new, i),
+    "promise.settle": lambda i: {"id": i.promise, "state": "resolved"},
+    "promise.register_callback": lambda i: {"awaited": i.promise, "awaiter": i.task},
+    "promise.register_listener": lambda i: {"awaited": i.promise, "address": f"poll://uni@{i.group}/w"},
+    "promise.search": lambda i: {},
+    "task.get": lambda i: {"id": i.task},
+    "task.create": lambda i: {"pid": "w", "ttl": LEASE, "action": _action("promise.create", _create(i.new, i))},
+    "task.acquire": lambda i: {"id": i.pending_task, "version": 0, "pid": "w", "ttl": LEASE},
+    "task.release": lambda i: {"id": i.task, "version": i.version},
+    "task.fulfill": lambda i: (lambda t: {"id": t, "version": i.version,
+                                          "action": _action("promise.settle", {"id": t, "state": "resolved"})})(i.task),
+    "task.suspend": lambda i: (lambda t: {"id": t, "version": i.version, "actions": [
+        _action("promise.register_callback", {"awaited": i.promise, "awaiter": t})]})(i.task),
+    "task.fence": lambda i: {"id": i.task, "version": i.version,
+                             "action": _action("promise.create", _create(i.new, i))},
+    "task.heartbeat": lambda i: {"pid": "w", "tasks": [{"id": i.task, "version": i.version}]},
+    "task.halt": lambda i: {"id": i.task},
+    "task.continue": lambda i: {"id": i.halted},
+    "task.search": lambda i: {},
+    "schedule.get": lambda i: {"id": i.schedule},
+    "schedule.create": lambda i: {"id": i.new_schedule, "cron": "0 0 1 1 *",
+                                  "promiseId": i.template + ".{{.timestamp}}", "promiseTimeout": 60_000,
+                                  "promiseTags": {"resonate:target": _target(i)}},
+    "schedule.delete": lambda i: {"id": i.schedule},
+    "schedule.search": lambda i: {},
+    "debug.start": lambda i: {},
+    "debug.stop": lambda i: {},
+    "debug.reset": lambda i: {},
+    "debug.snap": lambda i: {},
+    "debug.tick": lambda i: {"time": 1},
+}
+# further rows the matrix needs: the fence's other action, and a `{{.id}}` template
+EXTRA: list[tuple[str, Callable[[Ids], dict[str, Any]]]] = [
+    ("task.fence", lambda i: {"id": i.task, "version": i.version,
+                              "action": _action("promise.settle", {"id": i.promise, "state": "resolved"})}),
+    ("schedule.create", lambda i: {"id": i.new_schedule, "cron": "0 0 1 1 *", "promiseId": "{{.id}}.{{.timestamp}}",
+                                   "promiseTimeout": 60_000, "promiseTags": {"resonate:target": _target(i)}}),
+]
+
+
+@dataclass(frozen=True)
+class Row:
+    kind: str
+    build: Callable[[Ids], dict[str, Any]]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.build(Ids())
+
+    def slots(self) -> list[str]:
+        ids = Ids()
+        self.build(ids)
+        return [s for s in dict.fromkeys(ids.read) if s not in VALUE_SLOTS]
+
+    def variant(self, slot: str) -> dict[str, Any]:
+        return self.build(Ids(foreign=slot))
+
+    @property
+    def unscoped(self) -> bool:
+        return touches(decode(self.kind, self.data)).unscoped
+
+
+ROWS = [Row(k, b) for k, b in BUILDERS.items()] + [Row(k, b) for k, b in EXTRA]
+
+
+def test_every_kind_has_a_row_in_the_table_and_the_matrix() -> None:
+    assert set(TOUCHES) == set(OPERATIONS) == set(BUILDERS)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.kind)
+def test_the_table_lists_every_foreign_field(row: Row) -> None:
+    """Each slot swapped to tenant B shows up in what the table says the request touches."""
+    b_prefix, b_group = TENANTS["B"]
+    for slot in row.slots():
+        t = touches(decode(row.kind, row.variant(slot)))
+        foreign = [x for x in t.ids if x.startswith(b_prefix)] + [a for a in t.addresses if b_group in a]
+        assert foreign, f"{row.kind}: the table misses field {slot!r}"
+    if not row.slots():
+        assert row.unscoped, f"{row.kind} names no id but is not marked unscoped"
+
+
+# ------------------------------------------------------------------------------ over HTTP
+
+def token(key: KeyPair, tenant: str | None) -> str:
+    if tenant is None:
+        return key.sign(claims(3600, role="admin"))
+    prefix, group = TENANTS[tenant]
+    return key.sign(claims(3600, role="worker", prefix=prefix, groups=[group.split("-")[0] + "-*"], sub=tenant))
+
+
+def rpc_ok(s: ServerProc, kind: str, data: dict[str, Any], **head: Any) -> dict[str, Any]:
+    status, out = s.rpc(kind, data, **head)
+    assert status == 200, (kind, data, status, out)
+    return out
+
+
+def world(s: ServerProc, tenant: str) -> None:
+    """Every record the builders name, for one tenant (created with the admin token)."""
+    i = Ids(home=tenant)
+    target = {"resonate:target": _target(i)}
+    rpc_ok(s, "promise.create", {"id": i.promise, "timeoutAt": FAR})
+    out = rpc_ok(s, "task.create", {"pid": "w", "ttl": LEASE, "action": _action("promise.create", {
+        "id": i.task, "timeoutAt": FAR, "tags": {**target, "resonate:branch": i.wf}})})
+    assert out["task"]["version"] == 1
+    rpc_ok(s, "promise.create", {"id": i.pending_task, "timeoutAt": FAR, "tags": target})
+    rpc_ok(s, "task.create", {"pid": "w", "ttl": LEASE, "action": _action("promise.create", {
+        "id": i.halted, "timeoutAt": FAR, "tags": target})})
+    rpc_ok(s, "task.halt", {"id": i.halted})
+    rpc_ok(s, "schedule.create", {"id": i.schedule, "cron": "0 0 1 1 *", "promiseId": i.schedule + ".{{.timestamp}}",
+                                  "promiseTimeout": 60_000, "promiseTags": target})
+
+
+def fresh(s: ServerProc) -> dict[str, Any]:
+    """Both tenants' worlds on an empty store (a debug session: background delivery waits)."""
+    rpc_ok(s, "debug.start", {})
+    rpc_ok(s, "debug.reset", {})
+    world(s, "A")
+    world(s, "B")
+    return rpc_ok(s, "debug.snap", {})
+
+
+@pytest.fixture(scope="module")
+def key() -> KeyPair:
+    return KeyPair("ec256")
+
+
+@pytest.fixture(scope="module", params=backends())
+def srv(request: pytest.FixtureRequest, key: KeyPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    work = tmp_path_factory.mktemp(f"tenants-{request.param}")
+    s = start_server(request.param, work, env={"RESONATE_AUTH__PUBLICKEY": key.write(work)})
+    s.token = token(key, None)
+    yield s
+    s.stop()
+
+
+def check_matrix(s: ServerProc, key: KeyPair) -> None:
+    a = token(key, "A")
+    for row in ROWS:
+        before = fresh(s)
+        slots = row.slots()
+        for slot in slots:
+            data = row.variant(slot)
+            assert s.rpc(row.kind, data, auth=a) == (403, "Forbidden"), (row.kind, slot, data)
+        if row.unscoped:
+            assert s.rpc(row.kind, row.data, auth=a) == (403, "Forbidden"), row.kind
+        assert s.rpc("debug.snap", {})[1] == before, f"{row.kind}: a refused request changed state"
+        if not row.unscoped:
+            status, out = s.rpc(row.kind, row.data, auth=a)
+            assert status in (200, 300), (row.kind, status, out)  # the all-tenant-A request still works
+    rpc_ok(s, "debug.stop", {})
+
+
+def test_cross_tenant_matrix(srv: ServerProc, key: KeyPair) -> None:
+    check_matrix(srv, key)
+
+
+def test_preload_never_returns_another_tenants_promise(srv: ServerProc, key: KeyPair) -> None:
+    """An admin put tenant B's promise on tenant A's branch: A's preload leaves it out."""
+    fresh(srv)
+    a = token(key, "A")
+    branch = {"resonate:branch": "tenantA/flow"}
+    rpc_ok(srv, "promise.create", {"id": "tenantB/intruder", "timeoutAt": FAR, "tags": branch})
+    rpc_ok(srv, "promise.create", {"id": "tenantA/flow.1", "timeoutAt": FAR, "tags": branch})
+    create = {"pid": "w", "ttl": LEASE, "action": _action("promise.create", {
+        "id": "tenantA/flow", "timeoutAt": FAR, "tags": {**branch, "resonate:target": "poll://any@tenantA-workers"}})}
+    status, out = srv.rpc("task.create", create, auth=a)
+    assert status == 200 and [p["id"] for p in out["preload"]] == ["tenantA/flow.1"], out
+    rpc_ok(srv, "task.release", {"id": "tenantA/flow", "version": out["task"]["version"]})
+    status, out = srv.rpc("task.acquire", {"id": "tenantA/flow", "version": out["task"]["version"], "pid": "w",
+                                           "ttl": LEASE}, auth=a)
+    assert status == 200 and [p["id"] for p in out["preload"]] == ["tenantA/flow.1"], out
+    rpc_ok(srv, "task.release", {"id": "tenantA/flow", "version": out["task"]["version"]})
+    out = rpc_ok(srv, "task.acquire", {"id": "tenantA/flow", "version": out["task"]["version"], "pid": "w",
+                                       "ttl": LEASE})  # the admin sees the whole branch
+    assert sorted(p["id"] for p in out["preload"]) == ["tenantA/flow.1", "tenantB/intruder"], out
+    rpc_ok(srv, "debug.stop", {})
+
+
+def test_an_empty_heartbeat_renews_only_the_callers_tasks(srv: ServerProc, key: KeyPair) -> None:
+    """Tenants A and B each have a task leased by the same pid; A's empty-list heartbeat for
+    that pid renews A's lease only."""
+    fresh(srv)
+    t0 = int(time.time() * 1000)
+    for tenant in ("A", "B"):
+        prefix, group = TENANTS[tenant]
+        st, out = srv.rpc("task.create", {"pid": "shared", "ttl": 10_000, "action": _action("promise.create", {
+            "id": prefix + "hb", "timeoutAt": FAR, "tags": {"resonate:target": f"poll://any@{group}"}})},
+            auth=token(key, tenant), time=t0)
+        assert st == 200, out
+    assert srv.rpc("task.heartbeat", {"pid": "shared", "tasks": []}, auth=token(key, "A"), time=t0 + 5_000)[0] == 200
+    leases = {t["id"]: t["timeout"] for t in rpc_ok(srv, "debug.snap", {})["taskTimeouts"]}
+    assert leases["tenantA/hb"] == t0 + 15_000 and leases["tenantB/hb"] == t0 + 10_000, leases
+    rpc_ok(srv, "debug.stop", {})
+
+
+def test_matrix_in_the_cloud_simulation(key: KeyPair, tmp_path: Path) -> None:
+    from tests.support.cloudsim import start_cloudsim
+
+    with start_cloudsim(tmp_path, tick=60.0, debug=True, env={"RESONATE_AUTH__PUBLICKEY": key.write(tmp_path)}) as s:
+        s.token = token(key, None)
+        check_matrix(s, key)
