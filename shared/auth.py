@@ -191,8 +191,8 @@ class Authenticator:
             if not isinstance(alg, str) or alg not in self.algorithms:
                 raise Invalid(f"algorithm {alg!r} is not accepted for this key")
             cfg = self.cfg
-            options: Any = {"verify_signature": self.key is not None, "verify_exp": True, "verify_nbf": False,
-                            "verify_iat": False, "verify_aud": cfg.aud is not None,
+            options: Any = {"verify_signature": self.key is not None, "verify_exp": True, "verify_nbf": True,
+                            "verify_iat": True, "verify_aud": cfg.aud is not None,
                             "verify_iss": cfg.iss is not None, "verify_sub": False, "verify_jti": False,
                             "require": ["exp"]}
             claims = jwt.decode(token, self.key, algorithms=[alg], options=options, audience=cfg.aud,

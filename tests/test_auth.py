@@ -192,6 +192,9 @@ def test_invalid_tokens_are_refused_and_change_nothing(srv: ServerProc, key: Key
         "tampered payload": f"{h}." + base64.urlsafe_b64encode(json.dumps(
             {**forged, "prefix": "x"}).encode()).rstrip(b"=").decode() + f".{sig}",
         "role not a string": tok(key, role=1),
+        "not valid yet (nbf)": tok(key, role="admin", nbf=int(time.time()) + 3600),
+        "issued in the future (iat)": tok(key, role="admin", iat=int(time.time()) + 3600),
+        "nbf not a number": tok(key, role="admin", nbf="soon"),
     }
     for name, token in bad.items():
         head = {} if token is None else {"auth": token}
@@ -218,7 +221,8 @@ def test_accepted_token_forms(srv: ServerProc, key: KeyPair) -> None:
         "aud string": tok(key, role="admin"),
         "aud list": key.sign(claims(iss=ISS, aud=["other", AUD], role="admin")),
         "expired within the 60 s leeway": tok(key, ttl=-20, role="admin"),
-        "nbf and iat in the future (not checked)": tok(key, role="admin", nbf=now + 3600, iat=now + 3600),
+        "nbf and iat within the 60 s leeway": tok(key, role="admin", nbf=now + 30, iat=now + 30),
+        "nbf and iat in the past": tok(key, role="admin", nbf=now - 3600, iat=now - 3600),
         "extra claims": tok(key, role="admin", sub="someone", jti=5, scope=["x"]),
     }.items():
         assert srv.rpc("promise.get", {"id": "nope"}, auth=token)[0] == 404, name

@@ -375,6 +375,8 @@ def test_legacy_yaml_errors_name_the_legacy_key(tmp_path: Path) -> None:
     ({"RESONATE_AUTH__GOOGLE_SERVICE_ACCOUNTS": "a@p.iam.gserviceaccount.com"},
      r"auth: missing field publickey .*RESONATE_AUTH__GOOGLE_SERVICE_ACCOUNTS \(environment\)"),
     ({"RESONATE_AUTH__PUBLICKEY": " "}, "auth.publickey: expected a path to a PEM public key or 'none'"),
+    ({"RESONATE_AUTH__PUBLICKEY": "none"}, r"auth.publickey='none' \(unsigned tokens.*refused unless debug is on"
+                                           r".*RESONATE_AUTH__PUBLICKEY \(environment\)"),
     ({"RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__MODE": "basic"},
      "transports.http_push.auth.mode: expected 'none', 'bearer' or 'gcp', got 'basic'"),
     ({"RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__MODE": "bearer"}, "transports.http_push.auth.token is required"),
@@ -383,6 +385,10 @@ def test_legacy_yaml_errors_name_the_legacy_key(tmp_path: Path) -> None:
 def test_invalid_values_name_key_and_layer(env: dict[str, str], msg: str) -> None:
     with pytest.raises(ConfigError, match=msg):
         load(env=env)
+
+
+def test_unsigned_mode_needs_debug() -> None:
+    assert load(env={"RESONATE_AUTH__PUBLICKEY": "none", "RESONATE_DEBUG": "true"}).auth is not None
 
 
 def test_errors_name_the_file_line_and_the_flag(tmp_path: Path) -> None:
