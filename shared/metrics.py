@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 
-from shared.engine import OPERATIONS
+from shared.kinds import KINDS
 from shared.records import Effects, Message
 
 log = logging.getLogger("resonate.metrics")
@@ -86,7 +86,7 @@ class Metrics:
         observe(seconds)
 
     def _request_children(self, kind: str, status: int) -> tuple[Callable[[], None], Callable[[float], None]]:
-        label = kind if kind in OPERATIONS else "unknown"
+        label = KINDS[kind].metric_label if kind in KINDS else "unknown"
         pair = (self.requests.labels(label, str(status)).inc, self.request_duration.labels(label).observe)
         if label != "unknown":  # cache only the bounded set: arbitrary kinds must not grow the dict
             self._req[(kind, status)] = pair

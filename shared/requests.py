@@ -1,11 +1,13 @@
-"""Decoding and validation of each request kind's `data` (§2.6 steps 9–10, §5).
+"""The typed request of each kind, and its decoding and validation from `data`.
 
-`decode(kind, data, strict)` returns a typed request or raises `Reject(400, ...)`.
+Each `decode_*` function returns its kind's frozen dataclass or raises `Reject(400, ...)`; the
+registry (`shared.kinds`) pairs them with their operations. Decoding runs before any
+transaction opens, so a rejected request never reads or changes state.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, TypeVar
 
 from shared import cron
 from shared.protocol import (DecodeError, Reject, enum, is_int, opt_int, opt_str, parse_address, req_int,
@@ -13,6 +15,7 @@ from shared.protocol import (DecodeError, Reject, enum, is_int, opt_int, opt_str
 from shared.records import DELAY, ORIGIN, BRANCH, PARENT, PREFIX, PROMISE_STATES, TARGET, TASK_STATES
 
 SETTLE_STATES = ("resolved", "rejected", "rejected_canceled")
+R = TypeVar("R", bound="Request")
 MAX_KEY_BYTES = 1024  # ids, pids, addresses and indexed tags: every store's indexes must hold them
 
 
@@ -37,18 +40,21 @@ class SettleData:
     value: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Req:
-    """A decoded request: the kind plus its fields (kept generic to stay small)."""
+class Request:
+    """A decoded request: one frozen dataclass per kind (below), its fields checked by the
+    type checker wherever the engine reads them. `kind` names the registry entry
+    (`shared.kinds`)."""
 
-    kind: str
-    f: dict[str, Any]
+    __slots__ = ()
+    kind: ClassVar[str]
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.f[name]
-        except KeyError:
-            raise AttributeError(name) from None
+
+def _request(kind: str) -> Callable[[type[R]], type[R]]:
+    """Declare a request class: frozen, slotted, and tagged with its kind's name."""
+    def wrap(cls: type[R]) -> type[R]:
+        cls.kind = kind
+        return dataclass(frozen=True, slots=True)(cls)
+    return wrap
 
 
 def origin_of(id: str) -> str:
@@ -176,28 +182,189 @@ def _callback(d: dict[str, Any], strict: bool) -> tuple[str, str]:
     return _bounded(awaited, "Awaited promise ID"), _bounded(awaiter, "Awaiter promise ID")
 
 
-# ---- per-kind decoders ---------------------------------------------------------------------
+# ---- the request of each kind, and its decoder ---------------------------------------------
 
-def _promise_get(d, strict):
-    return {"id": _id(d, "Promise ID is required")}
-
-
-def _promise_create(d, strict):
-    return {"create": create_data(d, strict)}
+Data = dict[str, Any]
 
 
-def _promise_settle(d, strict):
-    return {"settle": settle_data(d)}
+@_request("promise.get")
+class PromiseGet(Request):
+    id: str
 
 
-def _register_callback(d, strict):
+@_request("promise.create")
+class PromiseCreate(Request):
+    create: CreateData
+
+
+@_request("promise.settle")
+class PromiseSettle(Request):
+    settle: SettleData
+
+
+@_request("promise.register_callback")
+class RegisterCallback(Request):
+    awaited: str
+    awaiter: str
+
+
+@_request("promise.register_listener")
+class RegisterListener(Request):
+    awaited: str
+    address: str
+
+
+@_request("promise.search")
+class PromiseSearch(Request):
+    state: str | None
+    tags: dict[str, str]
+    limit: int
+    cursor: str | None
+
+
+@_request("task.get")
+class TaskGet(Request):
+    id: str
+
+
+@_request("task.create")
+class TaskCreate(Request):
+    pid: str
+    ttl: int
+    create: CreateData
+
+
+@_request("task.acquire")
+class TaskAcquire(Request):
+    id: str
+    version: int
+    pid: str
+    ttl: int
+
+
+@_request("task.release")
+class TaskRelease(Request):
+    id: str
+    version: int
+
+
+@_request("task.fulfill")
+class TaskFulfill(Request):
+    id: str
+    version: int
+    settle: SettleData
+
+
+@_request("task.suspend")
+class TaskSuspend(Request):
+    id: str
+    version: int
+    awaited: tuple[str, ...]
+
+
+@_request("task.fence")
+class TaskFence(Request):
+    id: str
+    version: int
+    action_kind: str  # promise.create | promise.settle
+    op: CreateData | SettleData
+
+
+@_request("task.heartbeat")
+class TaskHeartbeat(Request):
+    pid: str
+    tasks: tuple[tuple[str, int], ...]  # (task id, version)
+
+
+@_request("task.halt")
+class TaskHalt(Request):
+    id: str
+
+
+@_request("task.continue")
+class TaskContinue(Request):
+    id: str
+
+
+@_request("task.search")
+class TaskSearch(Request):
+    state: str | None
+    limit: int
+    cursor: str | None
+
+
+@_request("schedule.get")
+class ScheduleGet(Request):
+    id: str
+
+
+@_request("schedule.create")
+class ScheduleCreate(Request):
+    id: str
+    cron: str
+    promise_id: str  # template: {{.id}} and {{.timestamp}} are expanded at each firing
+    promise_timeout: int
+    promise_param: dict[str, Any]
+    promise_tags: dict[str, str]
+
+
+@_request("schedule.delete")
+class ScheduleDelete(Request):
+    id: str
+
+
+@_request("schedule.search")
+class ScheduleSearch(Request):
+    tags: dict[str, str]
+    limit: int
+    cursor: str | None
+
+
+@_request("debug.start")
+class DebugStart(Request):
+    pass
+
+
+@_request("debug.stop")
+class DebugStop(Request):
+    pass
+
+
+@_request("debug.reset")
+class DebugReset(Request):
+    pass
+
+
+@_request("debug.snap")
+class DebugSnap(Request):
+    pass
+
+
+@_request("debug.tick")
+class DebugTick(Request):
+    time: int
+
+
+def decode_promise_get(d: Data, strict: bool) -> PromiseGet:
+    return PromiseGet(_id(d, "Promise ID is required"))
+
+
+def decode_promise_create(d: Data, strict: bool) -> PromiseCreate:
+    return PromiseCreate(create_data(d, strict))
+
+
+def decode_promise_settle(d: Data, strict: bool) -> PromiseSettle:
+    return PromiseSettle(settle_data(d))
+
+
+def decode_register_callback(d: Data, strict: bool) -> RegisterCallback:
     awaited, awaiter = _callback(d, strict)
     if strict and origin_of(awaited) != origin_of(awaiter):
         raise Reject(400, "Awaiter and awaited must belong to the same origin")
-    return {"awaited": awaited, "awaiter": awaiter}
+    return RegisterCallback(awaited, awaiter)
 
 
-def _register_listener(d, strict):
+def decode_register_listener(d: Data, strict: bool) -> RegisterListener:
     awaited, address = req_str(d, "awaited"), req_str(d, "address")
     if address == "":
         raise Reject(400, "Address is required")
@@ -206,19 +373,19 @@ def _register_listener(d, strict):
         raise Reject(400, "Invalid listener address")
     if awaited == "":
         raise Reject(400, "Awaited promise ID is required")
-    return {"awaited": _bounded(awaited, "Awaited promise ID"), "address": address}
+    return RegisterListener(_bounded(awaited, "Awaited promise ID"), address)
 
 
-def _promise_search(d, strict):
-    return {"state": enum(d, "state", PROMISE_STATES, False), "tags": str_map(d.get("tags"), "tags"),
-            "limit": _limit(d, 100), "cursor": opt_str(d, "cursor")}
+def decode_promise_search(d: Data, strict: bool) -> PromiseSearch:
+    return PromiseSearch(enum(d, "state", PROMISE_STATES, False), str_map(d.get("tags"), "tags"), _limit(d, 100),
+                         opt_str(d, "cursor"))
 
 
-def _task_get(d, strict):
-    return {"id": _id(d)}
+def decode_task_get(d: Data, strict: bool) -> TaskGet:
+    return TaskGet(_id(d))
 
 
-def _task_create(d, strict):
+def decode_task_create(d: Data, strict: bool) -> TaskCreate:
     pid, ttl = _pid_ttl(d)
     a = _action(d, head_required=True)
     c = create_data(req_obj(a, "data"), strict)
@@ -226,29 +393,29 @@ def _task_create(d, strict):
         raise Reject(400, "Action must have a resonate:target tag")
     if DELAY in c.tags:
         raise Reject(400, "Action must not have a resonate:delay tag")
-    return {"pid": pid, "ttl": ttl, "create": c}
+    return TaskCreate(pid, ttl, c)
 
 
-def _task_acquire(d, strict):
+def decode_task_acquire(d: Data, strict: bool) -> TaskAcquire:
     id, version = _id(d), _version(d)
     pid, ttl = _pid_ttl(d)
-    return {"id": id, "version": version, "pid": pid, "ttl": ttl}
+    return TaskAcquire(id, version, pid, ttl)
 
 
-def _task_id_version(d, strict):
-    return {"id": _id(d), "version": _version(d)}
+def decode_task_release(d: Data, strict: bool) -> TaskRelease:
+    return TaskRelease(_id(d), _version(d))
 
 
-def _task_fulfill(d, strict):
+def decode_task_fulfill(d: Data, strict: bool) -> TaskFulfill:
     id, version = _id(d), _version(d)
     a = _action(d, head_required=True)
     s = settle_data(req_obj(a, "data"))
     if s.id != id:
         raise Reject(400, "Action ID must match the task ID")
-    return {"id": id, "version": version, "settle": s}
+    return TaskFulfill(id, version, s)
 
 
-def _task_suspend(d, strict):
+def decode_task_suspend(d: Data, strict: bool) -> TaskSuspend:
     id, version = _id(d), _version(d)
     actions = d.get("actions")
     if actions is None:
@@ -269,10 +436,10 @@ def _task_suspend(d, strict):
         if strict and origin_of(w) != origin_of(id):
             raise Reject(400, "Awaited promise must belong to the same origin as the task")
         awaited.append(w)
-    return {"id": id, "version": version, "awaited": awaited}
+    return TaskSuspend(id, version, tuple(awaited))
 
 
-def _task_fence(d, strict):
+def decode_task_fence(d: Data, strict: bool) -> TaskFence:
     id, version = _id(d), _version(d)
     a = req_obj(d, "action")
     kind = a.get("kind")
@@ -291,10 +458,10 @@ def _task_fence(d, strict):
         op = create_data(inner, strict) if kind == "promise.create" else settle_data(inner)
     except DecodeError as e:
         raise Reject(400, f"Invalid action data: {e}") from None
-    return {"id": id, "version": version, "action_kind": kind, "op": op}
+    return TaskFence(id, version, kind, op)
 
 
-def _task_heartbeat(d, strict):
+def decode_task_heartbeat(d: Data, strict: bool) -> TaskHeartbeat:
     pid = req_str(d, "pid")
     if pid == "":
         raise Reject(400, "Process ID is required")
@@ -314,94 +481,69 @@ def _task_heartbeat(d, strict):
             raise Reject(400, "Tasks array must not be empty")
         if len({origin_of(i) for i, _ in items}) > 1:
             raise Reject(400, "All tasks must belong to the same origin")
-    return {"pid": pid, "tasks": items}
+    return TaskHeartbeat(pid, tuple(items))
 
 
-def _task_search(d, strict):
-    return {"state": enum(d, "state", TASK_STATES, False), "limit": _limit(d, 100), "cursor": opt_str(d, "cursor")}
+def decode_task_halt(d: Data, strict: bool) -> TaskHalt:
+    return TaskHalt(_id(d))
 
 
-def _schedule_get(d, strict):
-    return {"id": _id(d, "Schedule ID is required")}
+def decode_task_continue(d: Data, strict: bool) -> TaskContinue:
+    return TaskContinue(_id(d))
 
 
-def _schedule_create(d, strict):
-    f = {"id": req_str(d, "id"), "cron": req_str(d, "cron"), "promise_id": req_str(d, "promiseId"),
-         "promise_timeout": req_int(d, "promiseTimeout"),
-         "promise_param": value(d.get("promiseParam"), "promiseParam"),
-         "promise_tags": str_map(d.get("promiseTags"), "promiseTags")}
+def decode_task_search(d: Data, strict: bool) -> TaskSearch:
+    return TaskSearch(enum(d, "state", TASK_STATES, False), _limit(d, 100), opt_str(d, "cursor"))
+
+
+def decode_schedule_get(d: Data, strict: bool) -> ScheduleGet:
+    return ScheduleGet(_id(d, "Schedule ID is required"))
+
+
+def decode_schedule_delete(d: Data, strict: bool) -> ScheduleDelete:
+    return ScheduleDelete(_id(d, "Schedule ID is required"))
+
+
+def decode_schedule_create(d: Data, strict: bool) -> ScheduleCreate:
+    r = ScheduleCreate(req_str(d, "id"), req_str(d, "cron"), req_str(d, "promiseId"), req_int(d, "promiseTimeout"),
+                       value(d.get("promiseParam"), "promiseParam"), str_map(d.get("promiseTags"), "promiseTags"))
     errors: list[str] = []
-    _nonempty(f["id"], "Schedule ID is required", errors)
-    if strict and "." in f["id"]:
+    _nonempty(r.id, "Schedule ID is required", errors)
+    if strict and "." in r.id:
         errors.append("Schedule ID must not contain '.'")
-    _nonempty(f["cron"], "Cron expression is required", errors)
-    _nonempty(f["promise_id"], "Promise ID template is required", errors)
-    if f["promise_timeout"] < 0:
+    _nonempty(r.cron, "Cron expression is required", errors)
+    _nonempty(r.promise_id, "Promise ID template is required", errors)
+    if r.promise_timeout < 0:
         errors.append("Promise timeout must be a non-negative integer")
-    if TARGET not in f["promise_tags"]:
+    if TARGET not in r.promise_tags:
         errors.append("promiseTags must include a resonate:target tag")
     _fail(errors)
-    _bounded(f["id"], "Schedule ID")
-    _bounded(f["promise_tags"][TARGET], TARGET)
-    longest = f["promise_id"].replace("{{.id}}", f["id"]).replace("{{.timestamp}}", str(2**63 - 1))
+    _bounded(r.id, "Schedule ID")
+    _bounded(r.promise_tags[TARGET], TARGET)
+    longest = r.promise_id.replace("{{.id}}", r.id).replace("{{.timestamp}}", str(2**63 - 1))
     _bounded(longest, "Promise ID template (expanded)")
     try:
-        cron.validate(f["cron"], strict)
+        cron.validate(r.cron, strict)
     except cron.CronError:
         raise Reject(400, "Invalid cron expression") from None
-    if parse_address(f["promise_tags"][TARGET]) is None:
+    if parse_address(r.promise_tags[TARGET]) is None:
         raise Reject(400, "Invalid resonate:target address")
-    return f
+    return r
 
 
-def _schedule_search(d, strict):
-    return {"tags": str_map(d.get("tags"), "tags"), "limit": _limit(d, 10), "cursor": opt_str(d, "cursor")}
+def decode_schedule_search(d: Data, strict: bool) -> ScheduleSearch:
+    return ScheduleSearch(str_map(d.get("tags"), "tags"), _limit(d, 10), opt_str(d, "cursor"))
 
 
-def _empty(d, strict):
-    return {}
-
-
-def _debug_tick(d, strict):
+def decode_debug_tick(d: Data, strict: bool) -> DebugTick:
     t = d.get("time")
     if not is_int(t):
         raise Reject(400, "Missing or invalid 'time' field")
-    return {"time": t}
+    return DebugTick(t)
 
 
-DECODERS: dict[str, Callable[[dict[str, Any], bool], dict[str, Any]]] = {
-    "promise.get": _promise_get,
-    "promise.create": _promise_create,
-    "promise.settle": _promise_settle,
-    "promise.register_callback": _register_callback,
-    "promise.register_listener": _register_listener,
-    "promise.search": _promise_search,
-    "task.get": _task_get,
-    "task.create": _task_create,
-    "task.acquire": _task_acquire,
-    "task.release": _task_id_version,
-    "task.fulfill": _task_fulfill,
-    "task.suspend": _task_suspend,
-    "task.fence": _task_fence,
-    "task.heartbeat": _task_heartbeat,
-    "task.halt": _task_get,
-    "task.continue": _task_get,
-    "task.search": _task_search,
-    "schedule.get": _schedule_get,
-    "schedule.create": _schedule_create,
-    "schedule.delete": _schedule_get,
-    "schedule.search": _schedule_search,
-    "debug.start": _empty,
-    "debug.stop": _empty,
-    "debug.reset": _empty,
-    "debug.snap": _empty,
-    "debug.tick": _debug_tick,
-}
-
-
-def decode(kind: str, data: dict[str, Any], strict: bool = False) -> Req:
-    """Steps 9–10 of §2.6 for a known kind."""
-    try:
-        return Req(kind, DECODERS[kind](data, strict))
-    except DecodeError as e:
-        raise Reject(400, f"Invalid request: {e}") from None
+def no_fields(cls: type[R]) -> Callable[[Data, bool], R]:
+    """The decoder of a kind whose `data` carries nothing (the debug session kinds)."""
+    def decode(d: Data, strict: bool) -> R:
+        return cls()
+    return decode

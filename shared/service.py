@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from shared.clock import Clock
 from shared.config import Config
-from shared.engine import DEBUG_SESSION, OPERATIONS, READ_FIRST, Ctx, EngineConfig, process_timeouts
+from shared.engine import DEBUG_SESSION, Ctx, EngineConfig, process_timeouts
+from shared.kinds import KINDS, Kind, decode
 from shared.logs import q
 from shared.protocol import Envelope, Reject, dumps, parse_envelope, response
 from shared.records import Effects
-from shared.requests import Req, decode
-from shared.scope import touches
+from shared.requests import DebugTick, Request
 from shared.storage.base import Busy, ReadOnlyViolation, Store, StorageError
 
 FORBIDDEN = (403, "Forbidden")  # shared.auth's refusal (imported lazily: PyJWT only with auth on)
@@ -106,21 +106,21 @@ class Service:
     def handle(self, env: Envelope, claims: Mapping[str, Any] | None = None) -> tuple[int, Any]:
         """Decode, authorize (`claims` of an authenticated caller; None with auth off), execute."""
         try:
-            kind = env.kind
-            if kind.startswith("debug.") and kind in OPERATIONS and not self.cfg.debug:
+            k = KINDS.get(env.kind)
+            if k is None:
+                return 400, f"Unknown operation: {env.kind}"
+            if k.debug and not self.cfg.debug:
                 return 403, "Debug operations are disabled"
-            if kind not in OPERATIONS:
-                return 400, f"Unknown operation: {kind}"
             debug_time = env.debug_time if self.cfg.debug else None
-            req = decode(kind, env.data, self.cfg.strict)
+            req = decode(k.name, env.data, self.cfg.strict)
             if env.nul:
                 return 400, "Invalid request: strings must not contain NUL characters"
-            if kind == "debug.tick" and debug_time is not None and debug_time != req.time:
+            if isinstance(req, DebugTick) and debug_time is not None and debug_time != req.time:
                 return 400, "resonate:debug_time must equal data.time"
-            touched = touches(req)
+            touched = k.touches(req)
             scope = None
             if claims is not None and self.auth is not None:  # every id the request touches
-                refused = self.auth.authorize(claims, kind, touched)
+                refused = self.auth.authorize(claims, k.name, touched)
                 if refused is not None:
                     return refused
                 from shared.auth import scope_of
@@ -146,15 +146,15 @@ class Service:
         """The outbound destination policy on the addresses a request registers (targets,
         listeners): Reject(400) for one the server must never deliver to."""
 
-    def execute(self, req: Req, now: int, corr_id: str = "", scope: str | None = None) -> tuple[int, Any]:
+    def execute(self, req: Request, now: int, corr_id: str = "", scope: str | None = None) -> tuple[int, Any]:
         """Run one decoded request; `scope`: the id prefix the caller is confined to (None: all)."""
-        op = OPERATIONS[req.kind]
+        k: Kind[Any] = KINDS[req.kind]
 
         def run(tx: Any) -> tuple[tuple[int, Any], Effects]:
             c = Ctx(tx, now, self.engine_cfg, corr_id, scope=scope)
-            return op(c, req), c.fx
+            return k.operation(c, req), c.fx
 
-        if req.kind in READ_FIRST:
+        if k.read_first:
             try:
                 result, fx = self.store.read(run)
                 return result

@@ -24,6 +24,7 @@ import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from shared.kinds import KINDS as REGISTRY
 from tests.support.server import ServerProc, VERSION
 
 T = 4_000_000_000_000  # "now" of every request (beyond the wall clock; see module docstring)
@@ -38,14 +39,7 @@ SETTINGS = settings(max_examples=300, deadline=None, database=None, print_blob=T
                                            HealthCheck.filter_too_much])
 DATA_SETTINGS = settings(SETTINGS, max_examples=400)
 
-KINDS = (
-    "promise.get", "promise.create", "promise.settle", "promise.register_callback",
-    "promise.register_listener", "promise.search",
-    "task.get", "task.create", "task.acquire", "task.release", "task.fulfill", "task.suspend",
-    "task.fence", "task.heartbeat", "task.halt", "task.continue", "task.search",
-    "schedule.get", "schedule.create", "schedule.delete", "schedule.search",
-    "debug.start", "debug.stop", "debug.reset", "debug.snap", "debug.tick",
-)
+KINDS = tuple(REGISTRY)  # every kind the server declares (shared/kinds.py)
 ALLOWED_STATUS: dict[str, set[int]] = {
     "promise.get": {200, 400, 404}, "promise.create": {200, 400}, "promise.settle": {200, 400, 404},
     "promise.register_callback": {200, 400, 404, 422}, "promise.register_listener": {200, 400, 404},
@@ -58,6 +52,7 @@ ALLOWED_STATUS: dict[str, set[int]] = {
     "debug.start": {200}, "debug.stop": {200}, "debug.reset": {200}, "debug.snap": {200},
     "debug.tick": {200, 400},
 }
+assert set(ALLOWED_STATUS) == set(KINDS), "every kind needs its allowed statuses here"
 READ_ONLY = {"promise.get", "promise.search", "task.get", "task.search", "schedule.get", "schedule.search",
              "debug.snap"}
 

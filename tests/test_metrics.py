@@ -291,6 +291,6 @@ def test_schedule_promises_and_timer_lateness_in_process():
 
 
 def _req(kind: str, data: dict[str, Any]) -> Any:
-    from shared.requests import decode
+    from shared.kinds import decode
 
     return decode(kind, data, False)

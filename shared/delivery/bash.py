@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from shared.protocol import Reject
-from shared.requests import decode
+from shared.kinds import decode
 
 log = logging.getLogger("resonate.bash_exec")
 

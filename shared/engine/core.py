@@ -10,6 +10,7 @@ from typing import Any
 
 from shared.records import LEASE, RETRY, TARGET, TIMER, DELAY, Effects, Message, Promise, Task
 from shared.protocol import I64_MAX
+from shared.scope import within
 from shared.storage.base import Tx, ordered_ids
 
 Resp = tuple[int, Any]
@@ -192,7 +193,7 @@ def preload(c: Ctx, task_id: str) -> list[dict[str, Any]]:
     if not branch:
         return []
     return [x.wire() for x in c.tx.promises_by_branch(branch)
-            if x.id != task_id and (c.scope is None or x.id.startswith(c.scope))]
+            if x.id != task_id and within(c.scope, x.id)]
 
 
 def held(t: Task | None, version: int) -> bool:

@@ -5,35 +5,35 @@ from typing import Any
 
 from shared.engine.core import Ctx, Resp, task_wire
 from shared.engine.timeouts import process_timeouts
-from shared.requests import Req
+from shared.requests import DebugReset, DebugSnap, DebugStart, DebugStop, DebugTick
 
 DEBUG_SESSION = "debug_session"
 
 
-def debug_start(c: Ctx, r: Req) -> Resp:
+def debug_start(c: Ctx, r: DebugStart) -> Resp:
     c.tx.set_meta(DEBUG_SESSION, "1")
     c.fx.debug_changed = True
     return 200, {}
 
 
-def debug_stop(c: Ctx, r: Req) -> Resp:
+def debug_stop(c: Ctx, r: DebugStop) -> Resp:
     c.tx.set_meta(DEBUG_SESSION, None)
     c.fx.debug_changed = True
     return 200, {}
 
 
-def debug_reset(c: Ctx, r: Req) -> Resp:
+def debug_reset(c: Ctx, r: DebugReset) -> Resp:
     c.tx.reset()
     return 200, {}
 
 
-def debug_tick(c: Ctx, r: Req) -> Resp:
+def debug_tick(c: Ctx, r: DebugTick) -> Resp:
     c.now = r.time
     process_timeouts(c, target_only=True, limit=2**62)  # the reference's target-gated tick
     return 200, []
 
 
-def debug_snap(c: Ctx, r: Req) -> Resp:
+def debug_snap(c: Ctx, r: DebugSnap) -> Resp:
     tx = c.tx
     promises = tx.all_promises()
     tasks = tx.all_tasks()

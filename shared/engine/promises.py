@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 from shared.engine.core import Ctx, Resp, create_promise, lazy_timeout, redispatch, settle
-from shared.requests import Req
+from shared.requests import (PromiseCreate, PromiseGet, PromiseSearch, PromiseSettle, RegisterCallback,
+                             RegisterListener)
 
 
-def promise_get(c: Ctx, r: Req) -> Resp:
+def promise_get(c: Ctx, r: PromiseGet) -> Resp:
     p = lazy_timeout(c, [r.id])[r.id]
     if p is None:
         return 404, "Promise not found"
     return 200, {"promise": p.wire()}
 
 
-def promise_create(c: Ctx, r: Req) -> Resp:
+def promise_create(c: Ctx, r: PromiseCreate) -> Resp:
     d = r.create
     p = lazy_timeout(c, [d.id])[d.id]
     if p is None:
@@ -20,7 +21,7 @@ def promise_create(c: Ctx, r: Req) -> Resp:
     return 200, {"promise": p.wire()}
 
 
-def promise_settle(c: Ctx, r: Req) -> Resp:
+def promise_settle(c: Ctx, r: PromiseSettle) -> Resp:
     s = r.settle
     p = lazy_timeout(c, [s.id])[s.id]
     if p is None:
@@ -30,7 +31,7 @@ def promise_settle(c: Ctx, r: Req) -> Resp:
     return 200, {"promise": p.wire()}
 
 
-def promise_register_callback(c: Ctx, r: Req) -> Resp:
+def promise_register_callback(c: Ctx, r: RegisterCallback) -> Resp:
     touched = lazy_timeout(c, [r.awaited, r.awaiter])
     awaited = touched[r.awaited]
     if awaited is None:
@@ -52,7 +53,7 @@ def promise_register_callback(c: Ctx, r: Req) -> Resp:
     return 200, {"promise": awaited.wire()}
 
 
-def promise_register_listener(c: Ctx, r: Req) -> Resp:
+def promise_register_listener(c: Ctx, r: RegisterListener) -> Resp:
     p = lazy_timeout(c, [r.awaited])[r.awaited]
     if p is None:
         return 404, "Awaited promise not found"
@@ -61,7 +62,7 @@ def promise_register_listener(c: Ctx, r: Req) -> Resp:
     return 200, {"promise": p.wire()}
 
 
-def promise_search(c: Ctx, r: Req) -> Resp:
+def promise_search(c: Ctx, r: PromiseSearch) -> Resp:
     rows = c.tx.search_promises(r.state, r.tags, r.cursor, r.limit + 1)
     out: dict = {"promises": [p.wire() for p in rows[: r.limit]]}
     if len(rows) > r.limit:

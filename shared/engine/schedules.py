@@ -7,17 +7,17 @@ from typing import Any
 from shared import cron
 from shared.engine.core import Ctx, Resp, create_promise, sat
 from shared.records import BRANCH, ORIGIN, PARENT, PREFIX, SCHEDULE, Schedule
-from shared.requests import Req
+from shared.requests import ScheduleCreate, ScheduleDelete, ScheduleGet, ScheduleSearch
 
 
-def schedule_get(c: Ctx, r: Req) -> Resp:
+def schedule_get(c: Ctx, r: ScheduleGet) -> Resp:
     s = c.tx.get_schedule(r.id)
     if s is None:
         return 404, "Schedule not found"
     return 200, {"schedule": s.wire()}
 
 
-def schedule_create(c: Ctx, r: Req) -> Resp:
+def schedule_create(c: Ctx, r: ScheduleCreate) -> Resp:
     s = c.tx.get_schedule(r.id)
     if s is None:
         nxt = cron.next_after(r.cron, c.now, c.cfg.strict)
@@ -27,13 +27,13 @@ def schedule_create(c: Ctx, r: Req) -> Resp:
     return 200, {"schedule": s.wire()}
 
 
-def schedule_delete(c: Ctx, r: Req) -> Resp:
+def schedule_delete(c: Ctx, r: ScheduleDelete) -> Resp:
     if not c.tx.delete_schedule(r.id):
         return 404, "Schedule not found"
     return 200, {}
 
 
-def schedule_search(c: Ctx, r: Req) -> Resp:
+def schedule_search(c: Ctx, r: ScheduleSearch) -> Resp:
     rows = c.tx.search_schedules(r.tags, r.cursor, r.limit + 1)
     out: dict[str, Any] = {"schedules": [s.wire() for s in rows[: r.limit]]}
     if len(rows) > r.limit:

@@ -7,7 +7,9 @@ from shared.engine.core import (Ctx, Resp, acquire, create_promise, held, lazy_t
                                 set_timer, settle, task_wire)
 from shared.records import LEASE, Task
 from shared.protocol import VERSION
-from shared.requests import Req
+from shared.requests import (CreateData, TaskAcquire, TaskContinue, TaskCreate, TaskFence, TaskFulfill, TaskGet,
+                             TaskHalt, TaskHeartbeat, TaskRelease, TaskSearch, TaskSuspend)
+from shared.scope import within
 
 
 def _touch_task(c: Ctx, id: str) -> Task | None:
@@ -16,14 +18,14 @@ def _touch_task(c: Ctx, id: str) -> Task | None:
     return c.tx.get_task(id)
 
 
-def task_get(c: Ctx, r: Req) -> Resp:
+def task_get(c: Ctx, r: TaskGet) -> Resp:
     t = _touch_task(c, r.id)
     if t is None:
         return 404, "Task not found"
     return 200, {"task": task_wire(c, t)}
 
 
-def task_create(c: Ctx, r: Req) -> Resp:
+def task_create(c: Ctx, r: TaskCreate) -> Resp:
     d = r.create
     p = lazy_timeout(c, [d.id])[d.id]
     if p is None:
@@ -42,7 +44,7 @@ def task_create(c: Ctx, r: Req) -> Resp:
     return 200, {"task": task_wire(c, t), "promise": p.wire(), "preload": preload(c, d.id)}
 
 
-def task_acquire(c: Ctx, r: Req) -> Resp:
+def task_acquire(c: Ctx, r: TaskAcquire) -> Resp:
     t = _touch_task(c, r.id)
     if t is None:
         return 404, "Task not found"
@@ -56,7 +58,7 @@ def task_acquire(c: Ctx, r: Req) -> Resp:
     return 200, {"task": task_wire(c, t), "promise": p.wire(), "preload": preload(c, r.id)}
 
 
-def task_release(c: Ctx, r: Req) -> Resp:
+def task_release(c: Ctx, r: TaskRelease) -> Resp:
     t = _touch_task(c, r.id)
     if t is None:
         return 404, "Task not found"
@@ -66,7 +68,7 @@ def task_release(c: Ctx, r: Req) -> Resp:
     return 200, {}
 
 
-def task_fulfill(c: Ctx, r: Req) -> Resp:
+def task_fulfill(c: Ctx, r: TaskFulfill) -> Resp:
     t = _touch_task(c, r.id)
     if t is None:
         return 404, "Task not found"
@@ -78,7 +80,7 @@ def task_fulfill(c: Ctx, r: Req) -> Resp:
     return 200, {"promise": p.wire()}
 
 
-def task_suspend(c: Ctx, r: Req) -> Resp:
+def task_suspend(c: Ctx, r: TaskSuspend) -> Resp:
     awaited = list(dict.fromkeys(r.awaited))
     touched = lazy_timeout(c, [r.id, *awaited])
     t = c.tx.get_task(r.id)
@@ -98,7 +100,7 @@ def task_suspend(c: Ctx, r: Req) -> Resp:
     return 300, {"preload": preload(c, t.id)}
 
 
-def task_fence(c: Ctx, r: Req) -> Resp:
+def task_fence(c: Ctx, r: TaskFence) -> Resp:
     op = r.op
     touched = lazy_timeout(c, [r.id, op.id])
     t = c.tx.get_task(r.id)
@@ -108,7 +110,7 @@ def task_fence(c: Ctx, r: Req) -> Resp:
         return 409, "Version mismatch"
     status, data = 200, None
     p = touched[op.id]
-    if r.action_kind == "promise.create":
+    if isinstance(op, CreateData):
         if p is None:
             p, _ = create_promise(c, op.id, op.timeout_at, op.param, op.tags)
         data = {"promise": p.wire()}
@@ -123,10 +125,10 @@ def task_fence(c: Ctx, r: Req) -> Resp:
     return 200, {"action": inner, "preload": preload(c, r.id)}
 
 
-def task_heartbeat(c: Ctx, r: Req) -> Resp:
+def task_heartbeat(c: Ctx, r: TaskHeartbeat) -> Resp:
     if not r.tasks:  # compat C6: renew every lease the process holds (within the caller's scope)
         for t in c.tx.tasks_leased_by(r.pid):
-            if c.scope is not None and not t.id.startswith(c.scope):
+            if not within(c.scope, t.id):
                 continue
             set_timer(c, t, LEASE, c.after(t.ttl), t.pid, t.ttl)  # type: ignore[operator]
         return 200, {}
@@ -139,7 +141,7 @@ def task_heartbeat(c: Ctx, r: Req) -> Resp:
     return 200, {}
 
 
-def task_halt(c: Ctx, r: Req) -> Resp:
+def task_halt(c: Ctx, r: TaskHalt) -> Resp:
     t = _touch_task(c, r.id)
     if t is None:
         return 404, "Task not found"
@@ -150,7 +152,7 @@ def task_halt(c: Ctx, r: Req) -> Resp:
     return 200, {}
 
 
-def task_continue(c: Ctx, r: Req) -> Resp:
+def task_continue(c: Ctx, r: TaskContinue) -> Resp:
     t = _touch_task(c, r.id)
     if t is None:
         return 404, "Task not found"
@@ -160,7 +162,7 @@ def task_continue(c: Ctx, r: Req) -> Resp:
     return 200, {}
 
 
-def task_search(c: Ctx, r: Req) -> Resp:
+def task_search(c: Ctx, r: TaskSearch) -> Resp:
     rows = c.tx.search_tasks(r.state, r.cursor, r.limit + 1)
     out: dict[str, Any] = {"tasks": [task_wire(c, t) for t in rows[: r.limit]]}
     if len(rows) > r.limit:

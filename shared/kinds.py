@@ -1,0 +1,94 @@
+"""The registry of request kinds: each kind declared once, with its typed request's decoder,
+its operation, what it touches (authorization, outbound policy) and how it runs.
+
+Everything that needs the list of kinds reads it here: the service's pipeline, the metrics'
+label set, authorization, the bash worker and the tests (bad input, differential, tenant
+matrix). Adding a kind is one entry below plus its request class (`shared.requests`) and its
+operation (`shared.engine`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
+
+from shared import requests as rq
+from shared import scope
+from shared.engine import debug, promises, schedules, tasks
+from shared.engine.core import Ctx, Resp
+from shared.protocol import DecodeError, Reject
+from shared.scope import Touched
+
+R = TypeVar("R", bound=rq.Request)
+
+
+@dataclass(frozen=True, slots=True)
+class Kind(Generic[R]):
+    """One request kind.
+
+    read_first: tried on a read snapshot first, re-run as a write only when it must change
+      something (a lazy timeout); searches and snapshots never write.
+    debug: served only when the server runs with `debug` on.
+    """
+
+    name: str
+    decode: Callable[[dict[str, Any], bool], R]
+    operation: Callable[[Ctx, R], Resp]
+    touches: Callable[[R], Touched]
+    read_first: bool = False
+    debug: bool = False
+
+    @property
+    def metric_label(self) -> str:
+        return self.name
+
+
+def _kinds(*entries: Kind[Any]) -> dict[str, Kind[Any]]:
+    return {k.name: k for k in entries}
+
+
+KINDS: dict[str, Kind[Any]] = _kinds(
+    Kind("promise.get", rq.decode_promise_get, promises.promise_get, scope.by_id, read_first=True),
+    Kind("promise.create", rq.decode_promise_create, promises.promise_create, scope.created),
+    Kind("promise.settle", rq.decode_promise_settle, promises.promise_settle, scope.settled),
+    Kind("promise.register_callback", rq.decode_register_callback, promises.promise_register_callback,
+         scope.callback),
+    Kind("promise.register_listener", rq.decode_register_listener, promises.promise_register_listener,
+         scope.listener),
+    Kind("promise.search", rq.decode_promise_search, promises.promise_search, scope.everything, read_first=True),
+    Kind("task.get", rq.decode_task_get, tasks.task_get, scope.by_id, read_first=True),
+    Kind("task.create", rq.decode_task_create, tasks.task_create, scope.created),
+    Kind("task.acquire", rq.decode_task_acquire, tasks.task_acquire, scope.by_id),
+    Kind("task.release", rq.decode_task_release, tasks.task_release, scope.by_id),
+    Kind("task.fulfill", rq.decode_task_fulfill, tasks.task_fulfill, scope.by_id),
+    Kind("task.suspend", rq.decode_task_suspend, tasks.task_suspend, scope.suspend),
+    Kind("task.fence", rq.decode_task_fence, tasks.task_fence, scope.fence),
+    Kind("task.heartbeat", rq.decode_task_heartbeat, tasks.task_heartbeat, scope.heartbeat),
+    Kind("task.halt", rq.decode_task_halt, tasks.task_halt, scope.by_id),
+    Kind("task.continue", rq.decode_task_continue, tasks.task_continue, scope.by_id),
+    Kind("task.search", rq.decode_task_search, tasks.task_search, scope.everything, read_first=True),
+    Kind("schedule.get", rq.decode_schedule_get, schedules.schedule_get, scope.by_id, read_first=True),
+    Kind("schedule.create", rq.decode_schedule_create, schedules.schedule_create, scope.schedule),
+    Kind("schedule.delete", rq.decode_schedule_delete, schedules.schedule_delete, scope.by_id),
+    Kind("schedule.search", rq.decode_schedule_search, schedules.schedule_search, scope.everything,
+         read_first=True),
+    Kind("debug.start", rq.no_fields(rq.DebugStart), debug.debug_start, scope.everything, debug=True),
+    Kind("debug.stop", rq.no_fields(rq.DebugStop), debug.debug_stop, scope.everything, debug=True),
+    Kind("debug.reset", rq.no_fields(rq.DebugReset), debug.debug_reset, scope.everything, debug=True),
+    Kind("debug.snap", rq.no_fields(rq.DebugSnap), debug.debug_snap, scope.everything, read_first=True,
+         debug=True),
+    Kind("debug.tick", rq.decode_debug_tick, debug.debug_tick, scope.everything, debug=True),
+)
+
+
+def decode(kind: str, data: dict[str, Any], strict: bool = False) -> rq.Request:
+    """The typed request of a known kind; Reject(400) when `data` does not decode."""
+    try:
+        return KINDS[kind].decode(data, strict)
+    except DecodeError as e:
+        raise Reject(400, f"Invalid request: {e}") from None
+
+
+def touches(req: rq.Request) -> Touched:
+    """What a decoded request touches (its kind's row)."""
+    k: Kind[Any] = KINDS[req.kind]
+    return k.touches(req)
