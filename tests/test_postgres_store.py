@@ -92,7 +92,7 @@ EDGE_STEPS: list[tuple[Callable, bool]] = [
     (lambda tx: (tx.due_schedules(BIG, 3), tx.search_schedules({"é": "é"}, None, 9), tx.search_schedules({}, "a", 3),
                  tx.next_deadline(True)), False),
     (lambda tx: [tx.add_callback(a, w, a < w) for a in IDS[:6] for w in IDS[:6]], True),
-    (lambda tx: (tx.all_callbacks(), tx.mark_callbacks_ready("é"), tx.count_ready("b")), True),
+    (lambda tx: (tx.all_callbacks(), tx.mark_callbacks_ready("é"), tx.ready_counts(["b", "a"])), True),
     (lambda tx: [tx.add_listener(i, a) for i in IDS[:4] for a in IDS[4:9]], True),
     (lambda tx: (tx.all_listeners(), tx.pop_listeners("b")), True),
     (lambda tx: [tx.enqueue(Message("execute", i, "poll://é", BIG)) for i in IDS], True),

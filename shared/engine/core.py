@@ -51,7 +51,13 @@ def timeout_state(tags: dict[str, str]) -> str:
 
 
 def task_wire(c: Ctx, t: Task) -> dict[str, Any]:
-    return t.wire(c.tx.count_ready(t.id) if t.state != "fulfilled" else 0)
+    return tasks_wire(c, [t])[0]
+
+
+def tasks_wire(c: Ctx, tasks: list[Task]) -> list[dict[str, Any]]:
+    """Wire shapes with `resumes` (ready callbacks), counted for the whole list in one query."""
+    counts = c.tx.ready_counts([t.id for t in tasks if t.state != "fulfilled"])
+    return [t.wire(counts.get(t.id, 0) if t.state != "fulfilled" else 0) for t in tasks]
 
 
 def set_timer(c: Ctx, t: Task, kind: int | None, at: int | None, pid: str | None = None,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.engine.core import Ctx, Resp, task_wire
+from shared.engine.core import Ctx, Resp, tasks_wire
 from shared.engine.timeouts import process_timeouts
 from shared.requests import DebugReset, DebugSnap, DebugStart, DebugStop, DebugTick
 
@@ -54,7 +54,7 @@ def debug_snap(c: Ctx, r: DebugSnap) -> Resp:
                             if p.pending and p.target is not None],
         "callbacks": [{"awaiter": w, "awaited": a} for a, w, ready in tx.all_callbacks() if not ready],
         "listeners": [{"id": p, "address": a} for p, a in tx.all_listeners()],
-        "tasks": [task_wire(c, t) for t in tasks],
+        "tasks": tasks_wire(c, tasks),
         "taskTimeouts": [{"id": t.id, "type": t.timer_type, "timeout": t.timer_at} for t in tasks
                          if t.timer_at is not None],
         "messages": messages,

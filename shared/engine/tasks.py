@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.engine.core import (Ctx, Resp, acquire, create_promise, held, lazy_timeout, preload, redispatch,
-                                set_timer, settle, task_wire)
+                                set_timer, settle, task_wire, tasks_wire)
 from shared.records import LEASE, Task
 from shared.protocol import VERSION
 from shared.requests import (CreateData, TaskAcquire, TaskContinue, TaskCreate, TaskFence, TaskFulfill, TaskGet,
@@ -164,7 +164,7 @@ def task_continue(c: Ctx, r: TaskContinue) -> Resp:
 
 def task_search(c: Ctx, r: TaskSearch) -> Resp:
     rows = c.tx.search_tasks(r.state, r.cursor, r.limit + 1)
-    out: dict[str, Any] = {"tasks": [task_wire(c, t) for t in rows[: r.limit]]}
+    out: dict[str, Any] = {"tasks": tasks_wire(c, rows[: r.limit])}
     if len(rows) > r.limit:
         out["cursor"] = rows[r.limit - 1].id
     return 200, out

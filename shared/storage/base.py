@@ -60,7 +60,8 @@ class Tx(Protocol):
     def mark_callbacks_ready(self, awaited: str) -> list[str]:
         """Mark every row of awaited ready; return their awaiters, by id."""
     def delete_callbacks(self, awaiter: str, ready_only: bool) -> None: ...
-    def count_ready(self, awaiter: str) -> int: ...
+    def ready_counts(self, awaiters: list[str]) -> dict[str, int]:
+        """Ready callbacks per awaiter, in one query (awaiters without any are absent)."""
 
     # listeners -----------------------------------------------------------------------------
     def add_listener(self, promise_id: str, address: str) -> None:

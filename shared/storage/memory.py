@@ -140,8 +140,12 @@ class MemoryTx:
             if key[1] == awaiter and (ready or not ready_only):
                 self._set(self.st.callbacks, key, _MISSING)
 
-    def count_ready(self, awaiter: str) -> int:
-        return sum(1 for (a, w), r in self.st.callbacks.items() if w == awaiter and r)
+    def ready_counts(self, awaiters: list[str]) -> dict[str, int]:
+        wanted, out = set(awaiters), {}
+        for (_, w), ready in self.st.callbacks.items():
+            if ready and w in wanted:
+                out[w] = out.get(w, 0) + 1
+        return out
 
     # listeners
     def add_listener(self, promise_id: str, address: str) -> None:

@@ -330,8 +330,11 @@ class PgTx(PortableQueries):
         self._w()
         self._x("DELETE FROM callbacks WHERE awaiter = :w" + (" AND ready" if ready_only else ""), w=awaiter)
 
-    def count_ready(self, awaiter: str) -> int:
-        return self._x("SELECT count(*) FROM callbacks WHERE awaiter = :w AND ready", w=awaiter)[0][0]
+    def ready_counts(self, awaiters: list[str]) -> dict[str, int]:
+        if not awaiters:
+            return {}
+        return dict(self._x("SELECT awaiter, count(*) FROM callbacks WHERE ready AND awaiter = ANY(:w) "
+                            "GROUP BY awaiter", w=awaiters))
 
     # listeners -----------------------------------------------------------------------------
     def add_listener(self, promise_id: str, address: str) -> None:

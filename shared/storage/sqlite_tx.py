@@ -207,8 +207,11 @@ class SqliteTx(PortableQueries):
         self._w()
         self._x("DELETE FROM callbacks WHERE awaiter = ?" + (" AND ready = 1" if ready_only else ""), (awaiter,))
 
-    def count_ready(self, awaiter: str) -> int:
-        return self._x("SELECT count(*) FROM callbacks WHERE awaiter = ? AND ready = 1", (awaiter,)).fetchone()[0]
+    def ready_counts(self, awaiters: list[str]) -> dict[str, int]:
+        if not awaiters:
+            return {}
+        return dict(self._x("SELECT awaiter, count(*) FROM callbacks WHERE ready = 1 AND awaiter IN "
+                            "(SELECT value FROM json_each(?)) GROUP BY awaiter", (json.dumps(awaiters),)).fetchall())
 
     # listeners -----------------------------------------------------------------------------
     def add_listener(self, promise_id: str, address: str) -> None:
