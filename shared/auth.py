@@ -9,6 +9,7 @@ only when an Authenticator is built: with auth off a cold start never loads them
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Mapping
@@ -65,11 +66,11 @@ def may_use_group(claims: Claims, group: str) -> bool:
     """Whether a caller may poll a worker group or address it (`poll://…@group`): role admin and
     prefix "" any group; else the `groups` claim (names; an entry ending in `*` is a prefix),
     or, without that claim, a group whose name starts with the token's prefix."""
-    scope = scope_of(claims)
-    if scope is None:
+    if scope_of(claims) is None:
         return True
     if "groups" not in claims:
-        return group.startswith(scope)
+        prefix = claims.get("prefix")  # not a string: no group (the scope's sentinel is a character)
+        return isinstance(prefix, str) and group.startswith(prefix)
     groups = claims["groups"]
     if not isinstance(groups, list):
         return False
@@ -78,13 +79,18 @@ def may_use_group(claims: Claims, group: str) -> bool:
 
 
 def principal_of(claims: Claims) -> str:
-    """Who holds a connection: the token's subject; else its role admin or its prefix (tokens of
-    one tenant without subjects are one principal)."""
+    """Who holds a connection: the token's subject; else its role admin, its prefix or its groups
+    (tokens of one tenant without subjects are one principal: they may take over each other's
+    worker ids and share one connection cap)."""
     sub = claims.get("sub")
     if isinstance(sub, str) and sub:
         return "sub:" + sub
-    scope = scope_of(claims)
-    return "admin" if scope is None else "prefix:" + scope
+    if scope_of(claims) is None:
+        return "admin"
+    prefix = claims.get("prefix")
+    if isinstance(prefix, str):
+        return "prefix:" + prefix
+    return "groups:" + json.dumps(claims.get("groups"), sort_keys=True, default=str)
 
 
 def forbidden(claims: Claims, touched: Touched) -> str | None:
