@@ -390,14 +390,15 @@ class ClusterDelivery(Delivery):
             except Exception:
                 log.exception("re-checking poll group %s failed", q(group))
 
-
     def _reregister(self, group: str, id: str, principal: str | None) -> None:
         """Write a lapsed entry again. If another principal took the id meanwhile (our entry had
         lapsed, so its connect was admitted), it keeps it: ours are ended (the worker reconnects
         and is refused while the other holds it)."""
+        if self.hub is None or not self.hub.has_id(group, id):
+            return  # gone since the snapshot: an entry now would only block others until it lapsed
         if self.store.receiver_up(group, id, self.instance, RECEIVER_TTL_MS, principal_key(principal)):
             return
-        n = self.hub.disconnect_id(group, id) if self.hub is not None else 0
+        n = self.hub.disconnect_id(group, id)
         log.warning("Poll connections ended: worker id taken by another principal while this instance's "
                     "registry entry had lapsed group=%s id=%s connections=%d", q(group), q(id), n)
 
