@@ -62,6 +62,8 @@ FLAGS: list[tuple[list[str], str, str]] = [
     (["--transports-http-push-auth-header"], "transports.http_push.auth.header", "header carrying the token"),
     (["--transports-http-poll-enabled"], "transports.http_poll.enabled", "true or false (default true)"),
     (["--transports-http-poll-max-connections"], "transports.http_poll.max_connections", "SSE connection cap"),
+    (["--transports-http-poll-max-connections-per-token"], "transports.http_poll.max_connections_per_token",
+     "SSE connections per token principal on this instance, auth on (default 100; 0: no cap)"),
     (["--transports-http-poll-buffer-size"], "transports.http_poll.buffer_size", "per-connection queue"),
     (["--transports-http-poll-keepalive-interval"], "transports.http_poll.keepalive_interval",
      "SSE keep-alive comment interval in ms"),

@@ -166,10 +166,10 @@ def _log_transports(cfg: Config) -> None:
     """§13.2 lines 6–7 (push and SSE poll are the transports this server has)."""
     t = cfg.transports
     log.info("Transport config http_push_connect_timeout_ms=%d http_push_request_timeout_ms=%d "
-             "http_push_concurrency=%d http_poll_max_connections=%d http_poll_buffer_size=%d "
-             "http_poll_keepalive_ms=%d", t.http_push.connect_timeout, t.http_push.request_timeout,
-             t.http_push.concurrency, t.http_poll.max_connections, t.http_poll.buffer_size,
-             t.http_poll.keepalive_interval)
+             "http_push_concurrency=%d http_poll_max_connections=%d http_poll_max_connections_per_token=%d "
+             "http_poll_buffer_size=%d http_poll_keepalive_ms=%d", t.http_push.connect_timeout,
+             t.http_push.request_timeout, t.http_push.concurrency, t.http_poll.max_connections,
+             t.http_poll.max_connections_per_token, t.http_poll.buffer_size, t.http_poll.keepalive_interval)
     if not t.http_push.enabled:
         log.info("HTTP push transport disabled")
     elif t.http_push.auth is not None:

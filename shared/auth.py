@@ -9,6 +9,7 @@ only when an Authenticator is built: with auth off a cold start never loads them
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Mapping
@@ -52,24 +53,33 @@ class Unavailable(Exception):
 Claims = Mapping[str, Any]
 
 
-def scope_of(claims: Claims) -> str | None:
-    """The id prefix a caller is confined to; None when unrestricted (role admin, or prefix "")."""
+NO_ID = "\x00"  # a prefix no id starts with (ids never contain NUL): the scope of a token without one
+
+
+def unrestricted(claims: Claims) -> bool:
+    """Role admin (any case) or prefix "": every id and every group."""
     role = claims.get("role")
-    if isinstance(role, str) and role.lower() == "admin":
+    return (isinstance(role, str) and role.lower() == "admin") or claims.get("prefix") == ""
+
+
+def scope_of(claims: Claims) -> str | None:
+    """The id prefix a caller is confined to; None when unrestricted. A token without a string
+    prefix is refused before anything runs; its scope still covers nothing, should it be asked."""
+    if unrestricted(claims):
         return None
     prefix = claims.get("prefix")
-    return None if prefix == "" else prefix if isinstance(prefix, str) else "\x00"  # never matches
+    return prefix if isinstance(prefix, str) else NO_ID
 
 
 def may_use_group(claims: Claims, group: str) -> bool:
     """Whether a caller may poll a worker group or address it (`poll://…@group`): role admin and
     prefix "" any group; else the `groups` claim (names; an entry ending in `*` is a prefix),
     or, without that claim, a group whose name starts with the token's prefix."""
-    scope = scope_of(claims)
-    if scope is None:
+    if unrestricted(claims):
         return True
     if "groups" not in claims:
-        return group.startswith(scope)
+        prefix = claims.get("prefix")  # not a string: no group (the scope's sentinel is a character)
+        return isinstance(prefix, str) and group.startswith(prefix)
     groups = claims["groups"]
     if not isinstance(groups, list):
         return False
@@ -78,13 +88,18 @@ def may_use_group(claims: Claims, group: str) -> bool:
 
 
 def principal_of(claims: Claims) -> str:
-    """Who holds a connection: the token's subject; else its role admin or its prefix (tokens of
-    one tenant without subjects are one principal)."""
+    """Who holds a connection: the token's subject; else its role admin, its prefix or its groups
+    (tokens of one tenant without subjects are one principal: they may take over each other's
+    worker ids and share one connection cap)."""
     sub = claims.get("sub")
     if isinstance(sub, str) and sub:
         return "sub:" + sub
-    scope = scope_of(claims)
-    return "admin" if scope is None else "prefix:" + scope
+    if unrestricted(claims):
+        return "admin"
+    prefix = claims.get("prefix")
+    if isinstance(prefix, str):
+        return "prefix:" + prefix
+    return "groups:" + json.dumps(claims.get("groups"), sort_keys=True, default=str)
 
 
 def forbidden(claims: Claims, touched: Touched) -> str | None:

@@ -74,6 +74,10 @@ section = dataclass(frozen=True, eq=False, repr=False)
 class HttpPoll(_Section):
     enabled: bool = True
     max_connections: int = 1000
+    # with inbound auth on: SSE connections one principal (token subject, else role/prefix) may
+    # hold on this instance at once; more answer 429. 0: no per-token cap (negatives are
+    # refused when parsed, naming the key)
+    max_connections_per_token: int = 100
     buffer_size: int = 100
     keepalive_interval: int = 15000  # ms between SSE comment keep-alives (§9.3)
 

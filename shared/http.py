@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from flask import Flask, Request, Response, request
 
-from shared.delivery.hub import AtCapacity, PollHub
+from shared.delivery.hub import AtCapacity, PollHub, Refused
 from shared.logs import q
 from shared.protocol import dumps, response
 from shared.service import Service
@@ -63,17 +63,25 @@ def client_socket(environ: dict[str, Any]) -> Any:
 
 
 def poll(hub: PollHub, keepalive_ms: int, group: str, id: str, auth: Authenticator | None = None) -> Response:
+    """The SSE stream of worker `id` in `group`. With auth on: a valid bearer token entitled to
+    the group (401/403), then the hub's rules for its principal: the id not held by another
+    principal (409), the principal under its connection cap (429); all plain text."""
     group, id = unquote(group), unquote(id)
     if not group or not id:
         return Response("", 404)
-    if auth is not None:  # `Authorization: Bearer`, checked before registering: a valid token
-        held = auth.check_poll(request.headers.get("Authorization"), group)  # entitled to the group
+    principal: str | None = None
+    if auth is not None:  # `Authorization: Bearer`, checked before registering
+        held = auth.check_poll(request.headers.get("Authorization"), group)
         if isinstance(held, tuple):
             return Response(held[1], held[0], mimetype="text/plain")
+        principal = held
     try:
-        conn = hub.register(group, id)
-    except AtCapacity:
-        return Response("Poll registration at capacity", 503, mimetype="text/plain")
+        conn = hub.register(group, id, principal)
+    except AtCapacity as e:
+        return Response(e.message, e.status, mimetype="text/plain")
+    except Refused as e:
+        log.warning("Poll refused: %s status=%d group=%s id=%s", e.message, e.status, q(group), q(id))
+        return Response(e.message, e.status, mimetype="text/plain")
     sock = client_socket(request.environ)
     if sock is not None:
         hub.watch(conn, sock)

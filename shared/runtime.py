@@ -48,7 +48,8 @@ class Runtime:
         self.cfg = cfg
         self.store = open_store(cfg, offload)
         t = cfg.transports
-        self.hub = PollHub(t.http_poll.max_connections, t.http_poll.buffer_size) if t.http_poll.enabled else None
+        self.hub = (PollHub(t.http_poll.max_connections, t.http_poll.buffer_size, t.http_poll.max_connections_per_token)
+                    if t.http_poll.enabled else None)
         self.metrics = Metrics(self.store, self.hub) if metrics else None
         self.service = Service(self.store, cfg, metrics=self.metrics)
         self.push = (HttpPush(t.http_push.concurrency, t.http_push.connect_timeout, t.http_push.request_timeout,

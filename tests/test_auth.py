@@ -12,13 +12,16 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import pytest
 import requests
 
-from tests.support.server import ServerProc, start_server
-from tests.support.sse import SSE
+from shared.auth import may_use_group
+from tests.support.server import ServerProc, backends, start_server
+from tests.support.sse import SSE, bearer_stream, refusal
 from tests.support.tokens import KeyPair, claims, hs256_with, unsigned
+from tests.support.wait import wait_until
 
 ISS, AUD = "https://issuer.test", "resonate-api"
 ADDR = "poll://any@g-auth"
@@ -242,22 +245,128 @@ def test_auth_log_lines(srv: ServerProc, key: KeyPair) -> None:
 
 # ----------------------------------------------------------------------------------- poll stream
 
-def test_poll_needs_a_bearer_token_and_checks_only_authentication(srv: ServerProc, key: KeyPair) -> None:
-    url = srv.url + "/poll/g-sse/w1"
+POLL_CAP = 3  # transports.http_poll.max_connections_per_token of the poll servers
+
+
+@pytest.fixture(scope="module", params=backends())
+def psrv(request: pytest.FixtureRequest, key: KeyPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    """A server per backend with the same key and a per-token cap of POLL_CAP (no debug session:
+    deliveries flow)."""
+    work = tmp_path_factory.mktemp(f"poll-{request.param}")
+    env = {"RESONATE_AUTH__PUBLICKEY": key.write(work), "RESONATE_AUTH__ISS": ISS, "RESONATE_AUTH__AUD": AUD,
+           "RESONATE_TRANSPORTS__HTTP_POLL__MAX_CONNECTIONS_PER_TOKEN": str(POLL_CAP)}
+    s = start_server(request.param, work, env=env)
+    s.token = tok(key, role="admin")
+    yield s
+    s.stop()
+
+
+def fresh(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def target(s: ServerProc, id: str, address: str) -> None:
+    """A pending promise whose task is sent to `address` (created with the admin token)."""
+    assert s.rpc("promise.create", {"id": id, "timeoutAt": _far(), "tags": {"resonate:target": address}})[0] == 200
+
+
+def test_poll_needs_a_valid_bearer_token(psrv: ServerProc, key: KeyPair) -> None:
+    url = psrv.url + "/poll/g-sse/w1"
     for headers in ({}, {"Authorization": "Bearer garbage"}, {"Authorization": tok(key, role="admin")},
                     {"Authorization": "Bearer " + tok(key, ttl=-120, role="admin")},
                     {"Authorization": "Bearer " + tok(KeyPair("ed25519"), role="admin")}):
-        s = SSE(url, headers=headers)
-        assert (s.status, s.body, s.headers.get("Content-Type", "").split(";")[0]) == \
-            (401, b"Unauthorized", "text/plain"), headers
-    assert srv.rpc("debug.stop", {})[0] == 200  # deliveries wait while a debug session runs
-    s = SSE(url, headers={"Authorization": "Bearer " + tok(key, role="worker", prefix="team-b")})
+        assert refusal(SSE(url, headers=headers)) == (401, b"Unauthorized", "text/plain"), headers
+    assert "Auth rejected: no token provided endpoint=poll" in psrv.logs()
+
+
+def test_poll_opens_only_groups_the_token_is_entitled_to(psrv: ServerProc, key: KeyPair) -> None:
+    """The `groups` claim (names; `x*` a prefix) when present, else the token's prefix; role admin
+    and prefix "" any group. Every token has its own subject (no cap or takeover interferes)."""
+    def opens(group: str, **token_claims: Any) -> int:
+        token = tok(key, sub=uuid.uuid4().hex, **token_claims)
+        return refusal(bearer_stream(f"{psrv.url}/poll/{group}/w", token))[0]
+
+    cases = [
+        ({"role": "worker", "prefix": "team-a"}, {"team-a": 200, "team-a.jobs": 200, "team-b": 403, "team": 403}),
+        ({"role": "worker", "prefix": "team-a", "groups": ["jobs"]},  # the claim replaces the prefix rule
+         {"jobs": 200, "jobs2": 403, "team-a": 403}),
+        ({"groups": ["jobs-*", "mail"]}, {"jobs-1": 200, "jobs-": 200, "jobs": 403, "mail": 200, "mailer": 403}),
+        ({"prefix": "team-a", "groups": []}, {"team-a": 403}),
+        ({"prefix": "team-a", "groups": "team-a"}, {"team-a": 403}),  # not a list: nothing
+        ({"role": "worker"}, {"team-a": 403, "anything": 403}),  # no prefix and no groups claim
+        ({"role": "admin"}, {"anything": 200, "team-b": 200}),
+        ({"role": "ADMIN", "prefix": "zzz", "groups": ["none"]}, {"team-b": 200}),
+        ({"role": "worker", "prefix": ""}, {"anything": 200}),
+    ]
+    for token_claims, groups in cases:
+        for group, status in groups.items():
+            assert opens(quote(group, safe=""), **token_claims) == status, (token_claims, group)
+    assert not may_use_group({"role": "worker"}, "\x00x")  # no string prefix: no group at all
+    logs = psrv.logs()
+    assert "Auth forbidden: group not permitted endpoint=poll group=team-b prefix=team-a" in logs
+
+
+def test_poll_refuses_another_principals_worker_id_and_the_holder_keeps_receiving(psrv: ServerProc,
+                                                                                   key: KeyPair) -> None:
+    g = fresh("g-uni")
+    url = f"{psrv.url}/poll/{g}/w1"
+    holder = bearer_stream(url, tok(key, sub="tenant-b", prefix="tenant-b.", groups=[g]))
     try:
-        assert s.status == 200 and s.headers["Content-Type"].startswith("text/event-stream")
-        assert srv.rpc("promise.create", {"id": "team-a.sse", "timeoutAt": _far(),
-                                          "tags": {"resonate:target": "poll://any@g-sse"}})[0] == 200
-        msg = s.next(10)
-        assert msg["kind"] == "execute" and msg["data"]["task"]["id"] == "team-a.sse"
+        assert holder.status == 200
+        for other in (tok(key, sub="tenant-a", prefix="tenant-a.", groups=[g]),
+                      tok(key, role="admin"),  # even an admin cannot take a worker id over
+                      tok(key, sub="tenant-a", role="admin")):
+            assert refusal(bearer_stream(url, other)) == (409, b"Worker id held by another principal", "text/plain")
+        target(psrv, "tenant-b.uni", f"poll://uni@{g}/w1")
+        msg = holder.next(15)
+        assert msg["kind"] == "execute" and msg["data"]["task"]["id"] == "tenant-b.uni", msg
     finally:
-        s.close()
-    assert "Auth rejected: no token provided endpoint=poll" in srv.logs()
+        holder.close()
+    assert f"Poll refused: Worker id held by another principal status=409 group={g} id=w1" in psrv.logs()
+
+
+def test_poll_same_principal_reconnects_and_the_newest_connection_wins(psrv: ServerProc, key: KeyPair) -> None:
+    g = fresh("g-re")
+    url = f"{psrv.url}/poll/{g}/w1"
+    first = bearer_stream(url, tok(key, sub="tenant-b", groups=[g]))
+    second = bearer_stream(url, tok(key, ttl=600, sub="tenant-b", groups=[g]))  # a refreshed token
+    try:
+        assert (first.status, second.status) == (200, 200)
+        target(psrv, "re.1", f"poll://uni@{g}/w1")
+        assert second.next(15)["data"]["task"]["id"] == "re.1"
+        assert first.events.empty()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_poll_connections_per_token_are_capped(psrv: ServerProc, key: KeyPair) -> None:
+    g = fresh("g-cap")
+    token = tok(key, sub="tenant-cap", groups=[g])
+    streams = [bearer_stream(f"{psrv.url}/poll/{g}/w{i}", token) for i in range(POLL_CAP)]
+    extra: list[SSE] = []
+    try:
+        assert [s.status for s in streams] == [200] * POLL_CAP
+        assert refusal(bearer_stream(f"{psrv.url}/poll/{g}/more", token)) == \
+            (429, b"Too many poll connections for this token", "text/plain")
+        # same subject, another token: one principal, one cap; another principal is not affected
+        assert refusal(bearer_stream(f"{psrv.url}/poll/{g}/more", tok(key, ttl=900, sub="tenant-cap",
+                                                                          groups=[g])))[0] == 429
+        other = bearer_stream(f"{psrv.url}/poll/{g}/other", tok(key, sub="tenant-other", groups=[g]))
+        extra.append(other)
+        assert other.status == 200
+        streams.pop().close()  # a slot frees once the server sees the hang-up
+
+        def reopen() -> bool:
+            s = bearer_stream(f"{psrv.url}/poll/{g}/more", token)
+            if s.status == 200:
+                extra.append(s)
+                return True
+            assert s.status == 429, (s.status, s.body)
+            return False
+
+        assert wait_until(reopen, 15, interval=0.1)
+        assert refusal(bearer_stream(f"{psrv.url}/poll/{g}/again", token))[0] == 429
+    finally:
+        for s in streams + extra:
+            s.close()

@@ -136,3 +136,53 @@ def test_cloud_functions_topology(tmp_path: Path) -> None:
         assert srv.rpc("promise.get", {"id": "b.x"}, auth=admin)[0] == 404
     finally:
         srv.stop()
+
+
+def test_poll_authorization_in_the_cloud_topology(tmp_path: Path) -> None:
+    """Poll authorization across the poll instances behind the router: a foreign group is 403, a
+    worker id held on one instance is refused (409) to another principal on whichever instance
+    the router picks, while the holder keeps receiving; once it leaves, the other may take it."""
+    from tests.support.cloudsim import start_cloudsim
+    from tests.support.sse import SSE, bearer_stream, refusal
+    from tests.support.wait import wait_until
+
+    key = KeyPair("ec256")
+    srv = start_cloudsim(tmp_path, tick=60.0, env={"RESONATE_AUTH__PUBLICKEY": key.write(tmp_path)})
+    srv.token = key.sign(claims(role="admin"))
+    far = 2**62
+    holder_token = key.sign(claims(sub="tenant-b", prefix="b.", groups=["g"]))
+    intruder = key.sign(claims(sub="tenant-a", prefix="a.", groups=["g", "a-*"]))
+    taken: list[SSE] = []
+    try:
+        assert refusal(bearer_stream(srv.url + "/poll/b-jobs/1", intruder)) == (403, b"Forbidden", "text/plain")
+        holder = bearer_stream(srv.url + "/poll/g/w1", holder_token)
+        try:
+            assert holder.status == 200
+            instances = set()
+            for _ in range(6):  # until a refusal came from another poll instance than the holder's
+                s = bearer_stream(srv.url + "/poll/g/w1", intruder)
+                assert refusal(s) == (409, b"Worker id held by another principal", "text/plain")
+                instances.add(s.headers["X-Sim-Instance"])
+                if instances - {holder.headers["X-Sim-Instance"]}:
+                    break
+            assert instances - {holder.headers["X-Sim-Instance"]}, instances
+            assert srv.rpc("promise.create", {"id": "b.uni", "timeoutAt": far,
+                                              "tags": {"resonate:target": "poll://uni@g/w1"}})[0] == 200
+            assert holder.next(15)["data"]["task"]["id"] == "b.uni"
+        finally:
+            holder.close()
+
+        def connect() -> bool:
+            s = bearer_stream(srv.url + "/poll/g/w1", intruder)
+            if s.status == 200:
+                taken.append(s)
+            return s.status == 200
+
+        assert wait_until(connect, 40, interval=0.3)
+        assert srv.rpc("promise.create", {"id": "a.uni", "timeoutAt": far,
+                                          "tags": {"resonate:target": "poll://uni@g/w1"}})[0] == 200
+        assert taken[0].next(15)["data"]["task"]["id"] == "a.uni"
+    finally:
+        for s in taken:
+            s.close()
+        srv.stop()

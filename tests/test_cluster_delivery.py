@@ -3,7 +3,10 @@
 Two `python -m local serve --storage-type postgres` processes on one database stand in for the
 cloud's `api` and `poll` instances: messages committed by one must reach the worker connected to
 the other (LISTEN/NOTIFY, outbox row as the truth), anycast exactly once across all instances,
-unicast unblocks to the right worker, executes waiting for a worker that reconnects elsewhere.
+unicast unblocks to the right worker, executes waiting for a worker that reconnects elsewhere;
+with inbound auth on, a worker id held on one instance is refused to another principal on the
+other (the registry in the database), simultaneous connects admit exactly one, and a dead
+instance's entries lapse.
 """
 from __future__ import annotations
 
@@ -17,9 +20,11 @@ from typing import Iterator
 import pg8000.native
 import pytest
 
+from shared.delivery.cluster import RECEIVER_TTL_MS
 from tests.support.pg import pg_template, pg_url  # noqa: F401 (fixtures)
 from tests.support.server import ServerProc, start_server
-from tests.support.sse import SSE
+from tests.support.sse import SSE, bearer_stream, refusal
+from tests.support.tokens import KeyPair, claims
 from tests.support.wait import wait_until
 
 HOUR = 3_600_000
@@ -216,3 +221,145 @@ def test_row_claimed_by_a_dead_instance_is_delivered_once_its_lease_lapses(pair,
         assert wait_until(lambda: outbox(pg_url) == [], 5)
     finally:
         s.close()
+
+
+# ------------------------------------------------------------------- poll authorization across instances
+
+@pytest.fixture
+def auth_pair(tmp_path, pg_url):
+    """Two instances on one database with inbound auth on (one key); yields (a, b, key)."""
+    key = KeyPair("ec256")
+    env = {"RESONATE_AUTH__PUBLICKEY": key.write(tmp_path)}
+    a = start_server("postgres", tmp_path / "a", debug=False, pg_url=pg_url, env=env)
+    b = start_server("postgres", tmp_path / "b", debug=False, pg_url=pg_url, env=env)
+    a.token = b.token = key.sign(claims(role="admin"))
+    yield a, b, key
+    a.stop(drop=False)
+    b.stop(drop=False)
+
+
+def _token(key, sub: str, group: str) -> str:
+    return key.sign(claims(sub=sub, groups=[group]))
+
+
+def test_worker_id_held_on_one_instance_is_refused_to_another_principal_on_the_other(auth_pair):
+    a, b, key = auth_pair
+    g = "g" + uuid.uuid4().hex[:8]
+    holder = bearer_stream(f"{a.url}/poll/{g}/w1", _token(key, "tenant-b", g))
+    try:
+        assert holder.status == 200
+        intruder = _token(key, "tenant-a", g)
+        assert refusal(bearer_stream(f"{b.url}/poll/{g}/w1", intruder)) == \
+            (409, b"Worker id held by another principal", "text/plain")
+        create(b, "held", f"poll://uni@{g}/w1")
+        assert holder.next(timeout=10)["data"]["task"]["id"] == "held"
+        # the holder's own principal may connect on the other instance too
+        assert refusal(bearer_stream(f"{b.url}/poll/{g}/w1", _token(key, "tenant-b", g)))[0] == 200
+        assert "Poll refused: worker id held by another principal on another instance" in b.logs()
+    finally:
+        holder.close()
+    taken: list[SSE] = []
+
+    def connect() -> bool:  # once instance a saw the hang-up, its registry entry is gone
+        s = bearer_stream(f"{b.url}/poll/{g}/w1", intruder)
+        if s.status == 200:
+            taken.append(s)
+        return s.status == 200
+
+    try:
+        assert wait_until(connect, 20, interval=0.2)
+        create(a, "taken", f"poll://uni@{g}/w1")
+        assert taken[0].next(timeout=10)["data"]["task"]["id"] == "taken"
+    finally:
+        for s in taken:
+            s.close()
+
+
+def test_simultaneous_connects_of_two_principals_on_two_instances_admit_exactly_one(auth_pair):
+    a, b, key = auth_pair
+    g = "g" + uuid.uuid4().hex[:8]
+    tokens = {"x": _token(key, "tenant-x", g), "y": _token(key, "tenant-y", g)}
+    for round in range(5):
+        barrier = threading.Barrier(2)
+        got: dict[str, SSE] = {}
+
+        def go(who: str, srv: ServerProc) -> None:
+            barrier.wait()
+            got[who] = bearer_stream(f"{srv.url}/poll/{g}/w{round}", tokens[who], timeout=20)
+
+        threads = [threading.Thread(target=go, args=("x", a)), threading.Thread(target=go, args=("y", b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        try:
+            assert sorted(s.status for s in got.values()) == [200, 409], {k: s.status for k, s in got.items()}
+        finally:
+            for s in got.values():
+                s.close()
+
+
+def test_a_dead_instances_registry_entry_lapses(auth_pair):
+    """An instance killed while holding a worker id blocks another principal only until its
+    registry entry lapses (RECEIVER_TTL_MS after its last refresh), never for good."""
+    a, b, key = auth_pair
+    g = "g" + uuid.uuid4().hex[:8]
+    holder = bearer_stream(f"{a.url}/poll/{g}/w1", _token(key, "tenant-b", g))
+    assert holder.status == 200
+    a.proc.kill()  # SIGKILL: no unregistering
+    a.proc.wait()
+    holder.close()
+    intruder = _token(key, "tenant-a", g)
+    assert refusal(bearer_stream(f"{b.url}/poll/{g}/w1", intruder))[0] == 409  # the entry is still live
+    taken: list[SSE] = []
+
+    def connect() -> bool:
+        s = bearer_stream(f"{b.url}/poll/{g}/w1", intruder)
+        if s.status == 200:
+            taken.append(s)
+        return s.status == 200
+
+    try:
+        assert wait_until(connect, RECEIVER_TTL_MS / 1000 + 30, interval=0.5)
+    finally:
+        for s in taken:
+            s.close()
+
+
+def test_an_instance_whose_entry_lapsed_yields_the_worker_id_to_the_principal_that_took_it(pg_url):
+    """In process, on the real registry: while instance 1's entry for a worker id is lapsed (its
+    refresh stalled past the lease), principal A is admitted on instance 2; instance 1's next
+    refresh finds A's live entry and ends its own connections of that id instead of writing a
+    second holder."""
+    from types import SimpleNamespace
+
+    from shared.delivery.cluster import ClusterDelivery
+    from shared.delivery.hub import Held, PollHub
+    from shared.storage.postgres import PostgresStore
+
+    store = PostgresStore(pg_url, pool_size=2)
+    hubs = [PollHub(), PollHub()]
+    deliveries = [ClusterDelivery(SimpleNamespace(store=store, hooks=[], debug_session=False), hub, None, None,
+                                  background=False) for hub in hubs]
+    for hub in hubs:
+        hub.on_connect.clear()  # no LISTEN loop: this test runs the refresh itself
+    try:
+        held = hubs[0].register("g", "w1", "sub:tenant-b")
+        with pytest.raises(Held):
+            hubs[1].register("g", "w1", "sub:tenant-a")
+        deliveries[0]._rescan()  # a refresh while alive keeps the entry
+        with pytest.raises(Held):
+            hubs[1].register("g", "w1", "sub:tenant-a")
+        store.write(lambda tx: tx._x("UPDATE poll_receivers SET expires_at = 0 WHERE instance = :i",
+                                     i=deliveries[0].instance))
+        taker = hubs[1].register("g", "w1", "sub:tenant-a")
+        deliveries[0]._rescan()
+        assert held.closed and not taker.closed
+        assert not hubs[0].has_id("g", "w1") and hubs[1].has_id("g", "w1")
+        rows = store.read(lambda tx: tx._x("SELECT instance FROM poll_receivers WHERE grp = 'g' AND id = 'w1'"
+                                           " AND expires_at > 0"))
+        assert rows == [[deliveries[1].instance]], rows
+    finally:
+        for d in deliveries:
+            d.stop(1)
+        store.close()

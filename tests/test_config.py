@@ -50,6 +50,7 @@ SPEC: dict[str, tuple[Any, str]] = {
     "transports.http_push.auth.header": (None, "--transports-http-push-auth-header"),
     "transports.http_poll.enabled": (True, "--transports-http-poll-enabled"),
     "transports.http_poll.max_connections": (1000, "--transports-http-poll-max-connections"),
+    "transports.http_poll.max_connections_per_token": (100, "--transports-http-poll-max-connections-per-token"),
     "transports.http_poll.buffer_size": (100, "--transports-http-poll-buffer-size"),
     "transports.gcps.enabled": (False, "--transports-gcps-enabled"),
     "transports.gcps.project": (None, "--transports-gcps-project"),
@@ -369,6 +370,9 @@ def test_legacy_yaml_errors_name_the_legacy_key(tmp_path: Path) -> None:
     ({"RESONATE_TRANSPORTS__GCPS__CONCURRENCY": "0"}, r"transports.gcps.concurrency must be at least 1 \(got 0\)"),
     ({"RESONATE_TRANSPORTS__HTTP_POLL__BUFFER_SIZE": "0"}, "http_poll.buffer_size must be at least 1"),
     ({"RESONATE_TRANSPORTS__HTTP_POLL__MAX_CONNECTIONS": "0"}, "http_poll.max_connections must be at least 1"),
+    ({"RESONATE_TRANSPORTS__HTTP_POLL__MAX_CONNECTIONS_PER_TOKEN": "-1"},
+     r"invalid value for transports.http_poll.max_connections_per_token from RESONATE_TRANSPORTS__HTTP_POLL__"
+     r"MAX_CONNECTIONS_PER_TOKEN \(environment\): '-1' is out of range"),
     ({"RESONATE_AUTH__ISS": "https://issuer"}, r"auth: missing field publickey .*RESONATE_AUTH__ISS \(environment\)"),
     ({"RESONATE_AUTH__GOOGLE_AUDIENCE": "https://api"}, r"auth.google_service_accounts is required when "
      r"auth.google_audience is set .*RESONATE_AUTH__GOOGLE_AUDIENCE \(environment\)"),

@@ -19,9 +19,17 @@ instant, so the outbox row is the only truth and every send happens under a clai
 
 Claims are leases on the database's clock: a process that dies while sending only delays the
 row until its lease runs out. Delivery stays at-least-once (decision Q4).
+
+With inbound auth on, the receiver registry also records each connection's principal (a digest
+of it), and a connection is admitted only if no live entry of another principal holds its
+(group, id) on another instance (409 otherwise; `PgClusterOutbox.receiver_up` checks and inserts
+under a per-(group, id) advisory lock, so two simultaneous connects cannot both win). A dead
+instance's entries stop counting once they lapse, at most RECEIVER_TTL_MS (30 s) after its last
+refresh; the same principal is never blocked by its own entries.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import select
 import threading
@@ -29,10 +37,11 @@ import time
 import uuid
 from typing import Any
 
-from shared.delivery.hub import Connection, PollHub
+from shared.delivery.hub import Connection, Held, PollHub, RegistryUnavailable
 from shared.delivery.outbox import Delivery
 from shared.delivery.pubsub_dispatch import DISPATCH_LEASE_MS, PUBLISH_RETRY_MS
 from shared.delivery.push import HttpPush
+from shared.logs import q
 from shared.protocol import Address, parse_address
 from shared.records import Effects, Message
 
@@ -63,6 +72,7 @@ class ClusterDelivery(Delivery):
         self.instance = uuid.uuid4().hex  # this process's name in the receiver registry
         if hub is not None:
             hub.on_disconnect.append(self._on_disconnect)
+            hub.admit = self._admit
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -104,14 +114,30 @@ class ClusterDelivery(Delivery):
         except Exception:
             log.exception("dispatching %d new messages failed; the sweeper re-drives them", len(fx.messages))
 
-    def on_connect(self, conn: Connection) -> None:
+    def _admit(self, conn: Connection) -> None:
         """Register the receiver before the stream starts (so unblocks for it are kept from now
-        on), then claim what waits for it."""
-        self._ensure_listener()
+        on). With a principal (auth on) the registry decides across instances: Held when another
+        principal's live entry has the (group, id), RegistryUnavailable when that cannot be
+        checked. With auth off a failed write is only logged (the entry is written again when
+        the LISTEN connection comes back)."""
         try:
-            self.store.receiver_up(conn.group, conn.id, self.instance, RECEIVER_TTL_MS)
+            admitted = self.store.receiver_up(conn.group, conn.id, self.instance, RECEIVER_TTL_MS,
+                                              principal_key(conn.principal))
         except Exception:
-            log.exception("registering SSE receiver %s/%s failed", conn.group, conn.id)
+            if conn.principal is None:
+                log.exception("registering SSE receiver group=%s id=%s failed", q(conn.group), q(conn.id))
+                return
+            log.exception("registering SSE receiver group=%s id=%s failed; connection refused",
+                          q(conn.group), q(conn.id))
+            raise RegistryUnavailable() from None
+        if not admitted:
+            log.warning("Poll refused: worker id held by another principal on another instance group=%s id=%s",
+                        q(conn.group), q(conn.id))
+            raise Held()
+
+    def on_connect(self, conn: Connection) -> None:
+        """A receiver was admitted (or its full buffer drained): claim what waits for it."""
+        self._ensure_listener()
         self._schedule_group(conn.group)
 
     def _schedule_group(self, group: str) -> None:
@@ -128,7 +154,7 @@ class ClusterDelivery(Delivery):
                 try:
                     self._claim_group(group)
                 except Exception:
-                    log.exception("claiming the waiting rows of poll group %r failed", group)
+                    log.exception("claiming the waiting rows of poll group %s failed", q(group))
                 with self._listen_lock:
                     if not self._scanning[group]:
                         del self._scanning[group]
@@ -143,7 +169,7 @@ class ClusterDelivery(Delivery):
         try:
             self.store.receiver_down(conn.group, conn.id, self.instance)
         except Exception:
-            log.warning("unregistering SSE receiver %s/%s failed; it lapses", conn.group, conn.id)
+            log.warning("unregistering SSE receiver group=%s id=%s failed; it lapses", q(conn.group), q(conn.id))
 
     def redrive(self, group: str | None = None) -> int:
         """One background pass: push what is unclaimed, re-announce poll rows, drop dead unblocks."""
@@ -347,21 +373,42 @@ class ClusterDelivery(Delivery):
                 next_scan = time.monotonic() + RESCAN_S
 
     def _rescan(self, reconnected: bool = False) -> None:
-        """Refresh this process's receiver registry (re-register every connection after a
-        reconnect: entries may have lapsed meanwhile), then claim what waits for its groups."""
+        """Refresh this process's receiver registry (re-register every connection whose entry
+        lapsed, e.g. while the LISTEN connection was down), then claim what waits for its groups."""
         if self.hub is None:
             return
-        receivers = self.hub.receivers()
-        if reconnected:
-            for group, id in receivers:
-                self.store.receiver_up(group, id, self.instance, RECEIVER_TTL_MS)
-        elif receivers:
-            self.store.receivers_alive(self.instance, RECEIVER_TTL_MS)
+        holders = self.hub.holders()
+        lapsed = holders
+        if holders and not reconnected:
+            alive = self.store.receivers_alive(self.instance, RECEIVER_TTL_MS, list(holders))
+            lapsed = {k: p for k, p in holders.items() if k not in alive}
+        for (group, id), principal in lapsed.items():
+            self._reregister(group, id, principal)
         for group in self.hub.groups():
             try:
                 self._claim_group(group)
             except Exception:
-                log.exception("re-checking poll group %r failed", group)
+                log.exception("re-checking poll group %s failed", q(group))
+
+    def _reregister(self, group: str, id: str, principal: str | None) -> None:
+        """Write a lapsed entry again. If another principal took the id meanwhile (our entry had
+        lapsed, so its connect was admitted), it keeps it: ours are ended (the worker reconnects
+        and is refused while the other holds it)."""
+        if self.hub is None or not self.hub.has_id(group, id):
+            return  # gone since the snapshot: an entry now would only block others until it lapsed
+        if self.store.receiver_up(group, id, self.instance, RECEIVER_TTL_MS, principal_key(principal)):
+            return
+        n = self.hub.disconnect_id(group, id)
+        log.warning("Poll connections ended: worker id taken by another principal while this instance's "
+                    "registry entry had lapsed group=%s id=%s connections=%d", q(group), q(id), n)
+
+
+def principal_key(principal: str | None) -> str | None:
+    """What the registry stores for a principal: a digest (fixed size, any characters, and no
+    token subject in the table)."""
+    if principal is None:
+        return None
+    return hashlib.sha256(principal.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _is_poll(m: Message) -> bool:

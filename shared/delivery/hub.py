@@ -3,6 +3,12 @@
 A connection is registered before its first byte is written; a message is handed to exactly one
 connection's bounded queue. The delivery layer learns whether the event was really written
 through the `on_written` callback that travels with it (at-least-once, decision Q4).
+
+With inbound auth on, every connection carries its principal (`shared.auth.principal_of`): a
+worker id (`poll://uni@group/id`) is held by one principal at a time (another principal's connect
+is refused, 409, so nobody can take over someone else's unicast messages), a principal may hold at
+most `max_per_principal` connections here (429), and an `admit` hook (the cluster registry) may
+refuse a connection before anything can be delivered to it.
 """
 from __future__ import annotations
 
@@ -18,8 +24,36 @@ from shared.protocol import Address
 OnWritten = Callable[[bool], None]  # called with True once written, False if the event was dropped
 
 
-class AtCapacity(Exception):
-    pass
+class Refused(Exception):
+    """A connection the hub will not register: the poll route answers `status` with `message`
+    (plain text) and nothing was registered."""
+
+    status = 503
+    message = "Poll registration at capacity"
+
+
+class AtCapacity(Refused):
+    """Every slot of this process (`transports.http_poll.max_connections`) is taken."""
+
+
+class Held(Refused):
+    """The worker id has a live connection of another principal (here or on another instance)."""
+
+    status = 409
+    message = "Worker id held by another principal"
+
+
+class PrincipalAtCapacity(Refused):
+    """The principal already holds `transports.http_poll.max_connections_per_token` connections here."""
+
+    status = 429
+    message = "Too many poll connections for this token"
+
+
+class RegistryUnavailable(Refused):
+    """Whether another principal holds the id could not be checked (database down): fail closed."""
+
+    message = "Poll registration unavailable"
 
 
 @dataclass(eq=False)
@@ -28,38 +62,64 @@ class Connection:
     id: str
     seq: int
     queue: "queue.Queue[tuple[bytes, OnWritten | None] | None]"
+    principal: str | None = None  # who holds it (auth on); None with auth off
     closed: bool = False
     backlog: bool = False  # a message was refused because the buffer was full
+    admitted: bool = True  # False while the `admit` hook runs: nothing is delivered to it yet
 
 
 class PollHub:
-    def __init__(self, max_connections: int = 1000, buffer_size: int = 100) -> None:
+    def __init__(self, max_connections: int = 1000, buffer_size: int = 100, max_per_principal: int = 0) -> None:
+        """`max_per_principal` 0: no per-principal cap (only connections with a principal count)."""
         self.max_connections = max_connections
         self.buffer_size = buffer_size
+        self.max_per_principal = max_per_principal
         self._groups: dict[str, list[Connection]] = {}
         self._count = 0
+        self._per_principal: dict[str, int] = {}
         self._seq = itertools.count()
         self._lock = threading.Lock()
         self.on_connect: list[Callable[[Connection], None]] = []
         self.on_drained: list[Callable[[Connection], None]] = []  # a backlogged buffer emptied
         self.on_disconnect: list[Callable[[Connection], None]] = []
+        # runs after the local checks, before the connection can receive anything; raises Refused
+        # to turn it away (ClusterDelivery: the database registry, which sees every instance)
+        self.admit: Callable[[Connection], None] | None = None
 
     @property
     def count(self) -> int:
         return self._count
 
-    def register(self, group: str, id: str) -> Connection:
+    def register(self, group: str, id: str, principal: str | None = None) -> Connection:
+        """A new connection, or Refused. With a principal (auth on): a live connection of another
+        principal with the same (group, id) refuses it (Held); the same principal's reconnect
+        is accepted (the newest connection gets unicast messages)."""
         with self._lock:
             if self._count >= self.max_connections:
                 raise AtCapacity()
-            conn = Connection(group, id, next(self._seq), queue.Queue(self.buffer_size))
+            if principal is not None:
+                if any(c.id == id and c.principal != principal for c in self._groups.get(group, ())):
+                    raise Held()  # closed connections leave the list, so every one here is live
+                if self.max_per_principal and self._per_principal.get(principal, 0) >= self.max_per_principal:
+                    raise PrincipalAtCapacity()
+            conn = Connection(group, id, next(self._seq), queue.Queue(self.buffer_size), principal,
+                              admitted=self.admit is None)
             self._groups.setdefault(group, []).append(conn)
             self._count += 1
+            if principal is not None:
+                self._per_principal[principal] = self._per_principal.get(principal, 0) + 1
+        if self.admit is not None:
+            try:
+                self.admit(conn)
+            except BaseException:
+                self.unregister(conn, notify=False)  # it never connected: nobody hears of it
+                raise
+            conn.admitted = True
         for cb in self.on_connect:
             cb(conn)
         return conn
 
-    def unregister(self, conn: Connection) -> None:
+    def unregister(self, conn: Connection, notify: bool = True) -> None:
         with self._lock:
             if conn.closed:
                 return
@@ -68,9 +128,16 @@ class PollHub:
             if conn in conns:
                 conns.remove(conn)
                 self._count -= 1
+                p = conn.principal
+                if p is not None:
+                    left = self._per_principal.get(p, 1) - 1
+                    if left > 0:
+                        self._per_principal[p] = left
+                    else:
+                        self._per_principal.pop(p, None)
             if not conns:
                 self._groups.pop(conn.group, None)
-        for cb in self.on_disconnect:
+        for cb in self.on_disconnect if notify else ():
             cb(conn)
         while True:  # events never written go back to the delivery layer for another try
             try:
@@ -87,11 +154,11 @@ class PollHub:
             return None
         if addr.id:
             for conn in reversed(conns):
-                if conn.id == addr.id and not conn.closed:
+                if conn.id == addr.id and not conn.closed and conn.admitted:
                     return conn
             if addr.cast == "uni":
                 return None
-        live = [c for c in conns if not c.closed]
+        live = [c for c in conns if not c.closed and c.admitted]
         return random.choice(live) if live else None
 
     def groups(self) -> list[str]:
@@ -102,6 +169,19 @@ class PollHub:
         """(group, id) of every open connection."""
         with self._lock:
             return {(c.group, c.id) for cs in self._groups.values() for c in cs}
+
+    def holders(self) -> dict[tuple[str, str], str | None]:
+        """(group, id) of every admitted open connection -> its principal (one per id: see register)."""
+        with self._lock:
+            return {(c.group, c.id): c.principal for cs in self._groups.values() for c in cs if c.admitted}
+
+    def disconnect_id(self, group: str, id: str) -> int:
+        """End every connection of one worker id (another principal holds it now); how many."""
+        with self._lock:
+            conns = [c for c in self._groups.get(group, ()) if c.id == id]
+        for c in conns:
+            self.disconnect(c)
+        return len(conns)
 
     def has_id(self, group: str, id: str) -> bool:
         return any(c.id == id and not c.closed for c in self._groups.get(group, ()))

@@ -67,10 +67,22 @@ _DROP_UNBLOCKS = (f"DELETE FROM outbox WHERE {_UNCLAIMED_UNBLOCK} AND ({_NO_RECE
                   f" OR created_at < {DB_NOW} - :age) RETURNING 1")
 _DROP_UNRECEIVED = (f"DELETE FROM outbox WHERE key = ANY(CAST(:k AS text[])) AND {_UNCLAIMED_UNBLOCK}"
                     f" AND {_NO_RECEIVER} RETURNING 1")
-_RECEIVER_UP = (f"INSERT INTO poll_receivers (grp, id, instance, expires_at) VALUES (:g, :id, :i, {DB_NOW} + :ttl)"
-                " ON CONFLICT (grp, id, instance) DO UPDATE SET expires_at = EXCLUDED.expires_at")
+_RECEIVER_UP = ("INSERT INTO poll_receivers (grp, id, instance, expires_at, principal)"
+                f" VALUES (:g, :id, :i, {DB_NOW} + :ttl, CAST(:p AS text)) ON CONFLICT (grp, id, instance)"
+                " DO UPDATE SET expires_at = EXCLUDED.expires_at, principal = EXCLUDED.principal")
+# auth on: one (group, id) at a time across instances (a transaction-scoped advisory lock; class
+# "poll", so it never meets the migration lock), then a live entry of another principal on another
+# instance refuses (entries without a principal: auth off, or written before migration 3)
+_RECEIVER_LOCK = "SELECT pg_advisory_xact_lock(1886350444, hashtext(CAST(:g AS text) || '/' || CAST(:id AS text)))"
+_RECEIVER_HELD = ("SELECT 1 FROM poll_receivers WHERE grp = :g AND id = :id AND instance <> :i"
+                  f" AND principal IS NOT NULL AND principal <> :p AND expires_at > {DB_NOW} LIMIT 1")
 _RECEIVER_DOWN = "DELETE FROM poll_receivers WHERE grp = :g AND id = :id AND instance = :i"
-_RECEIVERS_ALIVE = f"UPDATE poll_receivers SET expires_at = {DB_NOW} + :ttl WHERE instance = :i"
+# only entries of connections still open here (any other lapses) that have not lapsed (a lapsed
+# one may have let another principal in: the caller registers it again, checked)
+_RECEIVERS_ALIVE = (f"UPDATE poll_receivers r SET expires_at = {DB_NOW} + :ttl"
+                    " FROM unnest(CAST(:gs AS text[]), CAST(:ids AS text[])) AS k(g, id)"
+                    f" WHERE r.instance = :i AND r.grp = k.g AND r.id = k.id AND r.expires_at > {DB_NOW}"
+                    " RETURNING r.grp, r.id")
 _RECEIVERS_EXPIRED = f"DELETE FROM poll_receivers WHERE expires_at < {DB_NOW} - 60000"
 
 
@@ -186,12 +198,26 @@ class PgClusterOutbox:
         return len(self.write(lambda tx: tx._x(_DROP_UNRECEIVED, k=keys))) if keys else 0
 
     # the registry of SSE connections -----------------------------------------------------------
-    def receiver_up(self, group: str, id: str, instance: str, ttl_ms: int) -> None:
-        self.write(lambda tx: tx._x(_RECEIVER_UP, g=group, id=id, i=instance, ttl=ttl_ms))
+    def receiver_up(self, group: str, id: str, instance: str, ttl_ms: int, principal: str | None = None) -> bool:
+        """Register (or refresh) this instance's entry for a worker id; with a principal, only if
+        no other principal's live entry on another instance holds it (False then, nothing written)."""
+        def run(tx: Any) -> bool:
+            if principal is not None:
+                tx._x(_RECEIVER_LOCK, g=group, id=id)
+                if tx._x(_RECEIVER_HELD, g=group, id=id, i=instance, p=principal):
+                    return False
+            tx._x(_RECEIVER_UP, g=group, id=id, i=instance, ttl=ttl_ms, p=principal)
+            return True
+
+        return self.write(run)
 
     def receiver_down(self, group: str, id: str, instance: str) -> None:
         self.write(lambda tx: tx._x(_RECEIVER_DOWN, g=group, id=id, i=instance))
 
-    def receivers_alive(self, instance: str, ttl_ms: int) -> None:
-        """Extend every registry entry of this process (its LISTEN loop runs, so it is alive)."""
-        self.write(lambda tx: tx._x(_RECEIVERS_ALIVE, i=instance, ttl=ttl_ms))
+    def receivers_alive(self, instance: str, ttl_ms: int, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Extend this process's entries for the (group, id) it still holds, unless they lapsed
+        (its LISTEN loop runs, so it is alive); returns those extended: the caller registers the
+        others again. Entries of connections gone from here are left to lapse."""
+        gs, ids = [g for g, _ in keys], [i for _, i in keys]
+        rows = self.write(lambda tx: tx._x(_RECEIVERS_ALIVE, i=instance, ttl=ttl_ms, gs=gs, ids=ids))
+        return {(r[0], r[1]) for r in rows}

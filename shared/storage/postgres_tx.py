@@ -82,6 +82,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         " PRIMARY KEY (grp, id, instance))",
         "CREATE INDEX poll_receivers_instance ON poll_receivers (instance)",
     ]),
+    # poll authorization: who holds each registered SSE connection (a digest of the token's
+    # principal; NULL with auth off), so a worker id held on one instance is refused to another
+    # principal on any other (shared/delivery/cluster.py)
+    (3, [
+        "ALTER TABLE poll_receivers ADD COLUMN principal TEXT",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -26,7 +26,7 @@ def _harness(request, srv, tmp_path: Path, token: str | None) -> Harness:
 
 
 def test_workflow_with_a_prefix_token(request, auth_server, tmp_path: Path) -> None:
-    token = auth_server.key.sign(claims(3600, role="worker", prefix="nested-", aud=["resonate"]))
+    token = auth_server.key.sign(claims(3600, role="worker", prefix="nested-", aud=["resonate"], groups=["g-*"]))
     h = _harness(request, auth_server, tmp_path, token)
     try:
         scenarios.nested_steps(h)

@@ -56,3 +56,15 @@ class SSE:
         except OSError:
             pass
         self.conn.close()
+
+
+def bearer_stream(url: str, token: str | None, timeout: float = 10) -> SSE:
+    """`GET url` as a worker with `Authorization: Bearer <token>` (none when token is None)."""
+    return SSE(url, timeout, headers={"Authorization": f"Bearer {token}"} if token is not None else None)
+
+
+def refusal(s: SSE) -> tuple[int, bytes, str]:
+    """(status, body, media type) of a refused stream (a 200 stream is closed first)."""
+    if s.status == 200:
+        s.close()
+    return s.status, s.body, s.headers.get("Content-Type", "").split(";")[0]
