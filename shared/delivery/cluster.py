@@ -33,6 +33,7 @@ from shared.delivery.hub import Connection, PollHub
 from shared.delivery.outbox import Delivery
 from shared.delivery.pubsub_dispatch import DISPATCH_LEASE_MS, PUBLISH_RETRY_MS
 from shared.delivery.push import HttpPush
+from shared.logs import q
 from shared.protocol import Address, parse_address
 from shared.records import Effects, Message
 
@@ -111,7 +112,7 @@ class ClusterDelivery(Delivery):
         try:
             self.store.receiver_up(conn.group, conn.id, self.instance, RECEIVER_TTL_MS)
         except Exception:
-            log.exception("registering SSE receiver %s/%s failed", conn.group, conn.id)
+            log.exception("registering SSE receiver %s/%s failed", q(conn.group), q(conn.id))
         self._schedule_group(conn.group)
 
     def _schedule_group(self, group: str) -> None:
@@ -128,7 +129,7 @@ class ClusterDelivery(Delivery):
                 try:
                     self._claim_group(group)
                 except Exception:
-                    log.exception("claiming the waiting rows of poll group %r failed", group)
+                    log.exception("claiming the waiting rows of poll group %s failed", q(group))
                 with self._listen_lock:
                     if not self._scanning[group]:
                         del self._scanning[group]
@@ -143,7 +144,7 @@ class ClusterDelivery(Delivery):
         try:
             self.store.receiver_down(conn.group, conn.id, self.instance)
         except Exception:
-            log.warning("unregistering SSE receiver %s/%s failed; it lapses", conn.group, conn.id)
+            log.warning("unregistering SSE receiver %s/%s failed; it lapses", q(conn.group), q(conn.id))
 
     def redrive(self, group: str | None = None) -> int:
         """One background pass: push what is unclaimed, re-announce poll rows, drop dead unblocks."""
@@ -216,7 +217,7 @@ class ClusterDelivery(Delivery):
     def _send(self, seq: int, m: Message, promise: dict | None) -> bool:
         addr = parse_address(m.address)
         if addr is None:
-            log.warning("dropping message to unparseable address %r", m.address)
+            log.warning("dropping message to unparseable address %s", q(m.address))
             self._ack(m)
             return False
         if addr.scheme in ("http", "https") and self.publisher is not None:  # the dispatch function pushes
@@ -242,7 +243,7 @@ class ClusterDelivery(Delivery):
             self._count(m)
             other.send(m.address, body, lambda ok: self._result(seq, m, ok, push=True, transport=addr.scheme))
             return True
-        log.warning("dropping message to %s: transport not enabled", m.address)
+        log.warning("dropping message to %s: transport not enabled", q(m.address))
         self._ack(m)
         return False
 
@@ -361,7 +362,7 @@ class ClusterDelivery(Delivery):
             try:
                 self._claim_group(group)
             except Exception:
-                log.exception("re-checking poll group %r failed", group)
+                log.exception("re-checking poll group %s failed", q(group))
 
 
 def _is_poll(m: Message) -> bool:
