@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from shared.delivery.hub import AtCapacity, PollHub
 from shared.logs import q
-from shared.protocol import dumps, response
+from shared.protocol import dumps, has_control, response
 from shared.service import Service
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ def poll(hub: PollHub, keepalive_ms: int, group: str, id: str, auth: Authenticat
     group, id = unquote(group), unquote(id)
     if not group or not id:
         return Response("", 404)
+    if has_control(group) or has_control(id):  # no address can name it (nor any store keep a NUL)
+        return Response("Invalid poll address", 400, mimetype="text/plain")
     if auth is not None:  # `Authorization: Bearer`, checked before registering: a valid token
         held = auth.check_poll(request.headers.get("Authorization"), group)  # entitled to the group
         if isinstance(held, tuple):

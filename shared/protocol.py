@@ -137,10 +137,9 @@ def parse_envelope(raw: bytes) -> tuple[Envelope | None, dict[str, Any] | None]:
         kind = _best_effort(raw, _KIND_RE, "unknown")
         corr = _best_effort(raw, _CORR_RE, "0")
         return None, response(kind, corr, 400, error)
-    if not isinstance(body, dict):
-        return None, response("unknown", "0", 400, "Invalid request envelope: expected an object")
-    kind = body.get("kind")
-    head = body.get("head")
+    obj = body if isinstance(body, dict) else {}
+    kind = obj.get("kind")
+    head = obj.get("head")
     kind_echo = kind if isinstance(kind, str) else "unknown"
     corr = head.get("corrId") if isinstance(head, dict) else None
     corr_echo = corr if isinstance(corr, str) else "0"
@@ -148,8 +147,10 @@ def parse_envelope(raw: bytes) -> tuple[Envelope | None, dict[str, Any] | None]:
     def bad(msg: str) -> tuple[None, dict[str, Any]]:
         return None, response(kind_echo, corr_echo, 400, msg)
 
-    if _may_nest(raw) and too_deep(body):  # before anything walks the body
+    if _may_nest(raw) and too_deep(body):  # first: before anything else looks into the body
         return bad(DEPTH_ERROR)
+    if not isinstance(body, dict):
+        return bad("Invalid request envelope: expected an object")
     if not isinstance(kind, str):
         return bad("Invalid request envelope: missing or invalid field `kind`")
     if not isinstance(head, dict):
