@@ -445,3 +445,51 @@ def test_metrics_listener_follows_server_bind(tmp_path: Path) -> None:
                 socket.create_connection((ip, mport), timeout=2).close()
     finally:
         srv.stop()
+
+
+# ------------------------------------------------------------------- in process: the last guards
+
+def test_unexpected_errors_answer_json_or_plain_text_never_html(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug anywhere (here: the envelope parser itself, then a route) still answers an envelope
+    on `POST /` and plain text elsewhere, with the traceback in the log."""
+    import shared.service
+    from shared.config import load
+    from shared.http import create_app
+    from shared.service import Service
+    from shared.storage.memory import MemoryStore
+
+    service = Service(MemoryStore(), load({"debug": True}, env={}))
+
+    def broken(raw: bytes) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(shared.service, "parse_envelope", broken)
+    app = create_app(service, None)
+
+    def boom() -> Any:
+        raise KeyError("bug")
+
+    app.add_url_rule("/boom", "boom", boom, methods=["GET", "POST"])
+    c = app.test_client()
+    r = c.post("/", data=wrap("promise.get", {"id": "x"}))
+    assert r.status_code == 500 and r.mimetype == "application/json", r.data
+    assert r.get_json() == {"kind": "unknown", "head": {"corrId": "0", "status": 500, "version": VERSION},
+                            "data": "Internal error: RecursionError"}
+    r = c.get("/boom")
+    assert r.status_code == 500 and r.mimetype == "text/plain" and b"<" not in r.data, r.data
+    r = c.open("/", method="PATCH")  # an HTTP error keeps its status
+    assert r.status_code == 405 and b"<" not in r.data
+
+
+def test_walks_of_client_data_are_iterative() -> None:
+    from shared.protocol import _any_str, parse_envelope, too_deep
+
+    deep: Any = "a\x00"
+    for _ in range(100_000):
+        deep = [deep]
+    assert _any_str(deep, lambda s: "\x00" in s) and too_deep(deep) and not too_deep([[["x"]]], 3)
+    assert too_deep([[[[]]]], 3) and not too_deep({"a": {"b": []}}, 3) and too_deep({"a": {"b": [{}]}}, 3)
+    env, err = parse_envelope(raw_envelope("promise.get", '{"id":"x","z":' + nested(62) + "}"))
+    assert err is None and env is not None
+    env, err = parse_envelope(raw_envelope("promise.get", '{"id":"x","z":' + nested(63, obj=True) + "}"))
+    assert err is not None and err["data"] == DEPTH_ERROR and err["head"]["corrId"] == "c-deep"
