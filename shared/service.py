@@ -148,10 +148,10 @@ class Service:
         except Reject as e:
             return e.status, e.message
         except Busy as e:
-            log.warning("storage contention kind=%s error=%s", q(env.kind), q(str(e)))
+            log.warning("storage contention kind=%s error=%s", q(env.kind), q(str(e), 2000))
             return 503, f"Service unavailable: {e}"
         except StorageError as e:
-            log.error("storage failure kind=%s error=%s", q(env.kind), q(str(e)))
+            log.error("storage failure kind=%s error=%s", q(env.kind), q(str(e), 2000))
             return 500, f"Internal error: {e}"
         except Exception as e:  # a bug must still answer with an envelope, never drop the connection
             log.exception("internal error kind=%s", q(env.kind))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -493,3 +492,29 @@ def test_walks_of_client_data_are_iterative() -> None:
     assert err is None and env is not None
     env, err = parse_envelope(raw_envelope("promise.get", '{"id":"x","z":' + nested(63, obj=True) + "}"))
     assert err is not None and err["data"] == DEPTH_ERROR and err["head"]["corrId"] == "c-deep"
+
+
+def test_function_whose_core_cannot_be_built_answers_503_not_html(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Cloud Function instance whose database is unreachable at its cold start: a 503 the SDKs
+    retry (an envelope on `POST /`), never functions-framework's HTML 500."""
+    import logging
+
+    import functions_framework
+
+    from tests.support.server import ROOT
+
+    monkeypatch.setenv("RESONATE_STORAGE__TYPE", "postgres")
+    monkeypatch.setenv("RESONATE_STORAGE__POSTGRES__URL", f"postgres://postgres@127.0.0.1:{free_port()}/nope")
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))  # the function module sets up logging on import
+    try:
+        app = functions_framework.create_app(target="api", source=str(ROOT / "functions" / "main.py"))
+        c = app.test_client()
+        r = c.post("/", data=wrap("promise.get", {"id": "x"}))
+        assert r.status_code == 503 and r.mimetype == "application/json", r.data
+        assert r.get_json()["head"] == {"corrId": "0", "status": 503, "version": VERSION}
+        r = c.get("/ready")
+        assert r.status_code == 503 and r.mimetype == "text/plain" and b"<" not in r.data
+    finally:
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])

@@ -165,7 +165,8 @@ class BashExec:
         try:
             out, err = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            log.warning("bash-exec: killed %s (pid %d): the promise %s timed out", q(argv[0]), proc.pid, q(promise["id"]))
+            log.warning("bash-exec: killed %s (pid %d): the promise %s timed out", q(argv[0]), proc.pid,
+                        q(promise["id"]))
             _kill_group(proc)
             return None
         finally:
