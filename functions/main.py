@@ -6,6 +6,7 @@ the same flask routes the local server uses.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
@@ -15,7 +16,8 @@ import functions_framework
 
 from shared.config import load
 from shared.http import create_app
-from shared.logs import setup_logging
+from shared.logs import q, setup_logging
+from shared.protocol import dumps, response
 from shared.runtime import Runtime
 from shared.sweeper import run_window
 
@@ -52,7 +54,15 @@ def _route(request: flask.Request) -> flask.Response:
     """Hand the request to the shared routes. They read the body from the framework's own
     (length-limited) stream, so the framework's after-request drain finds it consumed instead of
     waiting for bytes that never come (a 500 under servers that don't mark input terminated)."""
-    app = _app()
+    try:
+        app = _app()
+    except Exception:  # the core could not be built (the database unreachable at a cold start)
+        logging.getLogger("resonate").exception("Instance not ready method=%s path=%s", q(request.method),
+                                                q(request.path))
+        text = "Service unavailable: the server is not ready"
+        if request.method == "POST" and request.path == "/":  # the SDKs read an envelope and retry a 503
+            return flask.Response(dumps(response("unknown", "0", 503, text)), 503, mimetype="application/json")
+        return flask.Response(text, 503, mimetype="text/plain")
     environ = {**request.environ, "wsgi.input": request.stream, "wsgi.input_terminated": True}
     with app.request_context(environ):
         return app.full_dispatch_request()

@@ -43,6 +43,7 @@ FLAGS: list[tuple[list[str], str, str]] = [
     (["--auth-publickey"], "auth.publickey", "PEM public key for inbound JWT auth, or none (unsigned tokens; tests only)"),
     (["--auth-iss"], "auth.iss", "required JWT issuer"),
     (["--auth-aud"], "auth.aud", "required JWT audience"),
+    (["--promises-max-listeners"], "promises.max_listeners", "listeners one promise may hold (default 1000)"),
     (["--tasks-lease-timeout"], "tasks.lease_timeout", "task lease in ms (default 15000)"),
     (["--tasks-retry-timeout"], "tasks.retry_timeout", "task retry timeout R in ms (default 30000)"),
     (["--timeouts-poll-interval"], "timeouts.poll_interval",

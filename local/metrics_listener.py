@@ -16,14 +16,15 @@ from shared.metrics import Metrics
 log = logging.getLogger("resonate")
 
 
-def start(metrics: Metrics, port: int) -> WSGIServer | None:
-    """Listen on 0.0.0.0:port (whatever `server.bind` says, as the reference). A port that cannot
-    be bound is not fatal: the error is logged and the server runs without metrics (§2.5)."""
-    server = WSGIServer(("0.0.0.0", port), metrics.wsgi_app(), log=None, error_log=log)
+def start(metrics: Metrics, port: int, bind: str = "0.0.0.0") -> WSGIServer | None:
+    """Listen on bind:port, `bind` being the API's `server.bind` (the reference always uses
+    0.0.0.0: a server bound to loopback would still expose its metrics to the network). A port
+    that cannot be bound is not fatal: the error is logged and the server runs without metrics."""
+    server = WSGIServer((bind.strip("[]"), port), metrics.wsgi_app(), log=None, error_log=log)
     try:
         server.start()
     except OSError as e:
-        log.error("Failed to bind metrics port port=%d error=%s", port, e)
+        log.error("Failed to bind metrics port port=%d bind=%s error=%s", port, bind, e)
         return None
-    log.info("Metrics server listening port=%d", port)
+    log.info("Metrics server listening port=%d bind=%s", port, bind)
     return server

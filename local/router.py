@@ -37,6 +37,7 @@ from gevent.fileobject import FileObjectPosix  # noqa: E402
 from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
 
 from local.nodelay import NoDelayServer  # noqa: E402
+from shared.logs import q  # noqa: E402
 
 log = logging.getLogger("resonate.router")
 HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
@@ -187,7 +188,7 @@ def make_app(upstreams: Upstreams, pool: Pool, service: str | None = None) -> Ca
                     resp = conn.getresponse()
                 except (OSError, http.client.HTTPException) as e:
                     conn.close()
-                    log.warning("%s instance pid %d died during %s %s: %r", role, pid, method, path, e)
+                    log.warning("%s instance pid %d died during %s %s: %r", role, pid, q(method), q(path), e)
                     return _error(start_response, 502, f"upstream {role} instance failed: {e!r}", path, body)
                 out = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP]
                 out.append(("X-Sim-Instance", f"{role}/{pid}"))

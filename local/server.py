@@ -23,7 +23,7 @@ from typing import Any
 
 import gevent
 import gevent.event
-from gevent.pywsgi import WSGIHandler
+from gevent.pywsgi import LoggingLogAdapter, WSGIHandler
 
 from local import metrics_listener
 from local.nodelay import NoDelayServer
@@ -235,7 +235,9 @@ def serve(cfg: Config) -> int:
     _log_transports(cfg)
     app = create_app(rt.service, rt.hub)
     bind = cfg.server.bind.strip("[]")
-    server = Server((bind, cfg.server.port), app, log=None, error_log=log)
+    # the HTTP layer's own refusals (a malformed request line or header, bad framing: an empty 400)
+    # are the client's doing: WARN, not ERROR (its messages show client bytes as Python literals)
+    server = Server((bind, cfg.server.port), app, log=None, error_log=LoggingLogAdapter(log, logging.WARNING))
     try:
         server.start()
     except OSError as e:
@@ -252,7 +254,8 @@ def serve(cfg: Config) -> int:
     gevent.signal_handler(signal.SIGINT, on_signal, "SIGINT")
     gevent.signal_handler(signal.SIGTERM, on_signal, "SIGTERM")
     rt.start()
-    scrape = metrics_listener.start(rt.metrics, cfg.observability.metrics_port) if rt.metrics is not None else None
+    scrape = (metrics_listener.start(rt.metrics, cfg.observability.metrics_port, cfg.server.bind)
+              if rt.metrics is not None else None)
     log.info("Server listening bind=%s port=%d server_url=%s", cfg.server.bind, cfg.server.port, cfg.server_url)
     name = received.get()
     log.info("Received %s, initiating graceful shutdown...", name)

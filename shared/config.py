@@ -181,6 +181,13 @@ class Auth(_Section):
 
 
 @section
+class Promises(_Section):
+    # listeners one promise may hold (promise.register_listener answers 400 beyond it): each is an
+    # outbox row and a delivery when the promise settles, so an unbounded list is a fan-out lever
+    max_listeners: int = 1000
+
+
+@section
 class Tasks(_Section):
     retry_timeout: int = 30000
     lease_timeout: int = 15000
@@ -234,6 +241,7 @@ class Config(_Section):
     server: Server = field(default_factory=Server)
     storage: Storage = field(default_factory=Storage)
     auth: Auth | None = None
+    promises: Promises = field(default_factory=Promises)
     tasks: Tasks = field(default_factory=Tasks)
     messages: Messages = field(default_factory=Messages)
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -384,7 +392,8 @@ def _validate(cfg: Config, where: Callable[[str], str]) -> None:
                    ("transports.http_poll.max_connections", t.http_poll.max_connections),
                    ("transports.http_poll.buffer_size", t.http_poll.buffer_size),
                    ("transports.http_push.concurrency", t.http_push.concurrency),
-                   ("transports.gcps.concurrency", t.gcps.concurrency)):
+                   ("transports.gcps.concurrency", t.gcps.concurrency),
+                   ("promises.max_listeners", cfg.promises.max_listeners)):
         if v < 1:
             raise fail(key, f"{key} must be at least 1 (got {v})")
     pa = t.http_push.auth

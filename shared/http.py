@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from flask import Flask, Request, Response, request
+from werkzeug.exceptions import HTTPException
 
 from shared.delivery.hub import AtCapacity, PollHub, Refused
 from shared.logs import q
-from shared.protocol import dumps, response
+from shared.protocol import dumps, has_control, response
 from shared.service import Service
 
 if TYPE_CHECKING:
@@ -46,7 +47,12 @@ def read_body(req: Request, limit: int) -> bytes | None:
 
 
 def rpc(service: Service, req: Request) -> Response:
-    raw = read_body(req, service.cfg.server.max_body)
+    try:
+        raw = read_body(req, service.cfg.server.max_body)
+    except Exception as e:  # a broken upload (bad chunked framing, a client gone mid-body)
+        log.warning("Unreadable request body rejected error=%s", q(f"{type(e).__name__}: {e}"))
+        body = dumps(response("unknown", "0", 400, "Invalid request envelope: the body could not be read"))
+        return Response(body, 400, mimetype=JSON)
     if raw is None:
         body = dumps(response("unknown", "0", 413, f"Request body exceeds {service.cfg.server.max_body} bytes"))
         return Response(body, 413, mimetype=JSON)
@@ -69,6 +75,8 @@ def poll(hub: PollHub, keepalive_ms: int, group: str, id: str, auth: Authenticat
     group, id = unquote(group), unquote(id)
     if not group or not id:
         return Response("", 404)
+    if has_control(group) or has_control(id):  # no address can name it (nor any store keep a NUL)
+        return Response("Invalid poll address", 400, mimetype="text/plain")
     principal: str | None = None
     if auth is not None:  # `Authorization: Bearer`, checked before registering
         held = auth.check_poll(request.headers.get("Authorization"), group)
@@ -125,7 +133,7 @@ def metrics_route(service: Service, metrics: Metrics, req: Request) -> Response:
 
 def legacy(path: str = "") -> Response:
     log.warning("Legacy endpoint hit — this path is no longer supported. Please update to the latest SDK."
-                " method=%s path=%s", request.method, q(request.path))
+                " method=%s path=%s", q(request.method), q(request.path))
     return Response(LEGACY_BODY, 410, mimetype=JSON)
 
 
@@ -162,4 +170,17 @@ def create_app(service: Service, hub: PollHub | None, metrics: Metrics | None = 
         allow = ", ".join(getattr(e, "valid_methods", None) or [])
         return Response("", 405, mimetype="text/plain", headers={"Allow": allow} if allow else None)
 
+    app.register_error_handler(Exception, _any_error)
     return app
+
+
+def _any_error(e: Exception) -> Response:
+    """Every other error of any route, never flask's HTML page: an HTTP error keeps its status,
+    anything else is a 500 (logged with its traceback); `POST /` always answers an envelope."""
+    status = e.code if isinstance(e, HTTPException) and e.code else 500
+    if status >= 500:
+        log.error("Unhandled error method=%s path=%s", q(request.method), q(request.path), exc_info=e)
+    text = "Internal error" if status >= 500 else (e.name if isinstance(e, HTTPException) else "Bad request")
+    if request.method == "POST" and request.path == "/":
+        return Response(dumps(response("unknown", "0", status, text)), status, mimetype=JSON)
+    return Response(text, status, mimetype="text/plain")

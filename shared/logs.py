@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -40,6 +41,20 @@ def q(value: Any, limit: int = 200) -> str:
     return s
 
 
+# what would end or forge a text line: C0 controls but tab, DEL, C1 controls, the Unicode line
+# and paragraph separators (a terminal or log viewer may break lines at any of them), and lone
+# surrogates (not encodable: the handler would print an error instead of the line)
+_LINE_BREAKING = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def one_line(message: str) -> str:
+    """The message with every line-breaking character escaped (`\\n`, `\\u2028`, ...): the last
+    guard of one-line-per-event text logs, behind `q()` at each call site."""
+    if _LINE_BREAKING.search(message) is None:
+        return message
+    return _LINE_BREAKING.sub(lambda m: json.dumps(m.group())[1:-1], message)
+
+
 def _rfc3339(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + ".%06dZ" % int((created % 1) * 1e6)
 
@@ -49,7 +64,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         level = TEXT_LEVELS.get(record.levelname, record.levelname)
-        line = f"{_rfc3339(record.created)} {level:>5} {record.name}: {record.getMessage()}"
+        line = f"{_rfc3339(record.created)} {level:>5} {record.name}: {one_line(record.getMessage())}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         elif record.exc_text:
@@ -112,7 +127,7 @@ class CloudFormatter(logging.Formatter):
                         or os.environ.get("GCLOUD_PROJECT") or None)
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        message = one_line(record.getMessage())  # a viewer shows the message, not the JSON line
         entry: dict[str, Any] = {
             "severity": "DEBUG" if record.levelno < logging.INFO else record.levelname,
             "message": message,

@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 VERSION = "2026-04-01"
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+# Arrays/objects may nest at most this deep in a body (the envelope object is level 1). The SDKs
+# send at most 6; a deeper body is refused right after parsing, before anything else looks at it.
+MAX_DEPTH = 64
+DEPTH_ERROR = f"Invalid request envelope: nesting deeper than {MAX_DEPTH}"
 
 
 class Reject(Exception):
@@ -64,13 +68,38 @@ def _unencodable(s: str) -> bool:
         return True
 
 
-def _any_str(v: Any, bad: Any) -> bool:
-    if isinstance(v, str):
-        return bad(v)
-    if isinstance(v, dict):
-        return any(bad(k) or _any_str(x, bad) for k, x in v.items())
-    if isinstance(v, list):
-        return any(_any_str(x, bad) for x in v)
+def _any_str(v: Any, bad: Callable[[str], bool]) -> bool:
+    """Whether `bad` holds for any string (key or value) in v. An explicit stack, never
+    recursion: client data must not be able to exhaust the interpreter's stack."""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, str):
+            if bad(x):
+                return True
+        elif isinstance(x, dict):
+            for k, y in x.items():
+                if bad(k):
+                    return True
+                stack.append(y)
+        elif isinstance(x, list):
+            stack.extend(x)
+    return False
+
+
+def too_deep(v: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether arrays/objects nest more than `limit` levels in v (v itself, if a container, is
+    level 1). Iterative; stops at the first container beyond the limit."""
+    stack = [(v, 1)]
+    while stack:
+        x, depth = stack.pop()
+        if isinstance(x, dict):
+            x = x.values()
+        elif not isinstance(x, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((y, depth + 1) for y in x if isinstance(y, (dict, list)))
     return False
 
 
@@ -89,6 +118,11 @@ def _best_effort(raw: bytes, pattern: re.Pattern[bytes], default: str) -> str:
         return default
 
 
+def _may_nest(raw: bytes) -> bool:
+    """Cheap pre-check (C speed): fewer brackets than MAX_DEPTH cannot nest deeper than it."""
+    return raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+
+
 def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and I64_MIN <= v <= I64_MAX
 
@@ -98,13 +132,14 @@ def parse_envelope(raw: bytes) -> tuple[Envelope | None, dict[str, Any] | None]:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        # RecursionError: far deeper than MAX_DEPTH, the same answer as any too-deep body
+        error = DEPTH_ERROR if isinstance(e, RecursionError) else f"Invalid request envelope: {e}"
         kind = _best_effort(raw, _KIND_RE, "unknown")
         corr = _best_effort(raw, _CORR_RE, "0")
-        return None, response(kind, corr, 400, f"Invalid request envelope: {e}")
-    if not isinstance(body, dict):
-        return None, response("unknown", "0", 400, "Invalid request envelope: expected an object")
-    kind = body.get("kind")
-    head = body.get("head")
+        return None, response(kind, corr, 400, error)
+    obj = body if isinstance(body, dict) else {}
+    kind = obj.get("kind")
+    head = obj.get("head")
     kind_echo = kind if isinstance(kind, str) else "unknown"
     corr = head.get("corrId") if isinstance(head, dict) else None
     corr_echo = corr if isinstance(corr, str) else "0"
@@ -112,6 +147,10 @@ def parse_envelope(raw: bytes) -> tuple[Envelope | None, dict[str, Any] | None]:
     def bad(msg: str) -> tuple[None, dict[str, Any]]:
         return None, response(kind_echo, corr_echo, 400, msg)
 
+    if _may_nest(raw) and too_deep(body):  # first: before anything else looks into the body
+        return bad(DEPTH_ERROR)
+    if not isinstance(body, dict):
+        return bad("Invalid request envelope: expected an object")
     if not isinstance(kind, str):
         return bad("Invalid request envelope: missing or invalid field `kind`")
     if not isinstance(head, dict):
@@ -235,8 +274,20 @@ class Address:
     url: str = ""
 
 
+# C0 controls, DEL, C1 controls and the Unicode line/paragraph separators: never part of an
+# address (they would split a header, a URL or a log line wherever the address travels)
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def has_control(s: str) -> bool:
+    return _CONTROL_RE.search(s) is not None
+
+
 def parse_address(addr: str) -> Address | None:
-    """Parse a delivery address; None when invalid. Poll groups keep their case."""
+    """Parse a delivery address; None when invalid (also: any control character). Poll groups
+    keep their case."""
+    if has_control(addr):
+        return None
     m = _SCHEME_RE.match(addr)
     if not m:
         return None

@@ -31,6 +31,12 @@ log = logging.getLogger("resonate.service")
 EffectsHook = Callable[[Effects], None]
 
 
+def internal_error(e: BaseException) -> bytes:
+    """The envelope of a failure outside the request pipeline (nothing of the request is
+    trusted any more: kind and corrId are the unknown ones)."""
+    return dumps(response("unknown", "0", 500, f"Internal error: {type(e).__name__}"))
+
+
 def _log_outcome(env: Envelope, status: int, elapsed: float) -> None:
     """The per-request outcome line of §13.3 (payloads and tokens are never logged)."""
     fields = "kind=%s corr_id=%s status=%d elapsed_ms=%.2f"
@@ -47,7 +53,8 @@ class Service:
     def __init__(self, store: Store, cfg: Config, clock: Clock | None = None, metrics: Metrics | None = None) -> None:
         self.store = store
         self.cfg = cfg
-        self.engine_cfg = EngineConfig(retry_timeout=cfg.tasks.retry_timeout, strict=cfg.strict)
+        self.engine_cfg = EngineConfig(retry_timeout=cfg.tasks.retry_timeout, strict=cfg.strict,
+                                       max_listeners=cfg.promises.max_listeners)
         self.clock = clock or Clock()
         self.metrics = metrics
         # metrics first: it notes each message's commit time before delivery can complete it
@@ -64,10 +71,18 @@ class Service:
     # ---- requests ----------------------------------------------------------------------------
 
     def rpc(self, raw: bytes) -> tuple[int, bytes]:
-        """POST / : bytes in, (status, JSON bytes) out. Never raises.
+        """POST / : bytes in, (status, JSON bytes) out. Never raises: whatever goes wrong, the
+        client gets an envelope (a 500 naming the error), never the web framework's HTML page.
 
         Metrics count the envelopes that parsed (the reference's rule, §12.2), timed from the
         raw bytes to the encoded response."""
+        try:
+            return self._rpc(raw)
+        except Exception as e:  # a bug outside handle() (parsing, auth, encoding, metrics, logging)
+            log.exception("internal error while handling a request")
+            return 500, internal_error(e)
+
+    def _rpc(self, raw: bytes) -> tuple[int, bytes]:
         t0 = perf_counter()
         env, err = parse_envelope(raw)
         if err is not None:
@@ -100,7 +115,7 @@ class Service:
         try:
             return self.auth.authenticate(env.auth, env.kind)
         except Exception as e:  # a bug in a verifier must still answer with an envelope
-            log.exception("internal error while authenticating %s", env.kind)
+            log.exception("internal error while authenticating kind=%s", q(env.kind))
             return 500, f"Internal error: {type(e).__name__}: {e}"
 
     def handle(self, env: Envelope, claims: Mapping[str, Any] | None = None) -> tuple[int, Any]:
@@ -133,13 +148,13 @@ class Service:
         except Reject as e:
             return e.status, e.message
         except Busy as e:
-            log.warning("storage contention in %s: %s", env.kind, e)
+            log.warning("storage contention kind=%s error=%s", q(env.kind), q(str(e), 2000))
             return 503, f"Service unavailable: {e}"
         except StorageError as e:
-            log.error("storage failure in %s: %s", env.kind, e)
+            log.error("storage failure kind=%s error=%s", q(env.kind), q(str(e), 2000))
             return 500, f"Internal error: {e}"
         except Exception as e:  # a bug must still answer with an envelope, never drop the connection
-            log.exception("internal error in %s", env.kind)
+            log.exception("internal error kind=%s", q(env.kind))
             return 500, f"Internal error: {type(e).__name__}: {e}"
 
     def check_destinations(self, addresses: tuple[str, ...]) -> None:

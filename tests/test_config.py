@@ -110,6 +110,14 @@ def test_every_spec_key_has_its_default_env_and_flag() -> None:
         assert flag in usage, flag
 
 
+def test_promises_max_listeners_key_env_and_flag(tmp_path: Path) -> None:
+    """This server's bound on one promise's listeners (not a reference key): default, env, flag."""
+    assert load({}, env={}).promises.max_listeners == 1000
+    assert load(env={"RESONATE_PROMISES__MAX_LISTENERS": "7"}).promises.max_listeners == 7
+    cfg = json.loads(run_cli("serve", "--promises-max-listeners", "9", cwd=tmp_path, dump=True).stdout)
+    assert cfg["promises"]["max_listeners"] == 9
+
+
 def test_existing_fields_keep_their_names() -> None:
     cfg = load({}, env={})
     assert (cfg.storage.postgres.instance, cfg.sweeper.window, cfg.sweeper.url, cfg.sweeper.poll_interval) == \
@@ -385,6 +393,7 @@ def test_legacy_yaml_errors_name_the_legacy_key(tmp_path: Path) -> None:
      "transports.http_push.auth.mode: expected 'none', 'bearer' or 'gcp', got 'basic'"),
     ({"RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__MODE": "bearer"}, "transports.http_push.auth.token is required"),
     ({"RESONATE_LOG_FORMAT": "xml"}, "log_format: expected 'text' or 'json'"),
+    ({"RESONATE_PROMISES__MAX_LISTENERS": "0"}, r"promises.max_listeners must be at least 1 .*environment"),
 ])
 def test_invalid_values_name_key_and_layer(env: dict[str, str], msg: str) -> None:
     with pytest.raises(ConfigError, match=msg):

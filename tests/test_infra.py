@@ -286,7 +286,7 @@ _VARIANT = """
 import json, sys, zipfile, tempfile, pathlib
 import pulumi
 from tests import test_infra as t  # sets the mocks (default config) on import
-pulumi.runtime.set_all_config({"gcp:project": t.PROJECT, "gcp:region": t.REGION, "resonate-gcp:public": "true"})
+pulumi.runtime.set_all_config({"gcp:project": t.PROJECT, "gcp:region": t.REGION, **json.loads(sys.argv[1])})
 t.MOCKS.resources.clear()
 archive = pathlib.Path(tempfile.mkdtemp()) / "source.zip"
 with zipfile.ZipFile(archive, "w") as z:
@@ -302,14 +302,22 @@ print(json.dumps({"outputs": got, "resources": [[ty, n, i] for ty, n, i in t.MOC
 """
 
 
-def test_public_stack_without_domain_serves_plain_http_to_everyone():
-    """The other setting of each switch (a second process: the mocks' config is per process):
-    `public = true` grants allUsers invoke on api and poll only; no domain = HTTP on port 80."""
+def variant(config: dict[str, str]):
+    """The program under other stack settings, in a second process (the mocks' config is per
+    process): the CompletedProcess, its last stdout line the outputs and resources as JSON."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-c", _VARIANT], cwd=root, capture_output=True, text=True, timeout=120)
+    cfg = {f"resonate-gcp:{k}": v for k, v in config.items()}
+    return subprocess.run([sys.executable, "-c", _VARIANT, json.dumps(cfg)], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_public_stack_without_domain_serves_plain_http_to_everyone():
+    """The other setting of each switch: `public = true` grants allUsers invoke on api and poll
+    only; no domain = HTTP on port 80 (without auth: insecure, so only with allowInsecure)."""
+    r = variant({"public": "true", "allowInsecure": "true"})
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(r.stdout.strip().splitlines()[-1])
     res = data["resources"]
@@ -320,3 +328,37 @@ def test_public_stack_without_domain_serves_plain_http_to_everyone():
     assert len(rules) == 1 and rules[0]["portRange"] == "80", rules
     assert not [n for ty, n, _ in res if ty == "gcp:compute/managedSslCertificate:ManagedSslCertificate"]
     assert any(str(v).startswith("http://203.0.113.7") for v in data["outputs"].values()), data["outputs"]
+
+
+# ------------------------------------------------------------------------------ insecure stacks
+
+@pytest.mark.parametrize("config, problem", [
+    ({"public": "true", "domain": "resonate.example.com"}, "public=true without authPublickey"),
+    ({"public": "true"}, "public=true without authPublickey"),
+    ({"authPublickey": PK}, "domain is not set: tokens would travel over plain HTTP"),
+    ({"public": "true", "authPublickey": PK}, "domain is not set: tokens would travel over plain HTTP"),
+    ({"authGoogleServiceAccounts": '["w@p.iam.gserviceaccount.com"]'}, "domain is not set"),
+], ids=["public-no-auth", "public-no-auth-no-domain", "auth-no-domain", "public-auth-no-domain", "google-no-domain"])
+def test_insecure_stack_fails_unless_allowed(config, problem):
+    """Open to the internet without auth, or tokens over plain HTTP: `pulumi up` fails with a
+    message naming the settings and the way out; `allowInsecure=true` deploys it anyway."""
+    r = variant(config)
+    assert r.returncode != 0, r.stdout[-2000:]
+    assert problem in r.stderr and "allowInsecure=true" in r.stderr, r.stderr[-3000:]
+    assert not r.stdout.strip(), "nothing may be deployed"
+    r = variant({**config, "allowInsecure": "true"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])["resources"]
+    assert len([n for ty, n, _ in res if ty == "gcp:cloudfunctionsv2/function:Function"]) == 4
+
+
+def test_secure_variants_need_no_override():
+    r = variant({"public": "true", "authPublickey": PK, "domain": "resonate.example.com"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = variant({"invokers": json.dumps([INVOKER])})  # private (IAM invokers), no Resonate auth, no domain
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_functions_never_push_to_private_addresses(stack):
+    for name, f in functions().items():
+        assert f["serviceConfig"]["environmentVariables"]["RESONATE_TRANSPORTS__HTTP_PUSH__DENY_PRIVATE"] == "true", name

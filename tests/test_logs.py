@@ -206,6 +206,24 @@ def test_filter_directives_and_trace_header_parsing():
     assert len(q("x" * 5000)) < 300
 
 
+def test_formatters_keep_one_event_on_one_line(capsys, root_logging):
+    """Behind `q()` at each call site: whatever a message still holds that could break a line
+    (CR, LF, other C0/C1 controls, U+2028/U+2029, a lone surrogate) is escaped by both formats."""
+    from shared.logs import one_line, setup_logging
+
+    forged = "x\r\n2026-01-01T00:00:00.000000Z  INFO resonate: forged\u2028\x85\x1b\x00\ud800"
+    assert one_line(forged) == "x\\r\\n2026-01-01T00:00:00.000000Z  INFO resonate: forged\\u2028\\u0085" \
+                               "\\u001b\\u0000\\ud800"
+    assert one_line("tab\tand é, 😀") == "tab\tand é, 😀"
+    for fmt in ("text", "json"):
+        setup_logging("info", fmt)
+        logging.getLogger("resonate.test").warning("id=%s", forged)
+        out = capsys.readouterr().out
+        assert out.count("\n") == 1 and "\u2028" not in out and "\x85" not in out, out
+        if fmt == "json":
+            assert "\n" not in json.loads(out)["message"]
+
+
 def test_ready_failure_answers_503_empty_and_logs_the_spec_error(caplog):
     from flask import Flask
 

@@ -94,6 +94,7 @@ EDGE_STEPS: list[tuple[Callable, bool]] = [
     (lambda tx: [tx.add_callback(a, w, a < w) for a in IDS[:6] for w in IDS[:6]], True),
     (lambda tx: (tx.all_callbacks(), tx.mark_callbacks_ready("é"), tx.ready_counts(["b", "a"])), True),
     (lambda tx: [tx.add_listener(i, a) for i in IDS[:4] for a in IDS[4:9]], True),
+    (lambda tx: [(tx.count_listeners(i), tx.count_listeners(i, other_than=IDS[5])) for i in IDS], False),
     (lambda tx: (tx.all_listeners(), tx.pop_listeners("b")), True),
     (lambda tx: [tx.enqueue(Message("execute", i, "poll://é", BIG)) for i in IDS], True),
     (lambda tx: (tx.outbox(), [m for _, m in tx.outbox_page(3, 5)], tx.outbox_count()), False),

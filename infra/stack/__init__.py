@@ -37,6 +37,9 @@ def environment(s: config.Settings, base_url: pulumi.Input[str], connection_name
         "RESONATE_DISPATCH__SERVICE_ACCOUNTS": pulumi.Output.from_input(pusher_email).apply(lambda e: json.dumps([e])),
         "RESONATE_DISPATCH__MAX_ATTEMPTS": str(s.dispatch_max_attempts),
         "RESONATE_TRANSPORTS__HTTP_PUSH__REQUEST_TIMEOUT": str(s.push_timeout_s * 1000),
+        # never push to private, loopback or metadata addresses: a client chooses the push URL,
+        # and the functions run inside Google's network (the metadata server hands out tokens)
+        "RESONATE_TRANSPORTS__HTTP_PUSH__DENY_PRIVATE": "true",
     }
     if s.auth_publickey:
         env["RESONATE_AUTH__PUBLICKEY"] = f"{functions.KEY_MOUNT}/public.pem"
@@ -53,6 +56,7 @@ def environment(s: config.Settings, base_url: pulumi.Input[str], connection_name
 
 def deploy(source_archive: Path | None = None) -> dict[str, pulumi.Output]:
     s = config.load()
+    config.check(s)
     apis = [projects.Service(f"api-{a.split('.')[0]}", project=s.project, service=a, disable_on_destroy=False)
             for a in APIS]
     opts = pulumi.ResourceOptions(depends_on=apis)

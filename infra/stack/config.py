@@ -29,10 +29,39 @@ class Settings:
     poll_max_instances: int = 10
     api_max_instances: int = 20
     extra_env: dict[str, str] = field(default_factory=dict)  # more RESONATE_* (non-secret) settings
+    allow_insecure: bool = False  # deploy even when `insecure()` names a problem (tests, demos)
 
     @property
     def project_env(self) -> dict[str, str]:
         return {"GOOGLE_CLOUD_PROJECT": self.project}
+
+    @property
+    def resonate_auth(self) -> bool:
+        """Resonate's own inbound auth is on (a JWT key, or Google identities with full access)."""
+        return bool(self.auth_publickey or self.auth_google_service_accounts)
+
+
+def insecure(s: Settings) -> list[str]:
+    """What makes this stack unsafe to expose: each entry names the settings and the risk."""
+    found = []
+    if s.public and not s.resonate_auth:
+        found.append("public=true without authPublickey or authGoogleServiceAccounts: anyone on the internet "
+                     "could create, settle and read every promise (set an auth key, or public=false)")
+    if s.resonate_auth and not s.domain:
+        found.append("auth is on (authPublickey or authGoogleServiceAccounts) but domain is not set: tokens "
+                     "would travel over plain HTTP on port 80 (set domain for a managed certificate and HTTPS)")
+    return found
+
+
+def check(s: Settings) -> None:
+    """Fail `pulumi up` (a RunError: the message, no traceback) on an insecure stack unless
+    `allowInsecure=true` says it is meant."""
+    found = insecure(s)
+    if found and not s.allow_insecure:
+        raise pulumi.RunError("refusing to deploy an insecure stack: " + "; ".join(found)
+                              + ". Set allowInsecure=true (pulumi config set allowInsecure true) to deploy anyway.")
+    for problem in found:
+        pulumi.log.warn(f"allowInsecure=true: deploying anyway: {problem}")
 
 
 def _list(cfg: pulumi.Config, key: str) -> tuple[str, ...]:
@@ -68,4 +97,5 @@ def load() -> Settings:
         poll_max_instances=cfg.get_int("pollMaxInstances") or 10,
         api_max_instances=cfg.get_int("apiMaxInstances") or 20,
         extra_env=dict(cfg.get_object("env") or {}),
+        allow_insecure=bool(cfg.get_bool("allowInsecure")),
     )

@@ -36,6 +36,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+from shared.logs import q
 from shared.protocol import Reject
 from shared.kinds import decode
 
@@ -85,7 +86,7 @@ class BashExec:
 
     def send(self, address: str, body: bytes, done: Callable[[bool], None]) -> None:
         if address.lower() not in LOCAL:
-            log.warning("bash-exec: cannot parse address (only local bash:// is supported) address=%s", address)
+            log.warning("bash-exec: cannot parse address (only local bash:// is supported) address=%s", q(address))
             done(True)  # dropped, as the reference drops what it cannot parse
             return
         try:
@@ -109,7 +110,7 @@ class BashExec:
         except Reject as e:
             return e.status, e.message
         except Exception as e:
-            log.warning("bash-exec: %s failed: %s", kind, e)
+            log.warning("bash-exec: %s failed: %s", kind, q(str(e)))
             return 500, str(e)
 
     def _run(self, tid: str, version: int, done: Callable[[bool], None]) -> None:
@@ -133,7 +134,7 @@ class BashExec:
         try:
             argv = command(script, self.allow)
         except NotAllowed as e:
-            log.warning("bash-exec: refused to run task %s: %s", tid, e)
+            log.warning("bash-exec: refused to run task %s: %s", q(tid), q(str(e)))
             fulfil("rejected", f"bash-exec: refused: {e}")
             return
         left_ms = promise["timeoutAt"] - self.service.clock.now()
@@ -164,7 +165,8 @@ class BashExec:
         try:
             out, err = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            log.warning("bash-exec: killed %s (pid %d): the promise %s timed out", argv[0], proc.pid, promise["id"])
+            log.warning("bash-exec: killed %s (pid %d): the promise %s timed out", q(argv[0]), proc.pid,
+                        q(promise["id"]))
             _kill_group(proc)
             return None
         finally:
@@ -174,7 +176,7 @@ class BashExec:
             return None  # killed by close(): settle nothing, the task is dispatched again
         if proc.returncode < 0:
             log.warning("bash-exec: %s was killed by signal %d; the task will be dispatched again",
-                        argv[0], -proc.returncode)
+                        q(argv[0]), -proc.returncode)
             return None
         if proc.returncode == 0:
             return "resolved", out.decode(errors="replace").strip()
@@ -185,7 +187,7 @@ class BashExec:
         action = {"kind": "promise.settle", "head": {}, "data": {"id": tid, "state": state, "value": {"data": text}}}
         status, data = self._call("task.fulfill", {"id": tid, "version": version, "action": action})
         if status != 200:  # e.g. the promise timed out meanwhile (409): the reference fails silently too
-            log.info("bash-exec: fulfilling task %s answered %d: %s", tid, status, data)
+            log.info("bash-exec: fulfilling task %s answered %d: %s", q(tid), status, q(data))
 
     def _heartbeat(self, pid: str, tid: str, version: int, stop: threading.Event) -> None:
         every = max(self.lease_ms / 3000, 1.0)
@@ -200,7 +202,7 @@ class BashExec:
         with self._lock:
             running = list(self._running)
         for proc in running:
-            log.warning("bash-exec: shutting down, killing %s (pid %d)", proc.args[0], proc.pid)
+            log.warning("bash-exec: shutting down, killing %s (pid %d)", q(proc.args[0]), proc.pid)
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

@@ -242,7 +242,7 @@ class ClusterDelivery(Delivery):
     def _send(self, seq: int, m: Message, promise: dict | None) -> bool:
         addr = parse_address(m.address)
         if addr is None:
-            log.warning("dropping message to unparseable address %r", m.address)
+            log.warning("dropping message to unparseable address %s", q(m.address))
             self._ack(m)
             return False
         if addr.scheme in ("http", "https") and self.publisher is not None:  # the dispatch function pushes
@@ -268,7 +268,7 @@ class ClusterDelivery(Delivery):
             self._count(m)
             other.send(m.address, body, lambda ok: self._result(seq, m, ok, push=True, transport=addr.scheme))
             return True
-        log.warning("dropping message to %s: transport not enabled", m.address)
+        log.warning("dropping message to %s: transport not enabled", q(m.address))
         self._ack(m)
         return False
 

@@ -20,6 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
+from shared.logs import q
 from shared.protocol import parse_address
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class PubSubPublish:
     def send(self, address: str, body: bytes, done: Callable[[bool], None]) -> None:
         topic = topic_path(address)
         if topic is None:  # the delivery layer parsed it already; defensive
-            log.warning("GCP Pub/Sub delivery failed: not a gcps address %r", address)
+            log.warning("GCP Pub/Sub delivery failed: not a gcps address %s", q(address))
             self._result("error", done, False)
             return
         try:
@@ -101,25 +102,25 @@ class PubSubPublish:
         try:
             client = self._publisher()
         except Exception as e:
-            log.warning("Failed to get GCP Pub/Sub publisher topic=%s error=%s", topic, e)
+            log.warning("Failed to get GCP Pub/Sub publisher topic=%s error=%s", q(topic), q(str(e)))
             self._result("error", done, False)
             return
         try:
             future = client.publish(topic, body, retry=self._retry, timeout=self.timeout)
             message_id = future.result(timeout=self.timeout + 1)
         except TimeoutError:
-            log.warning("GCP Pub/Sub publish timed out topic=%s timeout_ms=%d", topic, int(self.timeout * 1000))
+            log.warning("GCP Pub/Sub publish timed out topic=%s timeout_ms=%d", q(topic), int(self.timeout * 1000))
             self._result("error", done, False)
             return
         except Exception as e:
             kind = "timed out" if type(e).__name__ in ("DeadlineExceeded", "RetryError") else "failed"
             if kind == "timed out":
-                log.warning("GCP Pub/Sub publish timed out topic=%s error=%s", topic, _short(e))
+                log.warning("GCP Pub/Sub publish timed out topic=%s error=%s", q(topic), q(_short(e)))
             else:
-                log.warning("GCP Pub/Sub delivery failed topic=%s error=%s", topic, _short(e))
+                log.warning("GCP Pub/Sub delivery failed topic=%s error=%s", q(topic), q(_short(e)))
             self._result("error", done, False)
             return
-        log.debug("GCP Pub/Sub delivery succeeded topic=%s message_id=%s", topic, message_id)
+        log.debug("GCP Pub/Sub delivery succeeded topic=%s message_id=%s", q(topic), message_id)
         self._result("success", done, True)
 
     def _result(self, status: str, done: Callable[[bool], None], ok: bool) -> None:

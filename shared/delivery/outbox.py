@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.delivery.hub import Connection, PollHub
 from shared.delivery.push import HttpPush
+from shared.logs import q
 from shared.protocol import dumps, parse_address
 from shared.records import Effects, Message
 
@@ -176,7 +177,7 @@ class Delivery:
             self._inflight[m.key] = m
         addr = parse_address(m.address)
         if addr is None:
-            log.warning("dropping message to unparseable address %r", m.address)
+            log.warning("dropping message to unparseable address %s", q(m.address))
             self._ack(m)
             return False
         body = self._body(m, promise)
@@ -198,7 +199,7 @@ class Delivery:
             self._count(m)
             other.send(m.address, body, lambda ok: self._done(m, ok, addr.scheme))
             return True
-        log.warning("dropping message to %s: transport not enabled", m.address)
+        log.warning("dropping message to %s: transport not enabled", q(m.address))
         self._ack(m)
         return False
 

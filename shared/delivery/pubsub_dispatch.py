@@ -29,6 +29,7 @@ import threading
 from concurrent.futures import Future, wait
 from typing import Any, Callable
 
+from shared.logs import q
 from shared.protocol import parse_address
 from shared.records import Message
 
@@ -189,7 +190,7 @@ class DispatchHandler:
             return 503, {"status": "debug session"}  # the outbox stays put; Pub/Sub retries later
         addr = parse_address(m.address)
         if addr is None or addr.scheme not in ("http", "https") or self.delivery.push is None:
-            log.warning("dropping message to %s: not an HTTP push address, or HTTP push disabled", m.address)
+            log.warning("dropping message to %s: not an HTTP push address, or HTTP push disabled", q(m.address))
             self._ack(m)
             return 200, {"status": "dropped"}
         promise = None
@@ -209,8 +210,8 @@ class DispatchHandler:
             return 200, {"status": "gone"}
         failures, dead = res
         if dead:
-            log.error("giving up on %s %s to %s after %d failed attempts: row %d marked dead", m.kind, m.id,
-                      m.address, max(failures, attempt), seq)
+            log.error("giving up on %s %s to %s after %d failed attempts: row %d marked dead", m.kind, q(m.id),
+                      q(m.address), max(failures, attempt), seq)
         return 500, {"status": "failed", "attempts": failures, "dead": dead}
 
     def _push(self, url: str, m: Message, body: bytes) -> bool:

@@ -27,6 +27,8 @@ from urllib.parse import urlencode
 
 import urllib3
 
+from shared.logs import q
+
 if TYPE_CHECKING:
     from shared.config import HttpPushAuth
 
@@ -188,7 +190,7 @@ class GoogleIdTokens:
         c.token = token
         c.usable_until = exp - min(MIN_VALIDITY_S, life / 10)
         c.refresh_at = exp - min(REFRESH_AHEAD_S, life / 4)
-        log.debug("OIDC ID token minted audience=%s expires_in_s=%d", audience, life)
+        log.debug("OIDC ID token minted audience=%s expires_in_s=%d", q(audience), life)
         return token
 
     def _refresh(self, audience: str, c: _Cached) -> None:
@@ -200,7 +202,7 @@ class GoogleIdTokens:
         except Exception as e:
             c.refresh_at = self._clock() + RETRY_REFRESH_S
             log.warning("OIDC ID token refresh failed; the current token is used until it expires "
-                        "audience=%s error=%s", audience, e)
+                        "audience=%s error=%s", q(audience), q(str(e)))
         finally:
             c.refreshing = False
 

@@ -21,6 +21,7 @@ class EngineConfig:
     retry_timeout: int = 30000  # R
     strict: bool = False  # strict profile (§1); compat otherwise
     schedule_catch_up_cap: int = 1000
+    max_listeners: int = 1000  # per promise (promises.max_listeners)
 
     @property
     def timeouts_target_only(self) -> bool:

@@ -58,6 +58,9 @@ def promise_register_listener(c: Ctx, r: RegisterListener) -> Resp:
     if p is None:
         return 404, "Awaited promise not found"
     if p.pending:
+        cap = c.cfg.max_listeners  # an address already registered does not count twice
+        if c.tx.count_listeners(p.id, other_than=r.address) >= cap:
+            return 400, f"Too many listeners on this promise (max {cap})"
         c.tx.add_listener(p.id, r.address)
     return 200, {"promise": p.wire()}
 

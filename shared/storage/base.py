@@ -68,6 +68,9 @@ class Tx(Protocol):
         """Insert the pair if absent."""
     def pop_listeners(self, promise_id: str) -> list[str]:
         """Delete the promise's listeners; return their addresses, sorted."""
+    def count_listeners(self, promise_id: str, other_than: str | None = None) -> int:
+        """The promise's listeners, not counting the one at `other_than` (if given): a
+        re-registration of an address does not count against the cap twice."""
 
     # outbox --------------------------------------------------------------------------------
     def enqueue(self, m: Message) -> None:

@@ -152,6 +152,9 @@ class MemoryTx:
         if (promise_id, address) not in self.st.listeners:
             self._set(self.st.listeners, (promise_id, address), None)
 
+    def count_listeners(self, promise_id: str, other_than: str | None = None) -> int:
+        return sum(1 for (p, a) in self.st.listeners if p == promise_id and a != other_than)
+
     def pop_listeners(self, promise_id: str) -> list[str]:
         addrs = sorted(a for (p, a) in self.st.listeners if p == promise_id)
         for a in addrs:

@@ -348,6 +348,12 @@ class PgTx(PortableQueries):
         self._x("INSERT INTO listeners (promise_id, address) VALUES (:p, :a) ON CONFLICT DO NOTHING",
                 p=promise_id, a=address)
 
+    def count_listeners(self, promise_id: str, other_than: str | None = None) -> int:
+        if other_than is None:
+            return self._x("SELECT count(*) FROM listeners WHERE promise_id = :p", p=promise_id)[0][0]
+        return self._x("SELECT count(*) FROM listeners WHERE promise_id = :p AND address <> :a",
+                       p=promise_id, a=other_than)[0][0]
+
     def pop_listeners(self, promise_id: str) -> list[str]:
         self._w()
         rows = self._x("DELETE FROM listeners WHERE promise_id = :p RETURNING address", p=promise_id)

@@ -219,6 +219,12 @@ class SqliteTx(PortableQueries):
         self._x("INSERT INTO listeners (promise_id, address) VALUES (?,?) ON CONFLICT DO NOTHING",
                 (promise_id, address))
 
+    def count_listeners(self, promise_id: str, other_than: str | None = None) -> int:
+        if other_than is None:
+            return self._x("SELECT count(*) FROM listeners WHERE promise_id = ?", (promise_id,)).fetchone()[0]
+        return self._x("SELECT count(*) FROM listeners WHERE promise_id = ? AND address <> ?",
+                       (promise_id, other_than)).fetchone()[0]
+
     def pop_listeners(self, promise_id: str) -> list[str]:
         self._w()
         rows = self._x("DELETE FROM listeners WHERE promise_id = ? RETURNING address", (promise_id,)).fetchall()
