@@ -49,14 +49,6 @@ class Request:
     kind: ClassVar[str]
 
 
-def _request(kind: str) -> Callable[[type[R]], type[R]]:
-    """Declare a request class: frozen, slotted, and tagged with its kind's name."""
-    def wrap(cls: type[R]) -> type[R]:
-        cls.kind = kind
-        return dataclass(frozen=True, slots=True)(cls)
-    return wrap
-
-
 def origin_of(id: str) -> str:
     return id.split(".", 1)[0]
 
@@ -187,119 +179,138 @@ def _callback(d: dict[str, Any], strict: bool) -> tuple[str, str]:
 Data = dict[str, Any]
 
 
-@_request("promise.get")
+@dataclass(frozen=True, slots=True)
 class PromiseGet(Request):
+    kind: ClassVar[str] = "promise.get"
     id: str
 
 
-@_request("promise.create")
+@dataclass(frozen=True, slots=True)
 class PromiseCreate(Request):
+    kind: ClassVar[str] = "promise.create"
     create: CreateData
 
 
-@_request("promise.settle")
+@dataclass(frozen=True, slots=True)
 class PromiseSettle(Request):
+    kind: ClassVar[str] = "promise.settle"
     settle: SettleData
 
 
-@_request("promise.register_callback")
+@dataclass(frozen=True, slots=True)
 class RegisterCallback(Request):
+    kind: ClassVar[str] = "promise.register_callback"
     awaited: str
     awaiter: str
 
 
-@_request("promise.register_listener")
+@dataclass(frozen=True, slots=True)
 class RegisterListener(Request):
+    kind: ClassVar[str] = "promise.register_listener"
     awaited: str
     address: str
 
 
-@_request("promise.search")
+@dataclass(frozen=True, slots=True)
 class PromiseSearch(Request):
+    kind: ClassVar[str] = "promise.search"
     state: str | None
     tags: dict[str, str]
     limit: int
     cursor: str | None
 
 
-@_request("task.get")
+@dataclass(frozen=True, slots=True)
 class TaskGet(Request):
+    kind: ClassVar[str] = "task.get"
     id: str
 
 
-@_request("task.create")
+@dataclass(frozen=True, slots=True)
 class TaskCreate(Request):
+    kind: ClassVar[str] = "task.create"
     pid: str
     ttl: int
     create: CreateData
 
 
-@_request("task.acquire")
+@dataclass(frozen=True, slots=True)
 class TaskAcquire(Request):
+    kind: ClassVar[str] = "task.acquire"
     id: str
     version: int
     pid: str
     ttl: int
 
 
-@_request("task.release")
+@dataclass(frozen=True, slots=True)
 class TaskRelease(Request):
+    kind: ClassVar[str] = "task.release"
     id: str
     version: int
 
 
-@_request("task.fulfill")
+@dataclass(frozen=True, slots=True)
 class TaskFulfill(Request):
+    kind: ClassVar[str] = "task.fulfill"
     id: str
     version: int
     settle: SettleData
 
 
-@_request("task.suspend")
+@dataclass(frozen=True, slots=True)
 class TaskSuspend(Request):
+    kind: ClassVar[str] = "task.suspend"
     id: str
     version: int
     awaited: tuple[str, ...]
 
 
-@_request("task.fence")
+@dataclass(frozen=True, slots=True)
 class TaskFence(Request):
+    kind: ClassVar[str] = "task.fence"
     id: str
     version: int
     action_kind: str  # promise.create | promise.settle
     op: CreateData | SettleData
 
 
-@_request("task.heartbeat")
+@dataclass(frozen=True, slots=True)
 class TaskHeartbeat(Request):
+    kind: ClassVar[str] = "task.heartbeat"
     pid: str
     tasks: tuple[tuple[str, int], ...]  # (task id, version)
 
 
-@_request("task.halt")
+@dataclass(frozen=True, slots=True)
 class TaskHalt(Request):
+    kind: ClassVar[str] = "task.halt"
     id: str
 
 
-@_request("task.continue")
+@dataclass(frozen=True, slots=True)
 class TaskContinue(Request):
+    kind: ClassVar[str] = "task.continue"
     id: str
 
 
-@_request("task.search")
+@dataclass(frozen=True, slots=True)
 class TaskSearch(Request):
+    kind: ClassVar[str] = "task.search"
     state: str | None
     limit: int
     cursor: str | None
 
 
-@_request("schedule.get")
+@dataclass(frozen=True, slots=True)
 class ScheduleGet(Request):
+    kind: ClassVar[str] = "schedule.get"
     id: str
 
 
-@_request("schedule.create")
+@dataclass(frozen=True, slots=True)
 class ScheduleCreate(Request):
+    kind: ClassVar[str] = "schedule.create"
     id: str
     cron: str
     promise_id: str  # template: {{.id}} and {{.timestamp}} are expanded at each firing
@@ -308,40 +319,43 @@ class ScheduleCreate(Request):
     promise_tags: dict[str, str]
 
 
-@_request("schedule.delete")
+@dataclass(frozen=True, slots=True)
 class ScheduleDelete(Request):
+    kind: ClassVar[str] = "schedule.delete"
     id: str
 
 
-@_request("schedule.search")
+@dataclass(frozen=True, slots=True)
 class ScheduleSearch(Request):
+    kind: ClassVar[str] = "schedule.search"
     tags: dict[str, str]
     limit: int
     cursor: str | None
 
 
-@_request("debug.start")
+@dataclass(frozen=True, slots=True)
 class DebugStart(Request):
-    pass
+    kind: ClassVar[str] = "debug.start"
 
 
-@_request("debug.stop")
+@dataclass(frozen=True, slots=True)
 class DebugStop(Request):
-    pass
+    kind: ClassVar[str] = "debug.stop"
 
 
-@_request("debug.reset")
+@dataclass(frozen=True, slots=True)
 class DebugReset(Request):
-    pass
+    kind: ClassVar[str] = "debug.reset"
 
 
-@_request("debug.snap")
+@dataclass(frozen=True, slots=True)
 class DebugSnap(Request):
-    pass
+    kind: ClassVar[str] = "debug.snap"
 
 
-@_request("debug.tick")
+@dataclass(frozen=True, slots=True)
 class DebugTick(Request):
+    kind: ClassVar[str] = "debug.tick"
     time: int
 
 
