@@ -276,14 +276,15 @@ class Delivery:
                 self.metrics.delivered(m, transport)
             self._ack(m)
             return
-        self._release(m)
-        failures, dead = self._failed(m, transport)
+        failures, dead = self._failed(m, transport)  # still in flight: no re-drive sends it meanwhile
         with self._lock:
             if dead:
                 self._dead[m.key] = m
                 self._backoff.pop(m.key, None)
             elif failures:
                 self._backoff[m.key] = (time.monotonic() + backoff_s(failures), failures, m)
+            if self._inflight.get(m.key) == m:
+                del self._inflight[m.key]
         if dead:
             log_dead(m, failures)
             if self.metrics is not None:
