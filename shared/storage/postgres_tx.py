@@ -110,17 +110,19 @@ _UPSERT_S = (f"INSERT INTO schedules ({_S}) VALUES ({_SV}) ON CONFLICT (id) DO U
 _ENQUEUE = ("WITH r AS (INSERT INTO outbox (key, kind, id, address, version, poll_group, poll_uni, created_at)"
             f" VALUES (:k, :kind, :id, :a, :v, :g, :u, {DB_NOW}) ON CONFLICT (key) DO {{}} RETURNING seq, poll_group)"
             f" SELECT pg_notify('{NOTIFY_CHANNEL}', seq || ' ' || :a) FROM r WHERE poll_group IS NOT NULL")
-# a new execute replaces the row unclaimed and with a clean record; the same push message again
-# (a task's retry timer re-enqueues it every tasks.retry_timeout) keeps its claim (in flight, its
-# backoff, or dead) and failure count, so retries neither double up nor revive a dead row
+# a new execute replaces the row unclaimed and with a clean record; the same message again (a
+# task's retry timer re-enqueues it every tasks.retry_timeout) keeps its failure count, its dead
+# mark and, for a push row, its claim (in flight or backing off), so retries neither double up
+# nor revive a dead row; a poll row is unclaimed and announced again, as before
 DEAD = 2 ** 62  # claimed_until of a row given up: never claimed again (shared/storage/postgres_outbox.py)
-_KEEP = ("outbox.version = EXCLUDED.version AND outbox.address = EXCLUDED.address AND outbox.poll_group IS NULL")
+_SAME = "outbox.version = EXCLUDED.version AND outbox.address = EXCLUDED.address"
+_KEEP = f"{_SAME} AND (outbox.poll_group IS NULL OR outbox.claimed_until >= {DEAD})"
 _ENQUEUE_EXECUTE = _ENQUEUE.format(
     "UPDATE SET address = EXCLUDED.address, version = EXCLUDED.version, poll_group = EXCLUDED.poll_group,"
     f" poll_uni = EXCLUDED.poll_uni, created_at = CASE WHEN {_KEEP} THEN outbox.created_at ELSE EXCLUDED.created_at END,"
     f" claimed_until = CASE WHEN {_KEEP} THEN outbox.claimed_until ELSE 0 END,"
     f" notified_at = CASE WHEN {_KEEP} THEN outbox.notified_at ELSE 0 END,"
-    f" attempts = CASE WHEN {_KEEP} THEN outbox.attempts ELSE 0 END")
+    f" attempts = CASE WHEN {_SAME} THEN outbox.attempts ELSE 0 END")
 _RECORD_FAILURE = ("UPDATE outbox SET attempts = attempts + 1, claimed_until = CASE WHEN CAST(:max AS bigint) > 0"
                    f" AND attempts + 1 >= :max THEN {DEAD} ELSE claimed_until END WHERE key = :k AND kind = :kind"
                    f" AND id = :id AND address = :a AND version = :v AND claimed_until < {DEAD}"
