@@ -26,6 +26,10 @@ from shared.sweeper import run_window
 setup_logging(os.environ.get("RESONATE_LEVEL", "info"), os.environ.get("RESONATE_LOG_FORMAT", "json"))
 
 
+# deployed, pushes must not reach the VPC or the instance itself unless the environment says so
+CLOUD_DEFAULTS = {"transports.http_push.deny_private": True}
+
+
 _built: dict[str, object] = {}
 _build_lock = threading.Lock()  # gthread: many first requests arrive at once on a cold instance
 
@@ -38,7 +42,8 @@ def _runtime() -> Runtime:
         with _build_lock:
             rt = _built.get("runtime")
             if rt is None:
-                rt = Runtime(load(), background=False)  # no always-on loops: the sweeper does them
+                # no always-on loops: the sweeper does them
+                rt = Runtime(load(defaults=CLOUD_DEFAULTS), background=False)
                 rt.delivery.start()
                 _built["app"] = create_app(rt.service, rt.hub, metrics=rt.metrics)
                 _built["runtime"] = rt

@@ -220,7 +220,9 @@ class CloudSim:
         return functools.partial(die_with_parent, os.getpid())
 
     def _env(self, role: str, port: int) -> dict[str, str]:
-        env = {**os.environ,
+        # workers run on this machine: pushes to loopback stay allowed (the functions' default is
+        # to refuse private addresses; a caller's RESONATE_* setting still wins)
+        env = {"RESONATE_TRANSPORTS__HTTP_PUSH__DENY_PRIVATE": "false", **os.environ,
                "RESONATE_STORAGE__TYPE": "postgres", "RESONATE_STORAGE__POSTGRES__URL": self.pg_url,
                "RESONATE_SERVER__URL": self.url, "RESONATE_OBSERVABILITY__METRICS_PORT": "0",
                "THREADS": str(self.threads.get(role, 16)), "WORKERS": "1", "PORT": str(port),

@@ -89,6 +89,9 @@ class HttpPushAuth(_Section):
     token: str | None = field(default=None, repr=False)  # bearer: the static token (a secret: environment or file)
     audience: str | None = None  # gcp: fixed OIDC audience (default: each delivery URL)
     header: str = "Authorization"
+    # the only origins (`scheme://host[:port]`) credentials are attached to; required with `bearer`
+    # and with `gcp` + a fixed audience (a token for one audience must not reach other hosts)
+    allow: tuple[str, ...] = ()
 
 
 @section
@@ -98,12 +101,21 @@ class HttpPush(_Section):
     connect_timeout: int = 10000
     request_timeout: int = 180000
     auth: HttpPushAuth | None = None
+    # outbound destination policy (shared/delivery/destinations.py), checked when an address is
+    # registered and again on the address each push connects to: CIDRs and host names
+    allow: tuple[str, ...] = ()  # non-empty: only matching destinations
+    deny: tuple[str, ...] = ()  # always refused
+    deny_private: bool = False  # refuse loopback, RFC 1918, CGNAT, fc00::/7 (default true in the Cloud Functions)
+    # failed attempts before an outbox row is given up ("dead": kept, never sent again); the
+    # default is about 24 h of backoff (0.5 s doubling to 60 s); 0: retry forever
+    max_attempts: int = 1447
 
 
 @section
 class Gcps(_Section):
     enabled: bool = False
     project: str | None = None  # parsed, unused (every gcps:// address names its project)
+    allow_projects: tuple[str, ...] = ()  # non-empty: the only projects gcps:// may publish to
     concurrency: int = 256
     timeout: int = 10000
 
@@ -278,7 +290,7 @@ def parse_value(key: str, text: str) -> Any:
 
 def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None, *,
          file: str | os.PathLike[str] | None = None, cwd: str | os.PathLike[str] | None = None,
-         sources: Mapping[str, str] | None = None) -> Config:
+         sources: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None) -> Config:
     """The configuration from every layer, validated.
 
     overrides: dotted keys to values, the top layer (`{"server.port": 9000}`); `sources` names
@@ -288,15 +300,22 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
       in .yml/.yaml or is not TOML but YAML.
     cwd: without `file`, the folder where an optional `resonate.toml` is looked for.
     Neither `file` nor `cwd`: no file is read (the functions read the environment only).
+    defaults: dotted keys to values replacing the built-in defaults (below every layer): the
+      Cloud Functions' own defaults, e.g. `{"transports.http_push.deny_private": True}`.
     """
     sch = schema()
     values: Layer = {}
+    for key, val in (defaults or {}).items():
+        if key not in sch.leaves:
+            raise ConfigError(f"unknown configuration key {key!r}")
+        values[key] = (val, DEFAULT_WHERE)
     present: dict[str, str] = {}
     path = _file_path(file, cwd)
     if path is not None:
         from shared.config_file import read_file  # tomllib / yaml: only when there is a file
 
-        values, present = read_file(path[0], path[1], sch)
+        file_values, present = read_file(path[0], path[1], sch)
+        values.update(file_values)
     env_values, env_present = env_layer(sch, env)
     values.update(env_values)
     for sec, where in env_present.items():
@@ -400,10 +419,43 @@ def _validate(cfg: Config, where: Callable[[str], str]) -> None:
     if pa is not None and pa.mode == "bearer" and not pa.token:  # the reference would send "Bearer "
         raise fail("transports.http_push.auth.mode", "transports.http_push.auth.token is required when "
                    "transports.http_push.auth.mode is 'bearer' (set RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__TOKEN)")
+    _validate_outbound(t, fail)
     if t.bash_exec.enabled and not t.bash_exec.allow:  # the reference runs anything any client sends
         raise fail("transports.bash_exec.enabled", "transports.bash_exec.allow is required when "
                    "transports.bash_exec.enabled is true (the commands bash:// may run, e.g. "
                    "RESONATE_TRANSPORTS__BASH_EXEC__ALLOW='[\"/opt/jobs/report.sh\"]')")
+
+
+def _validate_outbound(t: Transports, fail: Callable[[str, str], ConfigError]) -> None:
+    """The destination policy's entries parse (CIDR or host name), credentials have an origin
+    allow-list where a token would be valid anywhere it is sent (shared/delivery/destinations.py,
+    shared/delivery/push_auth.py; imported only when the keys are set)."""
+    push = t.http_push
+    if push.allow or push.deny:
+        from shared.delivery.destinations import Rules
+
+        for key, entries in (("transports.http_push.allow", push.allow), ("transports.http_push.deny", push.deny)):
+            try:
+                Rules.parse(key, entries)
+            except ValueError as e:
+                raise fail(key, f"invalid value for {e}") from None
+    pa = push.auth
+    if pa is None:
+        return
+    if pa.allow:
+        from shared.delivery.push_auth import normalise_origin
+
+        for entry in pa.allow:
+            try:
+                normalise_origin(entry)
+            except ValueError as e:
+                raise fail("transports.http_push.auth.allow", f"invalid value for transports.http_push.auth.allow: "
+                           f"{e}") from None
+    elif pa.mode == "bearer" or (pa.mode == "gcp" and pa.audience):
+        what = "mode is 'bearer'" if pa.mode == "bearer" else "mode is 'gcp' with a fixed audience"
+        raise fail("transports.http_push.auth.mode", f"transports.http_push.auth.allow is required when "
+                   f"transports.http_push.auth.{what}: the origins (scheme://host[:port]) the credentials may be "
+                   "sent to, e.g. RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__ALLOW='[\"https://workers.example.com\"]'")
 
 
 def _validate_auth(auth: Auth, where: Callable[[str], str], present: Mapping[str, str]) -> None:

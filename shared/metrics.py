@@ -67,7 +67,7 @@ class Metrics:
         # children are created up front: every series exists from the first scrape (the reference
         # increments `messages` by 0 for the same reason), and the hot path skips labels()
         self._msg = {k: self.messages.labels(k).inc for k in ("execute", "unblock")}
-        self._delivery = {s: self.deliveries.labels(s).inc for s in ("success", "error", "dropped")}
+        self._delivery = {s: self.deliveries.labels(s).inc for s in ("success", "error", "dropped", "dead")}
         self._dispatch = {t: self.dispatch_latency.labels(t).observe for t in ("poll", "push", "gcps")}
         self._late = {t: self.timer_lateness.labels(t).observe for t in ("promise", "retry", "lease", "schedule")}
         self._req: dict[tuple[str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
@@ -130,7 +130,8 @@ class Metrics:
             observe(time.monotonic() - t)
 
     def push_result(self, status: str) -> None:
-        """`success` | `error` | `dropped` (§8.3.3)."""
+        """`success` | `error` | `dropped` (§8.3.3); `dead`: a row given up after its last
+        allowed attempt (transports.http_push.max_attempts), counted once beside that attempt's error."""
         self._delivery[status]()
 
     # ---- exposition -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import logging
 from typing import Any, Callable
 
 from shared.config import Config
+from shared.delivery.destinations import Policy
 from shared.delivery.hub import PollHub
 from shared.delivery.outbox import Delivery
 from shared.delivery.push import HttpPush
@@ -53,7 +54,8 @@ class Runtime:
         self.metrics = Metrics(self.store, self.hub) if metrics else None
         self.service = Service(self.store, cfg, metrics=self.metrics)
         self.push = (HttpPush(t.http_push.concurrency, t.http_push.connect_timeout, t.http_push.request_timeout,
-                              metrics=self.metrics, auth=make_push_auth(t.http_push.auth))
+                              metrics=self.metrics, auth=make_push_auth(t.http_push.auth),
+                              policy=Policy.from_config(t.http_push))
                      if t.http_push.enabled else None)
         if cfg.storage.type == "postgres":  # other processes may share the database: claim rows there
             from shared.delivery.cluster import ClusterDelivery
@@ -66,10 +68,11 @@ class Runtime:
             self.delivery: Delivery = ClusterDelivery(
                 self.service, self.hub, self.push, cfg.server_url, cfg.messages.redrive_interval,
                 cfg.messages.batch_size, t.http_push.request_timeout / 1000, background, metrics=self.metrics,
-                publisher=publisher)
+                publisher=publisher, max_attempts=t.http_push.max_attempts)
         else:
             self.delivery = Delivery(self.service, self.hub, self.push, cfg.server_url, cfg.messages.redrive_interval,
-                                     cfg.messages.batch_size, background, metrics=self.metrics)
+                                     cfg.messages.batch_size, background, metrics=self.metrics,
+                                     max_attempts=t.http_push.max_attempts)
         self.delivery.transports = self._optional_transports(cfg)
         self.timers = TimerLoop(self.service, cfg.timeouts.max_sleep) if background else None
         if cfg.sweeper.url and not background:  # serverless: no timer loop, wake a sweeper instead
@@ -84,7 +87,8 @@ class Runtime:
         if t.gcps.enabled:
             from shared.delivery.gcps import PubSubPublish
 
-            out["gcps"] = PubSubPublish(t.gcps.concurrency, t.gcps.timeout, metrics=self.metrics)
+            out["gcps"] = PubSubPublish(t.gcps.concurrency, t.gcps.timeout, metrics=self.metrics,
+                                        allow_projects=t.gcps.allow_projects)
         if t.bash_exec.enabled:
             from shared.delivery.bash import BashExec
 

@@ -16,7 +16,7 @@ from shared.config import Config
 from shared.engine import DEBUG_SESSION, Ctx, EngineConfig, process_timeouts
 from shared.kinds import KINDS, Kind, decode
 from shared.logs import q
-from shared.protocol import Envelope, Reject, dumps, parse_envelope, response
+from shared.protocol import Envelope, Reject, dumps, parse_address, parse_envelope, response
 from shared.records import Effects
 from shared.requests import DebugTick, Request
 from shared.storage.base import Busy, ReadOnlyViolation, Store, StorageError
@@ -60,6 +60,7 @@ class Service:
         # metrics first: it notes each message's commit time before delivery can complete it
         self.hooks: list[EffectsHook] = [metrics.on_effects] if metrics is not None else []
         self.debug_session = False
+        self._policy: Any = None  # shared.delivery.destinations.Policy, built on the first http(s) address
         self.refresh_debug_session()
         # inbound auth (§2.8): the key is loaded here, once per process (PyJWT only when on)
         self.auth: Authenticator | None = None
@@ -159,7 +160,40 @@ class Service:
 
     def check_destinations(self, addresses: tuple[str, ...]) -> None:
         """The outbound destination policy on the addresses a request registers (targets,
-        listeners): Reject(400) for one the server must never deliver to."""
+        listeners): Reject(400) for one the server must never deliver to. Runs before the
+        transaction, so a refused request changes nothing; pushes check again when they
+        connect (`shared.delivery.destinations`). poll:// and bash:// are not destinations."""
+        for address in addresses:
+            addr = parse_address(address)
+            if addr is None:
+                continue  # the engine answers for a malformed address
+            if addr.scheme in ("http", "https"):
+                why = self._http_refusal(addr.url)
+            elif addr.scheme == "gcps":
+                from shared.delivery.destinations import project_refusal
+
+                why = project_refusal(self.cfg.transports.gcps.allow_projects, addr.group)
+            else:
+                continue
+            if why is not None:
+                log.warning("Destination refused address=%s reason=%s", q(address), q(why))
+                raise Reject(400, f"Invalid request: destination {address!r} refused: {why}")
+
+    def _http_refusal(self, url: str) -> str | None:
+        from urllib3.util import parse_url
+
+        from shared.delivery.destinations import Policy, check_url
+
+        if self._policy is None:
+            self._policy = Policy.from_config(self.cfg.transports.http_push)
+        try:
+            u = parse_url(url)
+        except ValueError as e:
+            return f"not a valid URL ({e})"
+        if not u.host:
+            return "the URL has no host"
+        why = check_url(self._policy, u.host, u.port)
+        return None if why is None else f"host {u.host!r} {why}"
 
     def execute(self, req: Request, now: int, corr_id: str = "", scope: str | None = None) -> tuple[int, Any]:
         """Run one decoded request; `scope`: the id prefix the caller is confined to (None: all)."""

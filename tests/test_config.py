@@ -470,7 +470,8 @@ def test_secrets_never_need_a_command_line(tmp_path: Path) -> None:
     """Every secret-bearing key comes from the environment or the file, and repr masks it."""
     env = {"RESONATE_STORAGE__POSTGRES__URL": "postgres://u:s3cret@h/db",
            "RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__MODE": "bearer",
-           "RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__TOKEN": "s3cret-token"}
+           "RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__TOKEN": "s3cret-token",
+           "RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__ALLOW": '["https://workers.example.com"]'}
     cfg = load(env=env)
     assert cfg.storage.postgres.url == env["RESONATE_STORAGE__POSTGRES__URL"]
     assert cfg.transports.http_push.auth is not None and cfg.transports.http_push.auth.token == "s3cret-token"

@@ -89,7 +89,8 @@ def token_of(value: str) -> str:
 def test_bearer_mode_sends_the_static_token(backend, launch, issuer, servers):
     w = Worker(issuer, verify=False).start()
     servers.append(w)
-    srv = launch(backend, {MODE: "bearer", "RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__TOKEN": "s3cret-push-token"})
+    srv = launch(backend, {MODE: "bearer", "RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__TOKEN": "s3cret-push-token",
+                           "RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__ALLOW": f"http://{w.host}"})
     create(srv, "b1", w.url("/bearer"))
     assert wait_until(lambda: len(w.received) == 1, 10), srv.logs()
     assert w.received[0].headers["authorization"] == "Bearer s3cret-push-token"
@@ -139,7 +140,8 @@ def test_gcp_configured_audience_in_a_custom_header(backend, launch, issuer, ser
     md, w = FakeMetadata(issuer).start(), Worker(issuer, header=header, audience=aud).start()
     servers += [md, w]
     srv = launch(backend, gcp_env(md, RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__AUDIENCE=aud,
-                                  RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__HEADER=header))
+                                  RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__HEADER=header,
+                                  RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__ALLOW=f"http://{w.host}"))
     create(srv, "c1", w.url("/one"))
     create(srv, "c2", w.url("/two"))
     assert wait_until(lambda: len(w.accepted()) == 2, 15), (w.received, srv.logs())

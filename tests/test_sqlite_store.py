@@ -133,6 +133,20 @@ STEPS: list[tuple[str, Callable, bool]] = [
     ("outbox", lambda tx: (tx.outbox(), tx.outbox(2), tx.outbox(0), tx.outbox_count()), False),
     ("outbox pages", lambda tx: (tx.outbox_page(0, 2), tx.outbox_page(tx.outbox_page(0, 2)[-1][0], 10),
                                  tx.outbox_page(10**9, 5)), False),
+    # failed deliveries: counted on the row, kept by the same message again, dead at the limit
+    ("failures", lambda tx: (tx.record_failure(Message("execute", "t2", "poll://a", 1), 2),
+                             tx.record_failure(Message("execute", "t2", "poll://a", 9), 2),  # another version
+                             tx.record_failure(Message("unblock", "p1", "poll://u", 0), 0),  # 0: no limit
+                             tx.record_failure(Message("execute", "zz", "poll://a", 1), 2)), True),
+    ("same message again", lambda tx: tx.enqueue(Message("execute", "t2", "poll://a", 1)), True),
+    ("dead", lambda tx: (tx.record_failure(Message("execute", "t2", "poll://a", 1), 2),
+                         tx.record_failure(Message("execute", "t2", "poll://a", 1), 2),
+                         tx.dead_messages(), tx.outbox_page(0, 10), tx.outbox_count(), tx.outbox()), True),
+    ("dead stays dead", lambda tx: tx.enqueue(Message("execute", "t2", "poll://a", 1)), True),
+    ("dead read", lambda tx: (tx.dead_messages(), tx.outbox_page(0, 10)), False),
+    ("new version", lambda tx: [tx.enqueue(Message("execute", "t2", "poll://a", 2)), tx.dead_messages(),
+                                tx.outbox_page(0, 10), tx.record_failure(Message("execute", "t2", "poll://a", 2), 3)],
+     True),
     ("ack stale", lambda tx: (tx.ack(Message("execute", "t1", "poll://a", 1)),
                               tx.ack(Message("unblock", "p1", "poll://u", 5))), True),
     ("ack", lambda tx: (tx.ack(Message("execute", "t1", "poll://b", 2)),

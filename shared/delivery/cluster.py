@@ -11,7 +11,8 @@ instant, so the outbox row is the only truth and every send happens under a clai
   announces the row again. A worker that connects (to any instance) claims its group's waiting
   rows at once; connected instances also re-check their groups every few seconds.
 - Other rows (HTTP push) are claimed and pushed by the committing process right after commit;
-  a failed push is released with backoff. With `dispatch.topic` set (the cloud), http(s) rows
+  a failed push is released with backoff, and its last allowed attempt
+  (`transports.http_push.max_attempts`) parks the row dead (never claimed again). With `dispatch.topic` set (the cloud), http(s) rows
   are instead claimed for as long as Pub/Sub retries and published, and the `dispatch`
   function pushes them (`shared/delivery/pubsub_dispatch.py`). The sweeper (or a local
   re-drive loop) claims what is left in batches with SKIP LOCKED, re-announces unclaimed poll
@@ -38,7 +39,7 @@ import uuid
 from typing import Any
 
 from shared.delivery.hub import Connection, Held, PollHub, RegistryUnavailable
-from shared.delivery.outbox import Delivery
+from shared.delivery.outbox import Delivery, log_dead
 from shared.delivery.pubsub_dispatch import DISPATCH_LEASE_MS, PUBLISH_RETRY_MS
 from shared.delivery.push import HttpPush
 from shared.logs import q
@@ -59,8 +60,9 @@ PUBLISH_WAIT_S = 10.0  # on_effects waits this long for Pub/Sub to confirm what 
 class ClusterDelivery(Delivery):
     def __init__(self, service: Any, hub: PollHub | None, push: HttpPush | None, server_url: str | None,
                  redrive_interval_ms: int = 1000, batch_size: int = 100, push_timeout_s: float = 180.0,
-                 background: bool = True, metrics: Any = None, publisher: Any = None) -> None:
-        super().__init__(service, hub, push, server_url, redrive_interval_ms, batch_size, background, metrics)
+                 background: bool = True, metrics: Any = None, publisher: Any = None, max_attempts: int = 0) -> None:
+        super().__init__(service, hub, push, server_url, redrive_interval_ms, batch_size, background, metrics,
+                         max_attempts)
         self.push_lease_ms = int((push_timeout_s + 30) * 1000)  # never shorter than one push attempt
         self.publisher = publisher  # pubsub_dispatch.Publisher (dispatch.topic): http(s) rows are published
         self._listener: threading.Thread | None = None
@@ -83,6 +85,9 @@ class ClusterDelivery(Delivery):
         self._drop_listen_connection()
         if self._listener is not None:
             self._listener.join(timeout)
+
+    def _load_dead(self) -> None:
+        """Dead rows are never claimed (`claimed_until` = DEAD): nothing to remember here."""
 
     def flush(self, timeout: float) -> bool:
         """Wait until every send started here has its result recorded (a function must not
@@ -311,7 +316,11 @@ class ClusterDelivery(Delivery):
         full: it comes back through on_drained)."""
         try:
             if push:
-                self.store.release(seq, m, failed=True, notify=False)
+                res = self.store.release(seq, m, failed=True, notify=False, max_attempts=self.max_attempts)
+                if res is not None and res[1]:
+                    log_dead(m, res[0])
+                    if self.metrics is not None:
+                        self.metrics.push_result("dead")
             else:
                 self.store.release(seq, m, failed=False, notify=self._receiver(m) is None)
         except Exception:

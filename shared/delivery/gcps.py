@@ -20,6 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
+from shared.delivery.destinations import project_refusal
 from shared.logs import q
 from shared.protocol import parse_address
 
@@ -64,8 +65,10 @@ def init_grpc_for_gevent() -> None:
 class PubSubPublish:
     """The `gcps` transport: one PublisherClient for every topic, created on first use."""
 
-    def __init__(self, concurrency: int = 256, timeout_ms: int = 10000, metrics: Metrics | None = None) -> None:
+    def __init__(self, concurrency: int = 256, timeout_ms: int = 10000, metrics: Metrics | None = None,
+                 allow_projects: tuple[str, ...] = ()) -> None:
         self.metrics = metrics
+        self.allow_projects = tuple(allow_projects)  # non-empty: the only projects published to
         self.timeout = timeout_ms / 1000
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="gcps")
         self._client: Any = None
@@ -77,6 +80,12 @@ class PubSubPublish:
         topic = topic_path(address)
         if topic is None:  # the delivery layer parsed it already; defensive
             log.warning("GCP Pub/Sub delivery failed: not a gcps address %s", q(address))
+            self._result("error", done, False)
+            return
+        why = project_refusal(self.allow_projects, topic.split("/")[1])
+        if why is not None:  # registered before the list changed: never published, fails like an error
+            log.warning("GCP Pub/Sub delivery refused by the outbound destination policy address=%s reason=%s",
+                        q(address), q(why))
             self._result("error", done, False)
             return
         try:

@@ -4,6 +4,13 @@ Decision Q4 (at-least-once): every `execute`/`unblock` row stays in the outbox u
 write succeeded or the HTTP push answered 2xx. Rows that could not be delivered are re-driven
 by a background loop (with backoff for failing pushes), and a worker that connects gets the
 executes waiting for its group at once. An unblock with no live receiver is dropped (§9.4).
+
+A push (HTTP, gcps, bash) that keeps failing is not retried forever: each failure is counted on
+its outbox row (so the count survives a restart), the next attempt waits 0.5 s doubling to 60 s,
+and failure number `max_attempts` marks the row dead: kept for an operator to see, never sent
+again, until a new version of the message (a new execute for the task) replaces it. The task's
+retry timer re-enqueues the same message every `tasks.retry_timeout`; that neither skips the
+backoff nor revives a dead row.
 """
 from __future__ import annotations
 
@@ -24,12 +31,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("resonate.delivery")
 
+BACKOFF_BASE_S = 0.5  # the first retry of a failed push waits this long, doubling after each failure
+BACKOFF_CAP_S = 60.0
+
+
+def backoff_s(failures: int) -> float:
+    """The wait after failure number `failures` (1-based)."""
+    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** min(failures - 1, 20))
+
+
+def log_dead(m: Message, failures: int) -> None:
+    """The one WARN line of a row given up."""
+    log.warning("Outbound delivery given up after %d failed attempts (transports.http_push.max_attempts): "
+                "%s %s to %s stays in the outbox and is not sent again unless a new version replaces it",
+                failures, m.kind, q(m.id), q(m.address))
+
 
 class Delivery:
     def __init__(self, service: Any, hub: PollHub | None, push: HttpPush | None, server_url: str | None,
                  redrive_interval_ms: int = 1000, batch_size: int = 100, background: bool = True,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, max_attempts: int = 0) -> None:
         self.service = service
+        self.max_attempts = max_attempts  # failed pushes before a row is dead (0: never)
         self.metrics = metrics
         self.background = background  # run the periodic re-drive loop (not in functions: the sweeper does)
         self.store = service.store
@@ -44,7 +67,8 @@ class Delivery:
         # messages whose row we deleted lately: a re-drive that read the outbox just before the
         # delete must not send them again (value: when acked, pruned after a minute)
         self._acked: dict[Message, float] = {}
-        self._backoff: dict[tuple, tuple[float, int]] = {}  # key -> (not before, failures)
+        self._backoff: dict[tuple, tuple[float, int, Message]] = {}  # key -> (not before, failures, message)
+        self._dead: dict[tuple, Message] = {}  # rows given up (loaded at start): never dispatched again
         self._lock = threading.Lock()
         self._acks: "queue.Queue[Message | None]" = queue.Queue()
         self._wake = threading.Event()
@@ -58,6 +82,7 @@ class Delivery:
     # ---- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._load_dead()
         loops = [(self._ack_loop, "acks")] + ([(self._redrive_loop, "redrive")] if self.background else [])
         for target, name in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -96,12 +121,42 @@ class Delivery:
 
     # ---- entry points -------------------------------------------------------------------------
 
+    def _load_dead(self) -> None:
+        """The rows given up before a restart, so a retry timer's re-enqueue does not revive them."""
+        try:
+            rows = self.store.read(lambda tx: tx.dead_messages())
+        except Exception:
+            log.exception("reading the dead outbox rows failed")
+            return
+        with self._lock:
+            self._dead = {m.key: m for m, _ in rows}
+
     def on_effects(self, fx: Effects) -> None:
         if fx.debug_changed and not self.service.debug_session:
             self._wake.set()
+        now = time.monotonic()
         for m in fx.messages:
             self._acked.pop(m, None)  # queued anew: no longer the row we deleted
+            if self._parked(m, now):
+                continue
             self.dispatch(m, fx.payloads.get(m.id) if m.kind == "unblock" else None)
+
+    def _parked(self, m: Message, now: float) -> bool:
+        """The same message as a dead row, or as one waiting out its backoff (the re-drive sends
+        it when due); a different one (a new version) replaces them."""
+        with self._lock:
+            dead = self._dead.get(m.key)
+            if dead is not None:
+                if dead == m:
+                    return True
+                del self._dead[m.key]
+            b = self._backoff.get(m.key)
+            if b is not None:
+                if b[2] == m and b[0] > now:
+                    return True
+                if b[2] != m:
+                    del self._backoff[m.key]
+        return False
 
     def on_connect(self, conn: Connection) -> None:
         """A worker connected (or its full buffer drained): its group's waiting executes go out
@@ -144,7 +199,7 @@ class Delivery:
             if group is not None:
                 if addr is None or addr.scheme != "poll" or addr.group != group:
                     continue
-            elif self._backoff.get(m.key, (0.0, 0))[0] > now:
+            elif self._backoff.get(m.key, (0.0, 0, m))[0] > now or self._dead.get(m.key) == m:
                 continue
             elif addr is not None and addr.scheme == "poll" and self.hub is not None and m.kind == "execute" \
                     and not self.hub.has_group(addr.group):
@@ -221,11 +276,36 @@ class Delivery:
                 self.metrics.delivered(m, transport)
             self._ack(m)
             return
-        self._release(m)
+        failures, dead = self._failed(m, transport)  # still in flight: no re-drive sends it meanwhile
         with self._lock:
-            _, failures = self._backoff.get(m.key, (0.0, 0))
-            self._backoff[m.key] = (time.monotonic() + min(60.0, 0.5 * 2**failures), failures + 1)
+            if dead:
+                self._dead[m.key] = m
+                self._backoff.pop(m.key, None)
+            elif failures:
+                self._backoff[m.key] = (time.monotonic() + backoff_s(failures), failures, m)
+            if self._inflight.get(m.key) == m:
+                del self._inflight[m.key]
+        if dead:
+            log_dead(m, failures)
+            if self.metrics is not None:
+                self.metrics.push_result("dead")
         self._wake.set()  # re-plan the loop's sleep around this retry
+
+    def _failed(self, m: Message, transport: str) -> tuple[int, bool]:
+        """(failures so far, dead) after this failure. Pushes count on the row (a restart keeps
+        the count); a poll write that failed (the worker went away) is no failure of the target,
+        so only this process's backoff counts it. (0, False): the row is gone or was replaced."""
+        with self._lock:
+            b = self._backoff.get(m.key)
+            mine = b[1] + 1 if b is not None and b[2] == m else 1
+        if transport == "poll":
+            return mine, False
+        try:
+            res = self.store.write(lambda tx: tx.record_failure(m, self.max_attempts))
+        except Exception:
+            log.exception("recording a failed delivery failed; backing off in memory")
+            return mine, False
+        return res if res is not None else (0, False)
 
     def _release(self, m: Message) -> None:
         with self._lock:
@@ -278,7 +358,7 @@ class Delivery:
         while not self._stopped.is_set():
             wait = min(30.0, self.redrive_interval * 2**idle)
             with self._lock:
-                retry_at = min((nb for nb, _ in self._backoff.values()), default=None)
+                retry_at = min((b[0] for b in self._backoff.values()), default=None)
             if retry_at is not None:
                 wait = max(0.0, min(wait, retry_at - time.monotonic()))
             if self._wake.wait(wait):

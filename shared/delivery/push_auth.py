@@ -13,6 +13,14 @@ A token is cached per audience, refreshed in the background once it is in the la
 its life (at most 5 min before `exp`) and no longer used in its last tenth (at most 30 s). A mint
 that fails makes the push fail (the outbox keeps the row and retries it); the request is never
 sent without the credentials the configuration asks for. Tokens are never logged.
+
+Credentials go only to the origins on `transports.http_push.auth.allow` (`scheme://host[:port]`,
+compared exactly after lower-casing scheme and host and dropping the scheme's default port).
+A push to any other origin is sent without the header (a worker that needs it answers 401 and
+the push fails like any other). The list is required with `bearer` and with `gcp` plus a fixed
+audience (such a token is accepted by every service of that audience); with `gcp` and no fixed
+audience each token's audience is the push URL itself, so a token sent elsewhere is only valid
+there: the list is optional then (set it anyway to keep the server's identity to itself).
 """
 from __future__ import annotations
 
@@ -49,17 +57,78 @@ class MintError(Exception):
 class PushAuth(Protocol):
     header: str
 
+    def applies_to(self, url: str) -> bool:
+        """Whether a push to `url` may carry the credentials (its origin is allow-listed)."""
+        ...
+
     def value(self, url: str) -> str:
         """The header's value for a push to `url`; raises `MintError`."""
         ...
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalise_origin(entry: str) -> str:
+    """`HTTPS://Workers.Example.com:443/` -> `https://workers.example.com`; ValueError when the
+    entry is not `scheme://host[:port]` (no user, path, query or fragment)."""
+    from urllib3.util import parse_url
+
+    text = entry.strip()
+    try:
+        u = parse_url(text)
+    except ValueError as e:
+        raise ValueError(f"{entry!r} is not an origin: {e}") from None
+    scheme = (u.scheme or "").lower()
+    if scheme not in DEFAULT_PORTS or not u.host or "://" not in text:
+        raise ValueError(f"{entry!r} is not an origin: expected http(s)://host[:port]")
+    if u.auth or u.query is not None or u.fragment is not None or (u.path or "/") != "/":
+        raise ValueError(f"{entry!r} is not an origin: only scheme://host[:port], no user, path or query")
+    return _origin(scheme, u.host, u.port)
+
+
+def _origin(scheme: str, host: str, port: int | None) -> str:
+    host = host.lower().rstrip(".")
+    return f"{scheme}://{host}" if port in (None, DEFAULT_PORTS[scheme]) else f"{scheme}://{host}:{port}"
+
+
+def origin_of(url: str) -> str | None:
+    """The normalised origin of a push URL (None when it does not parse)."""
+    from urllib3.util import parse_url
+
+    try:
+        u = parse_url(url)
+    except ValueError:
+        return None
+    scheme = (u.scheme or "").lower()
+    if scheme not in DEFAULT_PORTS or not u.host:
+        return None
+    return _origin(scheme, u.host, u.port)
+
+
+class Origins:
+    """The allow-list of `transports.http_push.auth.allow`; empty: every origin."""
+
+    def __init__(self, entries: tuple[str, ...] = ()) -> None:
+        self._allowed = frozenset(normalise_origin(e) for e in entries)
+
+    def __bool__(self) -> bool:
+        return bool(self._allowed)
+
+    def permits(self, url: str) -> bool:
+        return not self._allowed or origin_of(url) in self._allowed
+
+
 class StaticBearer:
     """`bearer` mode: the configured token, on every push."""
 
-    def __init__(self, token: str, header: str = "Authorization") -> None:
+    def __init__(self, token: str, header: str = "Authorization", origins: Origins | None = None) -> None:
         self.header = header
         self._value = f"Bearer {token}"
+        self.origins = origins or Origins()
+
+    def applies_to(self, url: str) -> bool:
+        return self.origins.permits(url)
 
     def value(self, url: str) -> str:
         return self._value
@@ -139,13 +208,18 @@ class GoogleIdTokens:
     """`gcp` mode: `Bearer <ID token>` for audience = the configured one, else the full URL."""
 
     def __init__(self, header: str = "Authorization", audience: str | None = None,
-                 minter: Minter | None = None, clock: Callable[[], float] = time.time) -> None:
+                 minter: Minter | None = None, clock: Callable[[], float] = time.time,
+                 origins: Origins | None = None) -> None:
         self.header = header
         self.audience = audience or None
+        self.origins = origins or Origins()
         self._mint = minter or default_minter()
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
         self._lock = threading.Lock()
+
+    def applies_to(self, url: str) -> bool:
+        return self.origins.permits(url)
 
     def value(self, url: str) -> str:
         return f"Bearer {self.token(self.audience or url)}"
@@ -211,8 +285,9 @@ def make_push_auth(cfg: HttpPushAuth | None) -> PushAuth | None:
     """The configured mode, or None (no section, or mode `none`: no header at all)."""
     if cfg is None or cfg.mode == "none":
         return None
+    origins = Origins(cfg.allow)
     if cfg.mode == "bearer":
-        return StaticBearer(cfg.token or "", cfg.header)
+        return StaticBearer(cfg.token or "", cfg.header, origins)
     if cfg.mode == "gcp":
-        return GoogleIdTokens(cfg.header, cfg.audience)
+        return GoogleIdTokens(cfg.header, cfg.audience, origins=origins)
     raise ValueError(f"unknown push auth mode {cfg.mode!r}")

@@ -76,10 +76,17 @@ class Tx(Protocol):
     def enqueue(self, m: Message) -> None:
         """Execute: upsert by task id (a replaced row keeps its queue position). Unblock: insert if absent."""
     def outbox(self, limit: int | None = None) -> list[Message]:
-        """Queued messages in queue (insertion) order."""
+        """Queued messages in queue (insertion) order, dead rows included."""
     def outbox_page(self, after: int, limit: int) -> list[tuple[int, Message]]:
-        """(queue position, message) of the queued rows after position `after`, in queue order;
-        lets background re-drives walk a long outbox in pages."""
+        """(queue position, message) of the queued rows after position `after`, in queue order,
+        dead rows left out; lets background re-drives walk a long outbox in pages."""
+    def record_failure(self, m: Message, max_attempts: int) -> tuple[int, bool] | None:
+        """Count a failed delivery of the row equal to m: (its failures, now dead). The row is
+        dead once it has `max_attempts` failures (0: never). None when the row is gone, was
+        replaced, or is dead already. Enqueueing the same message again keeps the count and the
+        dead mark; a different version of an execute starts clean."""
+    def dead_messages(self) -> list[tuple[Message, int]]:
+        """(message, failures) of the dead rows, in queue order."""
     def ack(self, m: Message) -> bool:
         """Delete the row iff it still equals m (an execute replaced meanwhile stays)."""
     def outbox_count(self) -> int:

@@ -23,6 +23,7 @@ class _State:
         self.callbacks: dict[tuple[str, str], bool] = {}  # (awaited, awaiter) -> ready
         self.listeners: dict[tuple[str, str], None] = {}  # (promise_id, address)
         self.outbox: dict[tuple, tuple[int, Message]] = {}  # key -> (seq, message)
+        self.failures: dict[tuple, tuple[Message, int, bool]] = {}  # key -> (that message, failures, dead)
         self.schedules: dict[str, Schedule] = {}
         self.meta: dict[str, str] = {}
         self.seq = itertools.count(1)
@@ -168,13 +169,34 @@ class MemoryTx:
             self._set(self.st.outbox, m.key, (next(self.st.seq), m))
         elif m.kind == "execute" and old[1] != m:
             self._set(self.st.outbox, m.key, (old[0], m))
+            if m.key in self.st.failures:  # a new version starts with a clean record
+                self._set(self.st.failures, m.key, _MISSING)
 
     def outbox(self, limit: int | None = None) -> list[Message]:
         rows = sorted(self.st.outbox.values(), key=lambda r: r[0])
         return [m for _, m in rows[:limit]]
 
     def outbox_page(self, after: int, limit: int) -> list[tuple[int, Message]]:
-        return sorted((r for r in self.st.outbox.values() if r[0] > after), key=lambda r: r[0])[:limit]
+        return sorted((r for r in self.st.outbox.values() if r[0] > after and not self._dead(r[1])),
+                      key=lambda r: r[0])[:limit]
+
+    def _dead(self, m: Message) -> bool:
+        f = self.st.failures.get(m.key)
+        return f is not None and f[0] == m and f[2]
+
+    def record_failure(self, m: Message, max_attempts: int) -> tuple[int, bool] | None:
+        row = self.st.outbox.get(m.key)
+        if row is None or row[1] != m or self._dead(m):
+            return None
+        f = self.st.failures.get(m.key)
+        n = (f[1] if f is not None and f[0] == m else 0) + 1
+        dead = 0 < max_attempts <= n
+        self._set(self.st.failures, m.key, (m, n, dead))
+        return n, dead
+
+    def dead_messages(self) -> list[tuple[Message, int]]:
+        rows = sorted(self.st.outbox.values(), key=lambda r: r[0])
+        return [(m, self.st.failures[m.key][1]) for _, m in rows if self._dead(m)]
 
     def outbox_count(self) -> int:
         return len(self.st.outbox)
@@ -184,6 +206,8 @@ class MemoryTx:
         if row is None or row[1] != m:
             return False
         self._set(self.st.outbox, m.key, _MISSING)
+        if m.key in self.st.failures:
+            self._set(self.st.failures, m.key, _MISSING)
         return True
 
     # schedules
@@ -236,7 +260,7 @@ class MemoryTx:
 
     def reset(self) -> None:
         for table in (self.st.promises, self.st.tasks, self.st.callbacks, self.st.listeners,
-                      self.st.outbox, self.st.schedules):
+                      self.st.outbox, self.st.failures, self.st.schedules):
             for key in list(table):
                 self._set(table, key, _MISSING)
 

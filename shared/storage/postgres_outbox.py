@@ -18,7 +18,7 @@ from typing import Any
 
 from shared.engine.debug import DEBUG_SESSION
 from shared.records import Message
-from shared.storage.postgres_tx import DB_NOW, NOTIFY_CHANNEL
+from shared.storage.postgres_tx import DB_NOW, DEAD, NOTIFY_CHANNEL
 
 Row = tuple[int, Message]  # (seq, message)
 
@@ -35,12 +35,14 @@ _CLAIM_PUSH = _CLAIM.format(f"seq IN (SELECT seq FROM outbox WHERE poll_group IS
                             " ORDER BY seq LIMIT :n FOR UPDATE SKIP LOCKED)")
 _GROUP_ROWS = (f"SELECT {_COLS} FROM outbox WHERE poll_group = :g AND seq > :after AND claimed_until < {DB_NOW}"
                " ORDER BY seq LIMIT :n")
+# a failed push backs off (0.5 s doubling to a minute), or, at its last allowed attempt
+# (transports.http_push.max_attempts; 0: never), parks the row dead
 _RELEASE = (f"UPDATE outbox SET attempts = attempts + :failed, claimed_until = CASE WHEN :failed = 0 THEN 0"
+            f" WHEN CAST(:max AS bigint) > 0 AND attempts + 1 >= :max THEN {DEAD}"
             f" ELSE {DB_NOW} + LEAST(:cap, :base * power(2, LEAST(attempts, 20)))::bigint END"
-            " WHERE seq = :s AND version = :v RETURNING attempts")
+            f" WHERE seq = :s AND version = :v AND claimed_until < {DEAD} RETURNING attempts, claimed_until >= {DEAD}")
 # Pub/Sub dispatch: a row named by a message (seq + version), a failed attempt (the lease is
 # renewed: Pub/Sub retries; the last attempt parks the row for good), a publish that failed
-DEAD = 2 ** 62  # claimed_until of a dead row: never claimed again (a replacing execute resets it)
 _DISPATCH_ROW = (f"SELECT {_COLS}, attempts, claimed_until >= {DEAD}, NOT {_NO_DEBUG} FROM outbox"
                  " WHERE seq = :s AND version = :v")
 _LAST = "CAST(:max AS bigint) > 0 AND (attempts + 1 >= :max OR CAST(:attempt AS bigint) >= :max)"
@@ -134,17 +136,20 @@ class PgClusterOutbox:
         """Unclaimed rows for one poll group (a worker of it connected), in queue order."""
         return _rows(self.read(lambda tx: tx._x(_GROUP_ROWS, g=group, after=after, n=limit)))
 
-    def release(self, seq: int, m: Message, failed: bool, notify: bool) -> int | None:
+    def release(self, seq: int, m: Message, failed: bool, notify: bool,
+                max_attempts: int = 0) -> tuple[int, bool] | None:
         """Give a claim back: claimable again at once, or after a backoff that doubles with each
-        failure (from 0.5 s up to a minute) when the send `failed`; optionally announce the row
-        again so another process's connection can take it. Returns the row's failure count,
+        failure (from 0.5 s up to a minute) when the send `failed`, or never again (dead) when
+        that was failure number `max_attempts` (0: no limit); optionally announce the row again
+        so another process's connection can take it. Returns (the row's failure count, dead),
         None if the row is gone or was replaced meanwhile."""
 
-        def run(tx: Any) -> int | None:
-            rows = tx._x(_RELEASE, s=seq, v=m.version, failed=int(failed), base=500, cap=60_000)
+        def run(tx: Any) -> tuple[int, bool] | None:
+            rows = tx._x(_RELEASE, s=seq, v=m.version, failed=int(failed), base=500, cap=60_000,
+                         max=max_attempts if failed else 0)
             if rows and notify:
                 tx._x(_NOTIFY, p=[f"{seq} {m.address}"])
-            return rows[0][0] if rows else None
+            return (rows[0][0], bool(rows[0][1])) if rows else None
 
         return self.write(run)
 

@@ -116,9 +116,23 @@ _UPSERT_S = (f"INSERT INTO schedules ({_S}) VALUES ({_SV}) ON CONFLICT (id) DO U
 _ENQUEUE = ("WITH r AS (INSERT INTO outbox (key, kind, id, address, version, poll_group, poll_uni, created_at)"
             f" VALUES (:k, :kind, :id, :a, :v, :g, :u, {DB_NOW}) ON CONFLICT (key) DO {{}} RETURNING seq, poll_group)"
             f" SELECT pg_notify('{NOTIFY_CHANNEL}', seq || ' ' || :a) FROM r WHERE poll_group IS NOT NULL")
+# a new execute replaces the row unclaimed and with a clean record; the same message again (a
+# task's retry timer re-enqueues it every tasks.retry_timeout) keeps its failure count, its dead
+# mark and, for a push row, its claim (in flight or backing off), so retries neither double up
+# nor revive a dead row; a poll row is unclaimed and announced again, as before
+DEAD = 2 ** 62  # claimed_until of a row given up: never claimed again (shared/storage/postgres_outbox.py)
+_SAME = "outbox.version = EXCLUDED.version AND outbox.address = EXCLUDED.address"
+_KEEP = f"{_SAME} AND (outbox.poll_group IS NULL OR outbox.claimed_until >= {DEAD})"
 _ENQUEUE_EXECUTE = _ENQUEUE.format(
     "UPDATE SET address = EXCLUDED.address, version = EXCLUDED.version, poll_group = EXCLUDED.poll_group,"
-    " poll_uni = EXCLUDED.poll_uni, created_at = EXCLUDED.created_at, claimed_until = 0, notified_at = 0, attempts = 0")
+    f" poll_uni = EXCLUDED.poll_uni, created_at = CASE WHEN {_KEEP} THEN outbox.created_at ELSE EXCLUDED.created_at END,"
+    f" claimed_until = CASE WHEN {_KEEP} THEN outbox.claimed_until ELSE 0 END,"
+    f" notified_at = CASE WHEN {_KEEP} THEN outbox.notified_at ELSE 0 END,"
+    f" attempts = CASE WHEN {_SAME} THEN outbox.attempts ELSE 0 END")
+_RECORD_FAILURE = ("UPDATE outbox SET attempts = attempts + 1, claimed_until = CASE WHEN CAST(:max AS bigint) > 0"
+                   f" AND attempts + 1 >= :max THEN {DEAD} ELSE claimed_until END WHERE key = :k AND kind = :kind"
+                   f" AND id = :id AND address = :a AND version = :v AND claimed_until < {DEAD}"
+                   f" RETURNING attempts, claimed_until >= {DEAD}")
 _ENQUEUE_UNBLOCK = _ENQUEUE.format("NOTHING")
 _INSERT_M = "INSERT INTO meta (key, value) VALUES (:k, :v) ON CONFLICT (key) DO NOTHING RETURNING 1"
 _UPSERT_M = "INSERT INTO meta (key, value) VALUES (:k, :v) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
@@ -375,9 +389,21 @@ class PgTx(PortableQueries):
         return [Message(*r) for r in rows]
 
     def outbox_page(self, after: int, limit: int) -> list[tuple[int, Message]]:
-        rows = self._x("SELECT seq, kind, id, address, version FROM outbox WHERE seq > :after ORDER BY seq LIMIT :n",
-                       after=after, n=limit)
+        rows = self._x("SELECT seq, kind, id, address, version FROM outbox WHERE seq > :after"
+                       f" AND claimed_until < {DEAD} ORDER BY seq LIMIT :n", after=after, n=limit)
         return [(r[0], Message(r[1], r[2], r[3], r[4])) for r in rows]
+
+    def record_failure(self, m: Message, max_attempts: int) -> tuple[int, bool] | None:
+        """(Cluster delivery counts failures in `PgClusterOutbox.release`; this is the port's form.)"""
+        self._w()
+        rows = self._x(_RECORD_FAILURE, k=_dumps(m.key), kind=m.kind, id=m.id, a=m.address, v=m.version,
+                       max=max_attempts)
+        return (rows[0][0], bool(rows[0][1])) if rows else None
+
+    def dead_messages(self) -> list[tuple[Message, int]]:
+        rows = self._x(f"SELECT kind, id, address, version, attempts FROM outbox WHERE claimed_until >= {DEAD}"
+                       " ORDER BY seq")
+        return [(Message(r[0], r[1], r[2], r[3]), r[4]) for r in rows]
 
     def outbox_count(self) -> int:
         return self._x("SELECT count(*) FROM outbox")[0][0]

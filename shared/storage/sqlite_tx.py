@@ -48,6 +48,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX schedules_due ON schedules (next_run_at, id)",
         "CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)",
     ]),
+    # failed deliveries per row; a row whose last allowed attempt failed is dead: kept, never sent
+    # again (transports.http_push.max_attempts), until a new version of the message replaces it
+    (2, [
+        "ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE outbox ADD COLUMN dead INTEGER NOT NULL DEFAULT 0",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -75,6 +81,9 @@ def _schedule(r: tuple) -> Schedule:
 def _promise_row(p: Promise) -> tuple:
     return (p.id, p.state, _dumps(p.param), _dumps(p.value), _dumps(p.tags), p.timeout_at,
             p.created_at, p.settled_at, p.tags.get(TARGET), p.tags.get(BRANCH))
+
+
+_SAME = "outbox.version = excluded.version AND outbox.address = excluded.address"
 
 
 def _msg_key(m: Message) -> str:
@@ -234,7 +243,10 @@ class SqliteTx(PortableQueries):
     def enqueue(self, m: Message) -> None:
         self._w()
         # the upsert keeps seq, i.e. the replaced execute keeps its queue position
-        on_conflict = ("DO UPDATE SET address = excluded.address, version = excluded.version"
+        # the same message again (a retry timer) keeps its failure count and dead mark
+        on_conflict = ("DO UPDATE SET address = excluded.address, version = excluded.version,"
+                       f" attempts = CASE WHEN {_SAME} THEN attempts ELSE 0 END,"
+                       f" dead = CASE WHEN {_SAME} THEN dead ELSE 0 END"
                        if m.kind == "execute" else "DO NOTHING")
         self._x("INSERT INTO outbox (key, kind, id, address, version) VALUES (?,?,?,?,?)"
                 f" ON CONFLICT(key) {on_conflict}", (_msg_key(m), m.kind, m.id, m.address, m.version))
@@ -245,9 +257,21 @@ class SqliteTx(PortableQueries):
         return [Message(*r) for r in rows]
 
     def outbox_page(self, after: int, limit: int) -> list[tuple[int, Message]]:
-        rows = self._x("SELECT seq, kind, id, address, version FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                       (after, limit))
+        rows = self._x("SELECT seq, kind, id, address, version FROM outbox WHERE seq > ? AND dead = 0"
+                       " ORDER BY seq LIMIT ?", (after, limit))
         return [(r[0], Message(r[1], r[2], r[3], r[4])) for r in rows]
+
+    def record_failure(self, m: Message, max_attempts: int) -> tuple[int, bool] | None:
+        self._w()
+        r = self._x("UPDATE outbox SET attempts = attempts + 1, dead = (? > 0 AND attempts + 1 >= ?)"
+                    " WHERE key = ? AND kind = ? AND id = ? AND address = ? AND version = ? AND dead = 0"
+                    " RETURNING attempts, dead",
+                    (max_attempts, max_attempts, _msg_key(m), m.kind, m.id, m.address, m.version)).fetchone()
+        return None if r is None else (r[0], bool(r[1]))
+
+    def dead_messages(self) -> list[tuple[Message, int]]:
+        rows = self._x("SELECT kind, id, address, version, attempts FROM outbox WHERE dead = 1 ORDER BY seq")
+        return [(Message(r[0], r[1], r[2], r[3]), r[4]) for r in rows]
 
     def outbox_count(self) -> int:
         return self._x("SELECT count(*) FROM outbox").fetchone()[0]
