@@ -9,7 +9,7 @@ from gevent.pywsgi import WSGIServer
 class NoDelayServer(WSGIServer):
     """pywsgi with TCP_NODELAY: small responses must not wait for the peer's delayed ACK."""
 
-    def handle(self, sock: socket.socket, address: tuple) -> None:  # type: ignore[override]
+    def handle(self, sock: socket.socket, address: tuple) -> None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:

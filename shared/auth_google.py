@@ -16,6 +16,8 @@ import time
 from base64 import urlsafe_b64decode
 from typing import Any, Mapping
 
+from google.auth import transport
+
 from shared.auth import LEEWAY_S, Invalid, Unavailable
 
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
@@ -30,7 +32,7 @@ class _Answer:
         self.status, self.headers, self.data = status, dict(headers), data
 
 
-class CachedFetch:
+class CachedFetch(transport.Request):
     """A `google.auth.transport.Request` that keeps 200 answers for their `max-age`: google-auth
     fetches the certificates on every verification otherwise (one HTTP call per request)."""
 

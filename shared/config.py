@@ -67,10 +67,7 @@ class _Section:
             for f in fields(self)) + ")"  # type: ignore[arg-type]
 
 
-section = dataclass(frozen=True, eq=False, repr=False)
-
-
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class HttpPoll(_Section):
     enabled: bool = True
     max_connections: int = 1000
@@ -82,7 +79,7 @@ class HttpPoll(_Section):
     keepalive_interval: int = 15000  # ms between SSE comment keep-alives (§9.3)
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class HttpPushAuth(_Section):
     """Outbound auth for pushes (§8.3.4); the section's presence is what configures it."""
     mode: str = "none"  # none | bearer | gcp
@@ -94,7 +91,7 @@ class HttpPushAuth(_Section):
     allow: tuple[str, ...] = ()
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class HttpPush(_Section):
     enabled: bool = True
     concurrency: int = 256
@@ -111,7 +108,7 @@ class HttpPush(_Section):
     max_attempts: int = 1447
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Gcps(_Section):
     enabled: bool = False
     project: str | None = None  # parsed, unused (every gcps:// address names its project)
@@ -120,13 +117,13 @@ class Gcps(_Section):
     timeout: int = 10000
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class BashExec(_Section):
     enabled: bool = False
     allow: tuple[str, ...] = ()  # this server's extension: the only commands bash:// may run (names or paths)
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Transports(_Section):
     http_poll: HttpPoll = field(default_factory=HttpPoll)
     http_push: HttpPush = field(default_factory=HttpPush)
@@ -134,12 +131,12 @@ class Transports(_Section):
     bash_exec: BashExec = field(default_factory=BashExec)
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Cors(_Section):
     allow_origins: tuple[str, ...] = ()  # empty: CORS off; "*": any origin (§10)
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Server(_Section):
     host: str = "localhost"
     port: int = 8001
@@ -150,12 +147,12 @@ class Server(_Section):
     cors: Cors = field(default_factory=Cors)
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Sqlite(_Section):
     path: str = "resonate.db"
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Postgres(_Section):
     url: str | None = field(default=None, repr=False)  # e.g. postgres://user:pass@host:5432/db (a secret)
     pool_size: int = 10
@@ -166,13 +163,13 @@ class Postgres(_Section):
     iam_auth: bool = False  # IAM database login (the user is the service account, no password)
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Mysql(_Section):
     url: str | None = field(default=None, repr=False)  # e.g. mysql://user:pass@host:3306/db (a secret)
     pool_size: int = 10
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Storage(_Section):
     type: str = "sqlite"  # sqlite | postgres | mysql | memory
     sqlite: Sqlite = field(default_factory=Sqlite)
@@ -180,7 +177,7 @@ class Storage(_Section):
     mysql: Mysql = field(default_factory=Mysql)
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Auth(_Section):
     """Inbound JWT auth (§9): on iff the section exists, which requires `publickey` (or, this
     server's extension, `google_audience`: Google OIDC identity tokens only; `shared.auth`)."""
@@ -192,41 +189,41 @@ class Auth(_Section):
     google_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"  # Google's signing certificates
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Promises(_Section):
     # listeners one promise may hold (promise.register_listener answers 400 beyond it): each is an
     # outbox row and a delivery when the promise settles, so an unbounded list is a fan-out lever
     max_listeners: int = 1000
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Tasks(_Section):
     retry_timeout: int = 30000
     lease_timeout: int = 15000
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Messages(_Section):
     poll_interval: int = 100  # reference message-loop period; here delivery runs right after commit
     redrive_interval: int = 1000  # ms between re-drives of undelivered outbox rows
     batch_size: int = 100
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Timeouts(_Section):
     poll_interval: int = 1000  # reference timeout-loop period; here the timer loop sleeps to the next deadline
     batch_size: int = 500  # rows per background transaction
     max_sleep: int = 60000
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Sweeper(_Section):
     window: int = 65000  # ms one sweeper call keeps handling deadlines (> the 60 s tick: overlap)
     poll_interval: int = 250  # ms between looks for deadlines other instances wrote meanwhile
     url: str | None = None  # the sweeper function, called when a near deadline finds no sweeper running
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Dispatch(_Section):
     """HTTP pushes through Pub/Sub (shared/delivery/pubsub_dispatch.py): with `topic` set, the
     committing instance publishes each push row and the topic's push subscription calls the
@@ -238,13 +235,13 @@ class Dispatch(_Section):
     max_attempts: int = 5  # = the subscription's max_delivery_attempts: the last failure marks the row dead
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Observability(_Section):
     metrics_port: int = 9090
     otlp_endpoint: str = "localhost:4317"  # parsed, unused (as in the reference)
 
 
-@section
+@dataclass(frozen=True, eq=False, repr=False)
 class Config(_Section):
     level: str = "info"
     log_format: str = "text"  # text (readable lines) | json (Google Cloud Logging fields); functions default to json
@@ -318,8 +315,8 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
         values.update(file_values)
     env_values, env_present = env_layer(sch, env)
     values.update(env_values)
-    for sec, where in env_present.items():
-        present.setdefault(sec, where)
+    for sec, layer in env_present.items():
+        present.setdefault(sec, layer)
     for key, val in (overrides or {}).items():
         if key not in sch.leaves:
             raise ConfigError(f"unknown configuration key {key!r}")

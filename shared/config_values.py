@@ -167,7 +167,7 @@ def assemble(schema: Schema, values: Mapping[str, Value], present: Mapping[str, 
 
 def _build(schema: Schema, cls: type, prefix: str, typed: Mapping[str, Any], created: Mapping[str, str]) -> Any:
     kwargs: dict[str, Any] = {}
-    for f in fields(cls):  # type: ignore[arg-type]
+    for f in fields(cls):
         key = prefix + f.name
         if key in schema.sections:
             sub, optional = schema.sections[key]

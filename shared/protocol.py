@@ -134,9 +134,7 @@ def parse_envelope(raw: bytes) -> tuple[Envelope | None, dict[str, Any] | None]:
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         # RecursionError: far deeper than MAX_DEPTH, the same answer as any too-deep body
         error = DEPTH_ERROR if isinstance(e, RecursionError) else f"Invalid request envelope: {e}"
-        kind = _best_effort(raw, _KIND_RE, "unknown")
-        corr = _best_effort(raw, _CORR_RE, "0")
-        return None, response(kind, corr, 400, error)
+        return None, response(_best_effort(raw, _KIND_RE, "unknown"), _best_effort(raw, _CORR_RE, "0"), 400, error)
     obj = body if isinstance(body, dict) else {}
     kind = obj.get("kind")
     head = obj.get("head")

@@ -551,7 +551,7 @@ def decode_schedule_search(d: Data, strict: bool) -> ScheduleSearch:
 
 def decode_debug_tick(d: Data, strict: bool) -> DebugTick:
     t = d.get("time")
-    if not is_int(t):
+    if not isinstance(t, int) or not is_int(t):
         raise Reject(400, "Missing or invalid 'time' field")
     return DebugTick(t)
 

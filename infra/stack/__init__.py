@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pulumi
-from pulumi_gcp import projects, secretmanager
+from pulumi_gcp import compute, projects, secretmanager
 
 from . import config, database, functions, iam, pubsub, routing, scheduler
 
@@ -80,13 +80,15 @@ def deploy(source_archive: Path | None = None) -> dict[str, pulumi.Output]:
     env = environment(s, base, db.connection_name, topics.dispatch_path, sas["pusher"].email)
     fn_opts = pulumi.ResourceOptions(depends_on=[*apis, db.url_version] + ([key_version] if key_secret else []))
     fns = functions.create(s, env, db.url_secret, key_secret, sas, bucket, obj, fn_opts)
-    services = {k: f.name for k, f in fns.items()}  # the Cloud Run service of a gen2 function: same name
+    services: dict[str, pulumi.Input[str]] = {k: f.name for k, f in fns.items()}  # a gen2 function's Cloud Run service: same name
 
     iam.grant_invokers(s, sas, services, opts)
     lb = routing.create(s, ip, services, opts)
     sub = pubsub.subscribe(s, topics, fns["dispatch"].url, functions.function_url(s, "dispatch"),
                            sas["pusher"].email, opts)
     job = scheduler.create(s, fns["sweeper"].url, sas["scheduler"].email, opts)
+    url_map = lb["url_map"]
+    assert isinstance(url_map, compute.URLMap)
     return {
         "baseUrl": base,
         "ipAddress": ip.address,
@@ -99,5 +101,5 @@ def deploy(source_archive: Path | None = None) -> dict[str, pulumi.Output]:
         "databaseConnectionName": db.connection_name,
         "databaseUrlSecret": db.url_secret.secret_id,
         "sourceBucket": bucket.name,
-        "urlMap": lb["url_map"].name,
+        "urlMap": url_map.name,
     }

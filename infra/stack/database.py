@@ -56,8 +56,8 @@ def create(s: Settings, opts: pulumi.ResourceOptions) -> Database:
         opts=opts)
     # the whole login URL is the secret: the server reads user, password and database from
     # RESONATE_STORAGE__POSTGRES__URL (its host is ignored when ...__INSTANCE is set)
-    url = pulumi.Output.secret(pulumi.Output.concat(
-        "postgres://", s.db_user, ":", password.result, "@/", s.db_name))
+    login: pulumi.Output[str] = pulumi.Output.concat("postgres://", s.db_user, ":", password.result, "@/", s.db_name)
+    url: pulumi.Output[str] = pulumi.Output.secret(login)
     version = secretmanager.SecretVersion(
         "resonate-db-url-v", secret=url_secret.id, secret_data=url,
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[user, db])))

@@ -11,11 +11,7 @@ from pulumi_gcp import cloudfunctionsv2, secretmanager, serviceaccount, storage
 
 from .config import Settings
 
-try:  # the archive builder (infra/package.py) of the packaging helper
-    from infra.package import build_source  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - until infra/package.py lands
-    def build_source(out_dir: Path) -> Path:
-        raise RuntimeError("infra/package.py (build_source) is missing: pass source_archive= explicitly")
+from infra.package import build_source  # the deterministic source archive of the four functions
 
 ENTRY_POINTS = ("api", "poll", "sweeper", "dispatch")
 KEY_MOUNT = "/etc/resonate-auth"  # the auth public key secret is mounted here as public.pem

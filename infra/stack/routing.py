@@ -42,6 +42,7 @@ def create(s: Settings, ip: compute.GlobalAddress, services: dict[str, pulumi.In
             ])],
         opts=opts)
     out: dict[str, pulumi.Resource] = {"url_map": url_map, **{f"backend_{k}": v for k, v in backends.items()}}
+    proxy: compute.TargetHttpsProxy | compute.TargetHttpProxy
     if s.domain:
         cert = compute.ManagedSslCertificate(
             "resonate-cert", name="resonate-cert",

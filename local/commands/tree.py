@@ -40,8 +40,13 @@ def children_of(promises: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
         if isinstance(parent, str) and parent != p.get("id"):
             kids.setdefault(parent, []).append(p)
     for lst in kids.values():
-        lst.sort(key=lambda p: p.get("createdAt") if isinstance(p.get("createdAt"), int) else 0)
+        lst.sort(key=_created_at)
     return kids
+
+
+def _created_at(p: dict[str, Any]) -> int:
+    at = p.get("createdAt")
+    return at if isinstance(at, int) else 0
 
 
 def detail(p: dict[str, Any]) -> str:
@@ -49,7 +54,7 @@ def detail(p: dict[str, Any]) -> str:
     tags = p.get("tags") or {}
     func = ""
     try:
-        call = json.loads(base64.b64decode((p.get("param") or {}).get("data"), validate=True))
+        call = json.loads(base64.b64decode((p.get("param") or {}).get("data") or "", validate=True))
         if isinstance(call, dict) and isinstance(call.get("func"), str):
             func = " " + call["func"]
     except (binascii.Error, ValueError, TypeError):
@@ -69,9 +74,10 @@ def lines(root: dict[str, Any], kids: dict[str, list[dict[str, Any]]]) -> list[s
     seen: set[str] = set()
 
     def walk(p: dict[str, Any], prefix: str, last: bool, is_root: bool) -> None:
-        pid = p.get("id") if isinstance(p.get("id"), str) else "<unknown>"
+        raw = p.get("id")
+        pid = raw if isinstance(raw, str) else "<unknown>"
         connector = "" if is_root else ("└── " if last else "├── ")
-        out.append(f"{prefix}{connector}{pid}{DOTS.get(p.get('state'), '')} {detail(p)}")
+        out.append(f"{prefix}{connector}{pid}{DOTS.get(str(p.get('state')), '')} {detail(p)}")
         if pid in seen:
             return
         seen.add(pid)

@@ -108,7 +108,7 @@ def task_fence(c: Ctx, r: TaskFence) -> Resp:
         return 404, "Task not found"
     if not held(t, r.version):
         return 409, "Version mismatch"
-    status, data = 200, None
+    status, data = 200, None  # type: tuple[int, Any]
     p = touched[op.id]
     if isinstance(op, CreateData):
         if p is None:
@@ -128,17 +128,22 @@ def task_fence(c: Ctx, r: TaskFence) -> Resp:
 def task_heartbeat(c: Ctx, r: TaskHeartbeat) -> Resp:
     if not r.tasks:  # compat C6: renew every lease the process holds (within the caller's scope)
         for t in c.tx.tasks_leased_by(r.pid):
-            if not within(c.scope, t.id):
-                continue
-            set_timer(c, t, LEASE, c.after(t.ttl), t.pid, t.ttl)  # type: ignore[operator]
+            if within(c.scope, t.id):
+                _renew(c, t)
         return 200, {}
     for id, version in r.tasks:
         if not id:
             continue
-        t = c.tx.get_task(id)
-        if held(t, version) and t.timer_type == LEASE and t.pid == r.pid:  # type: ignore[union-attr]
-            set_timer(c, t, LEASE, c.after(t.ttl), t.pid, t.ttl)  # type: ignore[union-attr,operator,arg-type]
+        found = c.tx.get_task(id)
+        if found is not None and held(found, version) and found.timer_type == LEASE and found.pid == r.pid:
+            _renew(c, found)
     return 200, {}
+
+
+def _renew(c: Ctx, t: Task) -> None:
+    """Extend an acquired task's lease by its ttl from now."""
+    assert t.ttl is not None and t.pid is not None  # an acquired task holds a lease
+    set_timer(c, t, LEASE, c.after(t.ttl), t.pid, t.ttl)
 
 
 def task_halt(c: Ctx, r: TaskHalt) -> Resp:
