@@ -17,7 +17,6 @@ import sys
 import time
 from typing import Any
 
-
 GUNICORN_ENVIRON = {"wsgi.input_terminated": True}  # gunicorn/http/wsgi.py sets it on every request
 
 

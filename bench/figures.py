@@ -26,7 +26,7 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     s = sorted(values)
-    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    k = max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))
     return s[k]
 
 
@@ -111,7 +111,7 @@ async def _dispatch(port: int, samples: int, get_samples: int, warmup: int, run_
             task.add_done_callback(pending.discard)
             try:
                 arrived = await asyncio.wait_for(fut, 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise RuntimeError(f"no execute for {pid} within 10 s; {errors[:1]}") from None
             ids.append(pid)
             if i >= warmup:

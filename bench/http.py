@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 VERSION = "2026-04-01"
 
@@ -41,7 +42,7 @@ class Conn(asyncio.Protocol):
         self.closed = False
 
     @classmethod
-    async def open(cls, host: str, port: int) -> "Conn":
+    async def open(cls, host: str, port: int) -> Conn:
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(cls, host, port)
         return conn

@@ -5,8 +5,8 @@ The admin URL is the test suite's (RESONATE_TEST_PG_URL, default postgresql://po
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Callable
 
 
 def available() -> bool:

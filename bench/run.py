@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import coldstart, figures
-from bench.cloudtimers import cloud_timer_lateness
 from bench import pg as pgdb
+from bench.cloudtimers import cloud_timer_lateness
 from bench.rawsqlite import commits_per_second
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,11 +270,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.getloadavg()[0]:.2f}, {time.perf_counter() - t_start:.0f} s)")
     cols = ("figure", "value", "target", "baseline (same run)", "ratio", "result")
     widths = [max(len(c), *(len(getattr(r, f)) for r in rows)) for c, f in
-              zip(cols, ("name", "value", "target", "baseline", "ratio", "result"))]
-    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
+              zip(cols, ("name", "value", "target", "baseline", "ratio", "result"), strict=True)]
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
     print(line)
     print("-" * len(line))
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip((r.name, r.value, r.target, r.baseline, r.ratio, r.result),
-                                                    widths)))
+                                                    widths, strict=True)))
     return 0

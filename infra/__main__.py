@@ -4,9 +4,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: infra.*, infra.package
 
-import pulumi  # noqa: E402
+import pulumi
 
-from infra.stack import deploy  # noqa: E402
+from infra.stack import deploy
 
 for key, value in deploy().items():
     pulumi.export(key, value)

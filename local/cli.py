@@ -5,13 +5,14 @@ from gevent import monkey
 
 monkey.patch_all()  # before anything opens sockets or threads: the server runs on gevent
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
-from shared.config import Config, ConfigError, load, parse_value, schema  # noqa: E402
+from shared.config import Config, ConfigError, load, parse_value, schema
 
 # serve/dev flags: names -> dotted config key (operations.md §2.3; a few short aliases), help.
 # Values are parsed as the key's type (shared.config.parse_value): a bad one is a usage error
@@ -40,7 +41,8 @@ FLAGS: list[tuple[list[str], str, str]] = [
     (["--storage-postgres-iam-auth"], "storage.postgres.iam_auth", "Cloud SQL IAM database login: true or false"),
     (["--storage-mysql-url"], "storage.mysql.url", "MySQL URL [not implemented yet]" + SECRET),
     (["--storage-mysql-pool-size"], "storage.mysql.pool_size", "pooled MySQL connections [not implemented yet]"),
-    (["--auth-publickey"], "auth.publickey", "PEM public key for inbound JWT auth, or none (unsigned tokens; tests only)"),
+    (["--auth-publickey"], "auth.publickey",
+     "PEM public key for inbound JWT auth, or none (unsigned tokens; only with --debug)"),
     (["--auth-iss"], "auth.iss", "required JWT issuer"),
     (["--auth-aud"], "auth.aud", "required JWT audience"),
     (["--promises-max-listeners"], "promises.max_listeners", "listeners one promise may hold (default 1000)"),
@@ -68,7 +70,8 @@ FLAGS: list[tuple[list[str], str, str]] = [
     (["--transports-http-poll-buffer-size"], "transports.http_poll.buffer_size", "per-connection queue"),
     (["--transports-http-poll-keepalive-interval"], "transports.http_poll.keepalive_interval",
      "SSE keep-alive comment interval in ms"),
-    (["--transports-gcps-enabled"], "transports.gcps.enabled", "Pub/Sub transport for gcps:// addresses: true or false (default false)"),
+    (["--transports-gcps-enabled"], "transports.gcps.enabled",
+     "Pub/Sub transport for gcps:// addresses: true or false (default false)"),
     (["--transports-gcps-project"], "transports.gcps.project", "Pub/Sub project (unused, as in the reference)"),
     (["--transports-gcps-concurrency"], "transports.gcps.concurrency", "publishes in flight (default 256)"),
     (["--transports-gcps-timeout"], "transports.gcps.timeout", "publish timeout in ms (default 10000)"),

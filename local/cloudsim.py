@@ -31,8 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local.simprocs import (defined_targets, die_with_parent, ensure_database, free_port, group_running,
-                            raise_fd_limit, signal_group, wait_accept)
+from local.simprocs import (
+    defined_targets,
+    die_with_parent,
+    ensure_database,
+    free_port,
+    group_running,
+    raise_fd_limit,
+    signal_group,
+    wait_accept,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "functions" / "main.py"
@@ -130,7 +138,7 @@ class CloudSim:
         """A function's stable URL (through the router): `url` for api and poll, its own for the others."""
         return self.url if role in ("api", "poll") else f"http://127.0.0.1:{self.service_ports[role]}"
 
-    def start(self, timeout: float = 60.0) -> "CloudSim":
+    def start(self, timeout: float = 60.0) -> CloudSim:
         t0 = time.monotonic()
         if self.create_db:
             ensure_database(self.pg_url)
@@ -208,7 +216,7 @@ class CloudSim:
                 t.join(timeout=self.grace + 10)
         self._stop_children()  # no-op unless the supervisor could not do it
 
-    def __enter__(self) -> "CloudSim":
+    def __enter__(self) -> CloudSim:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

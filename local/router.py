@@ -20,24 +20,25 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import argparse  # noqa: E402
-import http.client  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import resource  # noqa: E402
-import select  # noqa: E402
-import socket  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Callable, Iterator  # noqa: E402
+import argparse
+import http.client
+import json
+import logging
+import resource
+import select
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
-import gevent  # noqa: E402
-import gevent.event  # noqa: E402
-from gevent.fileobject import FileObjectPosix  # noqa: E402
-from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
+import gevent
+import gevent.event
+from gevent.fileobject import FileObjectPosix
+from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from local.nodelay import NoDelayServer  # noqa: E402
-from shared.logs import q  # noqa: E402
+from local.nodelay import NoDelayServer
+from shared.logs import q
 
 log = logging.getLogger("resonate.router")
 HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
     except (ValueError, OSError):
         pass

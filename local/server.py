@@ -27,7 +27,8 @@ from gevent.pywsgi import LoggingLogAdapter, WSGIHandler
 
 from local import metrics_listener
 from local.nodelay import NoDelayServer
-from shared.auth import AuthError, log_startup as log_auth
+from shared.auth import AuthError
+from shared.auth import log_startup as log_auth
 from shared.config import Config
 from shared.http import create_app
 from shared.logs import q, setup_logging

@@ -103,7 +103,7 @@ def wait_accept(port: int, proc: subprocess.Popen, timeout: float) -> None:
 def raise_fd_limit() -> None:
     """Children inherit it: 1,000 SSE streams need a socket each in the router and in poll."""
     try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
     except (ValueError, OSError):
         pass

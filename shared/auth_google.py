@@ -14,7 +14,8 @@ import re
 import threading
 import time
 from base64 import urlsafe_b64decode
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from google.auth import transport
 

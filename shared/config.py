@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from shared.config_values import ConfigError, Layer, Schema, assemble, coerce, env_layer
 
-__all__ = ["Config", "ConfigError", "load", "parse_value", "FILE_NAME"]
+__all__ = ["FILE_NAME", "Config", "ConfigError", "load", "parse_value"]
 
 log = logging.getLogger("resonate.config")
 
@@ -480,7 +481,8 @@ def _validate_auth(auth: Auth, where: Callable[[str], str], present: Mapping[str
 
 def _unsupported(cfg: Config, where: Callable[[str], str], present: Mapping[str, str]) -> None:
     """Keys of features this server does not have yet. Refused where running without the feature
-    would be unsafe or wrong (MySQL: data would go elsewhere); warned about otherwise. Remove an entry when its feature lands."""
+    would be unsafe or wrong (MySQL: data would go elsewhere); warned about otherwise. Remove an
+    entry when its feature lands."""
     if cfg.storage.type == "mysql":
         raise ConfigError("storage.type=mysql: MySQL storage is not implemented by this server yet; use "
                           f"sqlite or postgres (storage.type from {where('storage.type')})")

@@ -14,8 +14,9 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import MISSING, fields, is_dataclass
-from typing import Any, Mapping
+from typing import Any
 
 Value = tuple[Any, str]  # (raw value, where it came from)
 Layer = dict[str, Value]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from flask import Flask, Response, request
 

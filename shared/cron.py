@@ -10,7 +10,6 @@ from functools import lru_cache
 
 from croniter import croniter
 
-
 NEVER = 2**63 - 1  # the largest instant every store can hold
 
 

@@ -8,8 +8,9 @@ operation (`shared.engine`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any
 
 from shared import requests as rq
 from shared import scope
@@ -18,11 +19,9 @@ from shared.engine.core import Ctx, Resp
 from shared.protocol import DecodeError, Reject
 from shared.scope import Touched
 
-R = TypeVar("R", bound=rq.Request)
-
 
 @dataclass(frozen=True, slots=True)
-class Kind(Generic[R]):
+class Kind[R: rq.Request]:
     """One request kind.
 
     read_first: tried on a read snapshot first, re-run as a write only when it must change

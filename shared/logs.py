@@ -56,7 +56,7 @@ def one_line(message: str) -> str:
 
 
 def _rfc3339(created: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + ".%06dZ" % int((created % 1) * 1e6)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int((created % 1) * 1e6):06d}Z"
 
 
 class TextFormatter(logging.Formatter):

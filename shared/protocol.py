@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 VERSION = "2026-04-01"
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1

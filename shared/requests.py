@@ -6,16 +6,28 @@ transaction opens, so a rejected request never reads or changes state.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from shared import cron
-from shared.protocol import (DecodeError, Reject, enum, is_int, opt_int, opt_str, parse_address, req_int,
-                             req_obj, req_str, str_map, value)
-from shared.records import DELAY, ORIGIN, BRANCH, PARENT, PREFIX, PROMISE_STATES, TARGET, TASK_STATES
+from shared.protocol import (
+    DecodeError,
+    Reject,
+    enum,
+    is_int,
+    opt_int,
+    opt_str,
+    parse_address,
+    req_int,
+    req_obj,
+    req_str,
+    str_map,
+    value,
+)
+from shared.records import BRANCH, DELAY, ORIGIN, PARENT, PREFIX, PROMISE_STATES, TARGET, TASK_STATES
 
 SETTLE_STATES = ("resolved", "rejected", "rejected_canceled")
-R = TypeVar("R", bound="Request")
 MAX_KEY_BYTES = 1024  # ids, pids, addresses and indexed tags: every store's indexes must hold them
 
 
@@ -556,7 +568,7 @@ def decode_debug_tick(d: Data, strict: bool) -> DebugTick:
     return DebugTick(t)
 
 
-def no_fields(cls: type[R]) -> Callable[[Data, bool], R]:
+def no_fields[R: Request](cls: type[R]) -> Callable[[Data, bool], R]:
     """The decoder of a kind whose `data` carries nothing (the debug session kinds)."""
     def decode(d: Data, strict: bool) -> R:
         return cls()

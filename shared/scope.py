@@ -9,8 +9,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.records import BRANCH, ORIGIN, PARENT, TARGET
-from shared.requests import (CreateData, PromiseCreate, PromiseSettle, RegisterCallback, RegisterListener,
-                             ScheduleCreate, TaskCreate, TaskFence, TaskHeartbeat, TaskSuspend)
+from shared.requests import (
+    CreateData,
+    PromiseCreate,
+    PromiseSettle,
+    RegisterCallback,
+    RegisterListener,
+    ScheduleCreate,
+    TaskCreate,
+    TaskFence,
+    TaskHeartbeat,
+    TaskSuspend,
+)
 
 ID_TAGS = (ORIGIN, PARENT, BRANCH)  # tags whose value names another promise (a workflow's root, parent, branch)
 TIMESTAMP = "{{.timestamp}}"

@@ -80,7 +80,8 @@ def deploy(source_archive: Path | None = None) -> dict[str, pulumi.Output]:
     env = environment(s, base, db.connection_name, topics.dispatch_path, sas["pusher"].email)
     fn_opts = pulumi.ResourceOptions(depends_on=[*apis, db.url_version] + ([key_version] if key_secret else []))
     fns = functions.create(s, env, db.url_secret, key_secret, sas, bucket, obj, fn_opts)
-    services: dict[str, pulumi.Input[str]] = {k: f.name for k, f in fns.items()}  # a gen2 function's Cloud Run service: same name
+    # the Cloud Run service of a gen2 function has the function's name
+    services: dict[str, pulumi.Input[str]] = {k: f.name for k, f in fns.items()}
 
     iam.grant_invokers(s, sas, services, opts)
     lb = routing.create(s, ip, services, opts)

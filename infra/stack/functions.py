@@ -9,9 +9,9 @@ from pathlib import Path
 import pulumi
 from pulumi_gcp import cloudfunctionsv2, secretmanager, serviceaccount, storage
 
-from .config import Settings
-
 from infra.package import build_source  # the deterministic source archive of the four functions
+
+from .config import Settings
 
 ENTRY_POINTS = ("api", "poll", "sweeper", "dispatch")
 KEY_MOUNT = "/etc/resonate-auth"  # the auth public key secret is mounted here as public.pem

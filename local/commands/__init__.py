@@ -16,7 +16,8 @@ def version() -> str:
     """The installed package's version; the pyproject's when running from a source tree that
     was never installed."""
     try:
-        from importlib.metadata import PackageNotFoundError, version as dist_version
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
 
         return dist_version("resonate-gcp")
     except PackageNotFoundError:

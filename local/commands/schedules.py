@@ -9,7 +9,6 @@ from local.commands.output import send
 from local.commands.values import encode_data, json_flag, parse_duration
 
 
-
 def get(args: argparse.Namespace) -> None:
     send(args, "schedule.get", {"id": args.id})
 

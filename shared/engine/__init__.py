@@ -6,4 +6,4 @@ from shared.engine.core import Ctx, EngineConfig, Resp
 from shared.engine.debug import DEBUG_SESSION
 from shared.engine.timeouts import process_timeouts
 
-__all__ = ["Ctx", "EngineConfig", "Resp", "process_timeouts", "DEBUG_SESSION"]
+__all__ = ["DEBUG_SESSION", "Ctx", "EngineConfig", "Resp", "process_timeouts"]

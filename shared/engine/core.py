@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from shared.records import LEASE, RETRY, TARGET, TIMER, DELAY, Effects, Message, Promise, Task
 from shared.protocol import I64_MAX
+from shared.records import DELAY, LEASE, RETRY, TARGET, TIMER, Effects, Message, Promise, Task
 from shared.scope import within
 from shared.storage.base import Tx, ordered_ids
 

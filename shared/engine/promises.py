@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from shared.engine.core import Ctx, Resp, create_promise, lazy_timeout, redispatch, settle
-from shared.requests import (PromiseCreate, PromiseGet, PromiseSearch, PromiseSettle, RegisterCallback,
-                             RegisterListener)
+from shared.requests import PromiseCreate, PromiseGet, PromiseSearch, PromiseSettle, RegisterCallback, RegisterListener
 
 
 def promise_get(c: Ctx, r: PromiseGet) -> Resp:

@@ -3,12 +3,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.engine.core import (Ctx, Resp, acquire, create_promise, held, lazy_timeout, preload, redispatch,
-                                set_timer, settle, task_wire, tasks_wire)
-from shared.records import LEASE, Task
+from shared.engine.core import (
+    Ctx,
+    Resp,
+    acquire,
+    create_promise,
+    held,
+    lazy_timeout,
+    preload,
+    redispatch,
+    set_timer,
+    settle,
+    task_wire,
+    tasks_wire,
+)
 from shared.protocol import VERSION
-from shared.requests import (CreateData, TaskAcquire, TaskContinue, TaskCreate, TaskFence, TaskFulfill, TaskGet,
-                             TaskHalt, TaskHeartbeat, TaskRelease, TaskSearch, TaskSuspend)
+from shared.records import LEASE, Task
+from shared.requests import (
+    CreateData,
+    TaskAcquire,
+    TaskContinue,
+    TaskCreate,
+    TaskFence,
+    TaskFulfill,
+    TaskGet,
+    TaskHalt,
+    TaskHeartbeat,
+    TaskRelease,
+    TaskSearch,
+    TaskSuspend,
+)
 from shared.scope import within
 
 
