@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON312 := $(shell bash .ci/find-python312)
 PORT ?= 8001
 
-.PHONY: install serve dev cloud-sim test test-fast bench sdk-ts clean
+.PHONY: install serve dev cloud-sim test test-fast lint bench sdk-ts clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
@@ -29,6 +29,10 @@ sdk-ts:  ## Node 22 + the official TypeScript SDK for the SDK tests
 
 test: install sdk-ts  ## the whole suite, every backend (what CI runs)
 	$(PY) -m pytest -q
+
+lint: install  ## ruff (style, imports, likely bugs) and mypy (types), as CI runs them
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: install  ## benchmarks; prints ratios against baselines measured in the same run
 	$(PY) -m bench
