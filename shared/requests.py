@@ -501,7 +501,7 @@ def decode_task_heartbeat(d: Data, strict: bool) -> TaskHeartbeat:
     for i, t in enumerate(raw):
         if not isinstance(t, dict):
             raise DecodeError(f"invalid type for `tasks[{i}]`: expected an object")
-        items.append((req_str(t, "id"), req_int(t, "version")))
+        items.append((_bounded(req_str(t, "id"), "Task ID"), req_int(t, "version")))
     if strict:
         if not items:
             raise Reject(400, "Tasks array must not be empty")

@@ -755,6 +755,7 @@ def test_very_long_ids(fz: Fuzz) -> None:
                        ("promise.register_listener", {"awaited": big, "address": "poll://uni@g/" + big}),
                        ("task.acquire", {"id": big, "version": 0, "pid": big, "ttl": 1000}),
                        ("task.heartbeat", {"pid": big, "tasks": []}),
+                       ("task.heartbeat", {"pid": "p", "tasks": [{"id": big, "version": 1}]}),
                        ("promise.search", {"cursor": big}),
                        ("schedule.create", {"id": big, "cron": "* * * * *", "promiseId": big + "{{.timestamp}}",
                                             "promiseTimeout": 1000, "promiseTags": {"resonate:target": A}}),
