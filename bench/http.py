@@ -108,7 +108,7 @@ class SSE:
         if not head.startswith(b"HTTP/1.1 200"):
             raise HttpError("SSE connect failed: " + head.decode(errors="replace"))
         chunked = b"transfer-encoding: chunked" in head.lower()
-        self.connected.set()  # the server registers the stream before it writes any byte (§9.1)
+        self.connected.set()  # the server registers the stream before it writes any byte
         raw = bytearray()   # transport bytes (chunk-framed)
         body = bytearray()  # de-chunked SSE text
         while True:

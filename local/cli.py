@@ -14,9 +14,10 @@ from typing import Any
 
 from shared.config import Config, ConfigError, load, parse_value, schema
 
-# serve/dev flags: names -> dotted config key (operations.md §2.3; a few short aliases), help.
+# serve/dev flags: names -> dotted config key (the key with `.` and `_` as `-`, a few short aliases), help.
 # Values are parsed as the key's type (shared.config.parse_value): a bad one is a usage error
-# (exit 2) naming the flag and the key. Flags apply independently (no §2.4 conditional quirks).
+# (exit 2) naming the flag and the key. Flags apply independently (unlike the reference, where some
+# flags count only next to another one, e.g. --auth-iss without --auth-publickey).
 # Secrets (database URLs, the push token) have flags as in the reference, but the environment
 # or resonate.toml is the place for them: a command line is visible to every local user.
 SECRET = " (a secret: prefer the environment or resonate.toml, a command line is visible to other users)"

@@ -1,4 +1,5 @@
-"""The local server's Prometheus listener: `GET /metrics` on `observability.metrics_port` (§12.1).
+"""The local server's Prometheus listener: `GET /metrics` on `observability.metrics_port`
+(docs/operations.md#metrics).
 
 A second gevent pywsgi server in the same event loop rather than prometheus_client's
 `start_http_server`: that one runs a threading HTTP server (greenlets under monkey patching, but

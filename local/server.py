@@ -4,10 +4,11 @@ gevent gives each connection a greenlet, so thousands of idle SSE streams cost k
 while requests keep flowing; SQLite commits run on a native thread pool so an fsync never
 stalls the event loop.
 
-Startup and shutdown follow operations.md §13.2, §13.4 and §14: SIGINT/SIGTERM closes the
-listener, ends SSE streams, lets requests in progress finish (a write is answered only after its
-commit, so every acknowledged write is durable and an unanswered one may or may not be), drains
-deliveries, stops the loops and closes the store, all within `server.shutdown_timeout`.
+Startup and shutdown (docs/operations.md#logs, docs/operations.md#shutdown): SIGINT/SIGTERM
+closes the listener, ends SSE streams, lets requests in progress finish (a write is answered
+only after its commit, so every acknowledged write is durable and an unanswered one may or may
+not be), drains deliveries, stops the loops and closes the store, all within
+`server.shutdown_timeout`.
 """
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ class Handler(WSGIHandler):
             except OSError:
                 pass
 
-    def log_request(self) -> None:  # §13.3's per-request trace line, at DEBUG
+    def log_request(self) -> None:  # the per-request access line, at DEBUG
         if access.isEnabledFor(logging.DEBUG):
             method, _, rest = (self.requestline or "").partition(" ")
             uri = rest.rsplit(" ", 1)[0]
@@ -130,8 +131,9 @@ def raise_fd_limit() -> None:
 
 
 def _log_config(cfg: Config) -> None:
-    """§13.2 lines 1–4 (our keys: a timer loop that sleeps until the next deadline, a re-drive
-    interval instead of a message poll interval). Loads the auth key: AuthError if unusable."""
+    """The first startup lines: starting, operational config, debug mode, auth (our keys: a timer
+    loop that sleeps until the next deadline, a re-drive interval instead of a message poll
+    interval). Loads the auth key: AuthError if unusable."""
     log.info("Resonate Server starting port=%d storage=%s profile=%s", cfg.server.port, cfg.storage.type, cfg.profile)
     log.info("Operational config timeout_max_sleep_ms=%d message_redrive_interval_ms=%d message_batch_size=%d "
              "task_retry_timeout_ms=%d task_lease_timeout_ms=%d shutdown_timeout_ms=%d", cfg.timeouts.max_sleep,
@@ -143,7 +145,7 @@ def _log_config(cfg: Config) -> None:
 
 
 def _log_storage(cfg: Config, opened: bool) -> None:
-    """§13.2 line 5, before (`opened` False) and after the store opened."""
+    """The storage startup lines, before (`opened` False) and after the store opened."""
     kind, pg = cfg.storage.type, cfg.storage.postgres
     if kind == "sqlite":
         if opened:
@@ -164,7 +166,7 @@ def _log_storage(cfg: Config, opened: bool) -> None:
 
 
 def _log_transports(cfg: Config) -> None:
-    """§13.2 lines 6–7 (push and SSE poll are the transports this server has)."""
+    """The transport startup lines (push and SSE poll are the transports this server has)."""
     t = cfg.transports
     log.info("Transport config http_push_connect_timeout_ms=%d http_push_request_timeout_ms=%d "
              "http_push_concurrency=%d http_poll_max_connections=%d http_poll_max_connections_per_token=%d "
@@ -180,7 +182,7 @@ def _log_transports(cfg: Config) -> None:
 
 
 def _fatal(message: str) -> int:
-    """§2.5: `Fatal: <message>` on stderr, status 1."""
+    """`Fatal: <message>` on stderr, status 1."""
     print(f"Fatal: {message}", file=sys.stderr, flush=True)
     return 1
 
@@ -194,9 +196,9 @@ def _force_exit(code: int) -> None:
 
 
 def shutdown(server: Server, rt: Runtime, timeout_s: float) -> bool:
-    """§14.1 within `timeout_s`: requests get the budget but a quarter (at most 2 s), kept for
-    deliveries, loops and the store. False when something is still running at the end: the
-    caller must leave without waiting for it."""
+    """Graceful shutdown (docs/operations.md#shutdown) within `timeout_s`: requests get the budget
+    but a quarter (at most 2 s), kept for deliveries, loops and the store. False when something
+    is still running at the end: the caller must leave without waiting for it."""
     start = time.monotonic()
     deadline = start + timeout_s
     reserve = min(2.0, timeout_s / 4)
@@ -265,5 +267,5 @@ def serve(cfg: Config) -> int:
     finished = shutdown(server, rt, cfg.server.shutdown_timeout / 1000)
     log.info("Resonate Server stopped")
     if not finished:  # e.g. a push still waiting for its worker: the interpreter's exit would join it
-        _force_exit(0)  # §14.1: the exit status stays 0
+        _force_exit(0)  # the exit status stays 0
     return 0

@@ -1,4 +1,5 @@
-"""Inbound authentication and authorization (protocol §2.8, operations.md §9).
+"""Inbound authentication and authorization (docs/protocol.md#27-authentication-and-authorization;
+the model: docs/security.md).
 
 One `Authenticator` per `[auth]` section: it verifies JWTs against the configured public key
 (or none, unsigned mode), or Google OIDC identity tokens (`shared.auth_google`), and applies the
@@ -23,14 +24,14 @@ if TYPE_CHECKING:
     from shared.config import Auth, Config
 
 log = logging.getLogger("resonate.auth")
-startup = logging.getLogger("resonate")  # the §13.2 sequence is one logger's
+startup = logging.getLogger("resonate")  # every startup line comes from this one logger
 
 Refusal = tuple[int, str]  # (status, message): 401 Unauthorized | 403 Forbidden | 503
 UNAUTHORIZED: Refusal = (401, "Unauthorized")
 FORBIDDEN: Refusal = (403, "Forbidden")
 LEEWAY_S = 60  # on `exp`, `nbf` and `iat` (clock skew between the issuer and this server)
 
-# the header algorithms the key's family admits (§9.1); unsigned mode: any the reference's JWT
+# the header algorithms the key's family admits; unsigned mode: any the reference's JWT
 # library knows (so `"alg":"none"` is still refused)
 FAMILY_ALGS = {
     "RSA": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
@@ -104,8 +105,9 @@ def principal_of(claims: Claims) -> str:
 
 
 def forbidden(claims: Claims, touched: Touched) -> str | None:
-    """§9.4 on verified claims and everything a request touches (`shared.scope`): None when
-    allowed, else why not (the WARN line's text)."""
+    """The claim rules (`role`, `prefix`, `groups`; docs/security.md) on verified claims and
+    everything a request touches (`shared.scope`): None when allowed, else why not (the WARN
+    line's text)."""
     role = claims.get("role")
     if isinstance(role, str) and role.lower() == "admin":
         return None
@@ -235,7 +237,8 @@ class Authenticator:
             return 503, "Service unavailable: token could not be checked"
 
     def authenticate(self, token: str | None, kind: str) -> dict[str, Any] | Refusal:
-        """Step 6 of §2.6 for `POST /` (token from `head.auth`): the claims, or the refusal."""
+        """Step 3 of the request pipeline (docs/protocol.md#24-request-pipeline) for `POST /` (token
+        from `head.auth`): the claims, or the refusal."""
         return self._authenticate(token, f"kind={q(kind)}")
 
     def authorize(self, claims: Claims, kind: str, touched: Touched) -> Refusal | None:
@@ -285,7 +288,8 @@ def authenticator(cfg: Auth) -> Authenticator:
 
 
 def log_startup(cfg: Config) -> None:
-    """§13.2 line 4 (and the key's check: AuthError stops the server before it listens)."""
+    """The auth line of the startup sequence (docs/operations.md#logs), and the key's check:
+    AuthError stops the server before it listens."""
     auth = cfg.auth
     if auth is None:
         startup.info("Auth disabled — all requests accepted")

@@ -1,4 +1,5 @@
-"""Google OIDC identity tokens as inbound credentials (this server's extension to §9).
+"""Google OIDC identity tokens as inbound credentials (this server's extension to inbound
+auth, docs/protocol.md#27-authentication-and-authorization).
 
 Service-to-service calls in Google Cloud carry identity tokens minted by Google for a service
 account (`google.oauth2.id_token.fetch_id_token(request, audience)`, Cloud Run's metadata

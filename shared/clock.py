@@ -1,4 +1,5 @@
-"""Wall-clock milliseconds, made monotonic non-decreasing within the process (§2.7)."""
+"""Wall-clock milliseconds, made monotonic non-decreasing within the process
+(docs/protocol.md#26-time-and-debug-mode)."""
 from __future__ import annotations
 
 import threading

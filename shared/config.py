@@ -1,6 +1,7 @@
-"""Server configuration: the keys of operations.md §2.3 (plus this server's extensions).
+"""Server configuration: the key table, the reference server's keys plus this server's extensions
+(the rules: docs/operations.md#configuration).
 
-Layers, each overriding the previous key by key (§2.1):
+Layers, each overriding the previous key by key:
 
 1. the defaults below;
 2. a file: `resonate.toml` in the working directory, or the file given with `--config` (TOML,
@@ -31,7 +32,7 @@ __all__ = ["FILE_NAME", "Config", "ConfigError", "load", "parse_value"]
 
 log = logging.getLogger("resonate.config")
 
-FILE_NAME = "resonate.toml"  # looked up in the working directory (§2.1)
+FILE_NAME = "resonate.toml"  # looked up in the working directory
 DEFAULT_WHERE = "the default"
 
 # Cloud SQL settings (shared.storage.cloudsql uses these too; kept here so config loads without it)
@@ -77,12 +78,12 @@ class HttpPoll(_Section):
     # refused when parsed, naming the key)
     max_connections_per_token: int = 100
     buffer_size: int = 100
-    keepalive_interval: int = 15000  # ms between SSE comment keep-alives (§9.3)
+    keepalive_interval: int = 15000  # ms between SSE comment keep-alives
 
 
 @dataclass(frozen=True, eq=False, repr=False)
 class HttpPushAuth(_Section):
-    """Outbound auth for pushes (§8.3.4); the section's presence is what configures it."""
+    """Outbound auth for pushes (`shared.delivery.push_auth`); the section's presence is what configures it."""
     mode: str = "none"  # none | bearer | gcp
     token: str | None = field(default=None, repr=False)  # bearer: the static token (a secret: environment or file)
     audience: str | None = None  # gcp: fixed OIDC audience (default: each delivery URL)
@@ -134,7 +135,7 @@ class Transports(_Section):
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Cors(_Section):
-    allow_origins: tuple[str, ...] = ()  # empty: CORS off; "*": any origin (§10)
+    allow_origins: tuple[str, ...] = ()  # empty: CORS off; "*": any origin (docs/operations.md#cors)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -144,7 +145,7 @@ class Server(_Section):
     bind: str = "0.0.0.0"
     url: str | None = None  # default http://{host}:{port}
     shutdown_timeout: int = 10000
-    max_body: int = 10 * 1024 * 1024  # decision Q5
+    max_body: int = 10 * 1024 * 1024  # larger bodies get a 413 envelope (docs/protocol.md#8-limits)
     cors: Cors = field(default_factory=Cors)
 
 
@@ -180,7 +181,7 @@ class Storage(_Section):
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Auth(_Section):
-    """Inbound JWT auth (§9): on iff the section exists, which requires `publickey` (or, this
+    """Inbound JWT auth (docs/security.md): on iff the section exists, which requires `publickey` (or, this
     server's extension, `google_audience`: Google OIDC identity tokens only; `shared.auth`)."""
     publickey: str | None = None  # path to a PEM public key, or "none" (unsigned mode, tests only)
     iss: str | None = None
@@ -247,7 +248,7 @@ class Config(_Section):
     level: str = "info"
     log_format: str = "text"  # text (readable lines) | json (Google Cloud Logging fields); functions default to json
     debug: bool = False
-    profile: str = "compat"  # compat | strict (protocol §1)
+    profile: str = "compat"  # compat | strict (docs/protocol.md#12-profiles)
     server: Server = field(default_factory=Server)
     storage: Storage = field(default_factory=Storage)
     auth: Auth | None = None
@@ -376,7 +377,7 @@ def _validate_dispatch(cfg: Config, where: Callable[[str], str]) -> None:
 
 
 def _validate(cfg: Config, where: Callable[[str], str]) -> None:
-    """The checks of §2.5 (their messages), plus this server's extensions'."""
+    """The reference server's startup checks (with its messages), plus this server's extensions'."""
     def fail(key: str, msg: str) -> ConfigError:
         return ConfigError(f"{msg} ({key} from {where(key)})")
 
@@ -457,7 +458,7 @@ def _validate_outbound(t: Transports, fail: Callable[[str, str], ConfigError]) -
 
 
 def _validate_auth(auth: Auth, where: Callable[[str], str], present: Mapping[str, str]) -> None:
-    """The [auth] section needs a verifier: `publickey` (§2.2: else "missing field publickey"),
+    """The [auth] section needs a verifier: `publickey` (else "missing field publickey"),
     or this server's Google OIDC keys, which need their allow-list (any Google account can mint
     an identity token for any audience)."""
     def fail(key: str, msg: str) -> ConfigError:

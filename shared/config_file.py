@@ -1,8 +1,8 @@
-"""The file layer of the configuration: `resonate.toml` (§2.6), or the old Go server's YAML (§17).
+"""The file layer of the configuration: `resonate.toml`, or the old Go server's YAML (`shared.config_legacy`).
 
 Imported only when there is a file to read, so `tomllib` (and `yaml`, for legacy files only)
-never weigh on a Cloud Functions cold start. Unknown keys are ignored as in the reference
-(§2.2), but with a warning naming the key and its line: a typo in a file is otherwise silent.
+never weigh on a Cloud Functions cold start. Unknown keys are ignored as in the reference,
+but with a warning naming the key and its line: a typo in a file is otherwise silent.
 """
 from __future__ import annotations
 

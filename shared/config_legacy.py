@@ -1,5 +1,5 @@
-"""The old Go server's YAML configuration (`resonate serve --config resonate.yml`, seeds 000/001),
-mapped to today's keys (operations.md §17).
+"""The old Go server's YAML configuration (`resonate serve --config resonate.yml`), mapped to
+today's keys (docs/operations.md#configuration).
 
 Keys with a modern equivalent become it (durations such as `10s` become milliseconds, the
 Postgres fields one URL, `host:port` the bind address and port); keys without one are reported

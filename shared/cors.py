@@ -1,4 +1,4 @@
-"""CORS (operations.md §10): the headers the reference's CORS layer sends, on every route.
+"""CORS (docs/operations.md#cors): the headers the reference's CORS layer sends, on every route.
 
 Off unless `server.cors.allow_origins` is non-empty (then `shared.http.create_app` installs it,
 for the local server and the functions alike). `*` anywhere in the list: any origin, method and
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from flask import Flask, Response, request
 
-log = logging.getLogger("resonate")  # a startup line of §13.2
+log = logging.getLogger("resonate")  # its line belongs to the startup sequence (docs/operations.md#logs)
 
 METHODS = "GET,POST,PUT,PATCH,DELETE,OPTIONS"
 HEADERS = "origin,content-length,content-type,authorization"

@@ -1,4 +1,4 @@
-"""Cron expressions (protocol §4.7): 5-field and seconds-first 6-field, evaluated in UTC.
+"""Cron expressions (docs/protocol.md#68-cron): 5-field and seconds-first 6-field, evaluated in UTC.
 
 Compat uses the standard (Vixie) dialect: 0 or 7 = Sunday, day-of-month OR day-of-week.
 Strict reproduces the reference's library: 1 = Sunday ... 7 = Saturday, the two day fields ANDed.
@@ -46,7 +46,7 @@ def _compile(expr: str, strict: bool) -> tuple[str, bool, bool]:
     if strict:
         fields[-1] = _strict_dow(fields[-1])
     norm = " ".join(fields)
-    for f in fields:  # only §4.7's syntax: numbers, names, *, ranges, lists, steps
+    for f in fields:  # only the documented syntax: numbers, names, *, ranges, lists, steps
         if not _FIELD.fullmatch(_NAMES.sub("0", f.upper())):
             raise CronError(f"unsupported cron field {f!r}")
     try:

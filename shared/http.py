@@ -1,9 +1,10 @@
 """HTTP handlers (flask), written once: the local app and the Cloud Functions both call them.
 
-`POST /` (RPC, §2.6), `GET /poll/{group}/{id}` (SSE, §9), `/health`, `/ready`, legacy 410s, and
-`GET /metrics` where the API port must carry it (the `api` function; the local server has its own
-metrics port). Inbound auth (`shared.auth`): `POST /` checks `head.auth` in the service, the poll
-stream and `/metrics` check `Authorization: Bearer` here. CORS (`shared.cors`) wraps every route.
+`POST /` (RPC), `GET /poll/{group}/{id}` (SSE), `/health`, `/ready`, legacy 410s
+(docs/protocol.md#21-endpoints), and `GET /metrics` where the API port must carry it (the `api`
+function; the local server has its own metrics port). Inbound auth (`shared.auth`): `POST /`
+checks `head.auth` in the service, the poll stream and `/metrics` check `Authorization: Bearer`
+here. CORS (`shared.cors`) wraps every route.
 """
 from __future__ import annotations
 
@@ -106,13 +107,13 @@ def ready(service: Service) -> Response:
     try:
         service.store.ping()
         return Response("", 200)
-    except Exception as e:  # §11: 503, empty body, this ERROR line
+    except Exception as e:  # 503, empty body, this ERROR line (docs/operations.md#health-and-readiness)
         log.error("Readiness check failed: storage database unavailable error=%s", e)
         return Response("", 503)
 
 
 def operator_check(service: Service, req: Request) -> Response | None:
-    """The inbound-auth gate (operations.md §9) of operator routes on the API port: the answer
+    """The inbound-auth gate of operator routes on the API port: the answer
     that refuses the caller, or None to serve. The reference leaves `/metrics` open because it
     has a port of its own; on the shared port, with auth on, it needs `Authorization: Bearer`
     with a valid token of role admin (401 without a valid token, 403 with another role)."""

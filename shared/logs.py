@@ -1,4 +1,4 @@
-"""Log setup for the local server and the Cloud Functions (operations.md §13.1).
+"""Log setup for the local server and the Cloud Functions (docs/operations.md#logs).
 
 Two formats over the standard `logging` module, so every module keeps `logging.getLogger(...)`:
 
@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 TEXT_LEVELS = {"WARNING": "WARN", "CRITICAL": "ERROR"}
-# the filter words of §2.3; `trace` has no level of its own here (nothing logs below DEBUG)
+# the words `level` accepts; `trace` has no level of its own here (nothing logs below DEBUG)
 LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "warning": logging.WARNING, "error": logging.ERROR, "off": logging.CRITICAL + 10}
 SOURCE = "logging.googleapis.com/sourceLocation"

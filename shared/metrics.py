@@ -1,4 +1,4 @@
-"""Prometheus metrics (operations.md §12): the reference's five, plus dispatch latency, timer
+"""Prometheus metrics (docs/operations.md#metrics): the reference's five, plus dispatch latency, timer
 lateness, outbox depth and open SSE streams.
 
 Each Runtime owns one `Metrics` with its own registry (not the library's global one), so several
@@ -26,11 +26,11 @@ from shared.records import Effects, Message
 
 log = logging.getLogger("resonate.metrics")
 
-# only the series §12 names: no `_created` timestamps next to every counter and histogram
+# only the documented series: no `_created` timestamps next to every counter and histogram
 prometheus_client.disable_created_metrics()
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes (§12.1)
-REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)  # the reference's (§12.2)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)  # the reference's
 # a message waits for its worker to connect, a failing push backs off: the tail reaches minutes
 DISPATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 # the local timer loop is late by milliseconds; a serverless sweeper by up to a tick when idle
@@ -126,12 +126,12 @@ class Metrics:
         (or before a restart) have no commit time here and are not observed."""
         with self._lock:
             t = self._queued.pop(m, None)
-        observe = self._dispatch.get(transport)  # bash runs are not deliveries (operations.md §12)
+        observe = self._dispatch.get(transport)  # bash runs are not deliveries
         if t is not None and observe is not None:
             observe(time.monotonic() - t)
 
     def push_result(self, status: str) -> None:
-        """`success` | `error` | `dropped` (§8.3.3); `dead`: a row given up after its last
+        """`success` | `error` | `dropped`; `dead`: a row given up after its last
         allowed attempt (transports.http_push.max_attempts), counted once beside that attempt's error."""
         self._delivery[status]()
 
@@ -141,7 +141,7 @@ class Metrics:
         return generate_latest(self.registry)
 
     def wsgi_app(self) -> Callable:
-        """`GET /metrics` and nothing else (404), for a dedicated metrics listener (§3)."""
+        """`GET /metrics` and nothing else (404), for a dedicated metrics listener."""
 
         def app(environ: dict[str, Any], start_response: Callable) -> list[bytes]:
             if environ.get("PATH_INFO") != "/metrics" or environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):

@@ -1,4 +1,5 @@
-"""Envelope parsing and request decoding (protocol §2.2–§2.6, §3.8). No I/O, no state.
+"""Envelope parsing, field decoders and addresses (docs/protocol.md#22-request-envelope,
+#24-request-pipeline, #4-addresses). No I/O, no state.
 
 Every check that can reject a request without reading state lives here, so a rejected request
 never opens a transaction and can never change anything.
@@ -129,7 +130,8 @@ def is_int(v: Any) -> bool:
 
 
 def parse_envelope(raw: bytes) -> tuple[Envelope | None, dict[str, Any] | None]:
-    """Steps 1–4 of §2.6. Returns (envelope, None) or (None, error response)."""
+    """Step 2 of the request pipeline (docs/protocol.md#24-request-pipeline); also notes NUL
+    characters in `data` for step 7. Returns (envelope, None) or (None, error response)."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
@@ -223,7 +225,7 @@ def str_map(v: Any, key: str) -> dict[str, str]:
 
 
 def value(v: Any, key: str) -> dict[str, Any]:
-    """A Value (§3.1): optional `headers` map and optional `data` string; nothing else is kept."""
+    """A Value (docs/protocol.md#31-value): optional `headers` map and optional `data` string; nothing else is kept."""
     if v is None:
         return {}
     if not isinstance(v, dict):
@@ -258,7 +260,7 @@ def enum(d: dict[str, Any], key: str, allowed: tuple[str, ...], required: bool) 
     return v
 
 
-# ---- addresses (§3.8) ------------------------------------------------------------------------
+# ---- addresses (docs/protocol.md#4-addresses) --------------------------------------------------
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.S)
 _HOST_BAD = set(" /?#@[]\\<>\"{}|^`%\t\r\n")

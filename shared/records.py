@@ -1,4 +1,4 @@
-"""Records of the data model (protocol §3) and their wire shapes.
+"""Records of the data model (docs/protocol.md#3-data-model) and their wire shapes.
 
 Records are immutable: the engine derives new versions with `dataclasses.replace` and hands
 them to the storage transaction, which makes snapshots and rollback trivial for every adapter.
@@ -20,7 +20,7 @@ SCHEDULE = "resonate:schedule"
 PROMISE_STATES = ("pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout")
 TASK_STATES = ("pending", "acquired", "suspended", "halted", "fulfilled")
 
-RETRY = 0  # task timer types (protocol §3.5 task_timeouts.type)
+RETRY = 0  # task timer types, `type` of debug.snap's taskTimeouts (docs/protocol.md#34-task)
 LEASE = 1
 
 

@@ -87,7 +87,7 @@ def _limit(d: dict[str, Any], default: int) -> int:
 
 
 def create_data(d: dict[str, Any], strict: bool) -> CreateData:
-    """promise.create data (§5.2), shared by task.create and task.fence actions."""
+    """promise.create data (docs/protocol.md#promisecreate), shared by task.create and task.fence actions."""
     c = CreateData(req_str(d, "id"), req_int(d, "timeoutAt"), value(d.get("param"), "param"),
                    str_map(d.get("tags"), "tags"))
     errors: list[str] = []

@@ -1,4 +1,4 @@
-"""The client side of the protocol for the CLI: one envelope per command over HTTP (operations.md §4.2).
+"""The client side of the protocol for the CLI: one envelope per command over HTTP (README.md#cli).
 
 Errors are raised as `CliError(message)`; `run` turns them into the reference's `Error: <message>`
 on stderr and exit status 1, so every command shares the same outcome handling.
@@ -18,7 +18,7 @@ import urllib3
 
 PROTOCOL_VERSION = "2026-04-01"
 DEFAULT_SERVER = "http://localhost:8001"
-SERVER_ENV = "RESONATE_URL"  # the SDKs' variable; the server ignores it (operations.md §2.2)
+SERVER_ENV = "RESONATE_URL"  # the SDKs' variable; the server ignores it (docs/operations.md#configuration)
 TOKEN_ENV = "RESONATE_TOKEN"
 
 _seq = itertools.count(1)

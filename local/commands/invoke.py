@@ -1,4 +1,4 @@
-"""`resonate invoke ID -f FUNC [--arg V]...`: start a function on a worker group (operations.md §4.6).
+"""`resonate invoke ID -f FUNC [--arg V]...`: start a function on a worker group.
 
 It creates one promise whose param is what the SDKs expect of a remote call (base64 of
 `{"func", "args", "version"}`) and whose `resonate:target` makes the server dispatch it.

@@ -1,4 +1,4 @@
-"""`resonate promises …` (alias `promise`): one promise.* request per subcommand (operations.md §4.3)."""
+"""`resonate promises …` (alias `promise`): one promise.* request per subcommand."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""`resonate schedules …` (alias `schedule`): cron schedules that create promises (operations.md §4.5)."""
+"""`resonate schedules …` (alias `schedule`): cron schedules that create promises."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""`resonate tasks …` (alias `task`): drive a task by hand as a worker would (operations.md §4.4).
+"""`resonate tasks …` (alias `task`): drive a task by hand as a worker would.
 
 Useful to inspect or unstick work: claim a pending task, fence or complete it, release it back,
 halt and continue it. Nested actions are passed through as JSON exactly as given.

@@ -1,4 +1,4 @@
-"""`resonate tree ROOT_ID`: the call graph below a root promise (operations.md §4.7).
+"""`resonate tree ROOT_ID`: the call graph below a root promise.
 
 The SDKs tag every promise of a run with `resonate:origin` (the root) and `resonate:parent` (its
 caller), so one tag search returns the whole graph and the parent tags link it.

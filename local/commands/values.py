@@ -1,6 +1,6 @@
 """Flag value helpers shared by the client commands: durations, JSON flags, the base64 data helper.
 
-They reproduce the reference CLI's rules and error texts (operations.md §4.2) so scripts written
+They reproduce the reference CLI's rules and error texts so scripts written
 against it behave the same here.
 """
 from __future__ import annotations

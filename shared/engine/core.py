@@ -1,4 +1,5 @@
-"""Shared procedures of protocol §4: the only place that knows how state changes cascade.
+"""The shared procedures (docs/protocol.md#6-shared-procedures): the only place that knows how
+state changes cascade.
 
 Every function takes a `Ctx` (the open transaction, the request's `now`, the profile and the
 effects collector). Nothing here reads the clock or does I/O beyond the transaction.
@@ -19,13 +20,14 @@ Resp = tuple[int, Any]
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     retry_timeout: int = 30000  # R
-    strict: bool = False  # strict profile (§1); compat otherwise
+    strict: bool = False  # strict profile (docs/protocol.md#12-profiles); compat otherwise
     schedule_catch_up_cap: int = 1000
     max_listeners: int = 1000  # per promise (promises.max_listeners)
 
     @property
     def timeouts_target_only(self) -> bool:
-        """Background promise timeouts: every pending promise in compat (decision Q1), target-gated in strict."""
+        """Background promise timeouts: every pending promise in compat, only those with a target in
+        strict (docs/protocol.md#66-background-timeouts)."""
         return self.strict
 
 
@@ -79,7 +81,8 @@ def enqueue_execute(c: Ctx, task_id: str, version: int, address: str | None) -> 
 
 
 def timeout_promises(c: Ctx, expired: list[Promise]) -> list[Promise]:
-    """The three phases of §4.2 / §7.1 step 1, in order (phase order avoids spurious resumes)."""
+    """The three phases of the lazy timeout (docs/protocol.md#61-lazy-timeout), also step 1 of the
+    background pass, in order (phase order avoids spurious resumes)."""
     settled = []
     for p in expired:
         p2 = replace(p, state=timeout_state(p.tags), settled_at=p.timeout_at)
@@ -94,7 +97,7 @@ def timeout_promises(c: Ctx, expired: list[Promise]) -> list[Promise]:
 
 
 def lazy_timeout(c: Ctx, ids: list[str]) -> dict[str, Promise | None]:
-    """LAZY_TIMEOUT (§4.2); returns the touched promises as they stand afterwards."""
+    """The lazy timeout (docs/protocol.md#61-lazy-timeout); returns the touched promises as they stand afterwards."""
     found: dict[str, Promise | None] = {}
     expired = []
     for id in ordered_ids(ids):
@@ -108,7 +111,7 @@ def lazy_timeout(c: Ctx, ids: list[str]) -> dict[str, Promise | None]:
 
 
 def settle(c: Ctx, p: Promise, state: str, value: dict[str, Any]) -> Promise:
-    """SETTLE (§4.3); precondition: p is pending."""
+    """The settle cascade (docs/protocol.md#62-settle-cascade); precondition: p is pending."""
     p2 = replace(p, state=state, value=value, settled_at=c.now)
     c.tx.update_promise(p2)
     fulfill_task(c, p.id)
@@ -132,8 +135,9 @@ def resume_awaiters(c: Ctx, awaited: str) -> None:
 
 
 def redispatch(c: Ctx, t: Task) -> Task:
-    """Pending again, a fresh retry timer, an execute at the same version to the promise's target:
-    RESUME (§4.3), and equally release, continue, retry timeouts and lease expiry (§7.1)."""
+    """Pending again, a fresh retry timer, an execute at the same version to the promise's target
+    (docs/protocol.md#63-resume-and-redispatch): a resume, and equally release, continue, retry
+    timeouts and lease expiry."""
     t2 = set_timer(c, t, RETRY, c.after(c.cfg.retry_timeout), state="pending")
     p = c.tx.get_promise(t.id)
     enqueue_execute(c, t.id, t.version, p.target if p else None)
@@ -150,8 +154,8 @@ def unblock_listeners(c: Ctx, p: Promise) -> None:
 
 def create_promise(c: Ctx, id: str, timeout_at: int, param: dict[str, Any], tags: dict[str, str], *,
                    lease: tuple[str, int] | None = None, fired_at: int | None = None) -> tuple[Promise, Task | None]:
-    """CREATE_PROMISE (§4.4). `lease` makes the task born acquired (task.create); `fired_at` marks a
-    schedule firing (createdAt = the instant, no delay honoured)."""
+    """create_promise (docs/protocol.md#65-create_promise). `lease` makes the task born acquired
+    (task.create); `fired_at` marks a schedule firing (createdAt = the instant, no delay honoured)."""
     target = tags.get(TARGET)
     now = c.now
     if now >= timeout_at:
@@ -193,7 +197,7 @@ def acquire(c: Ctx, t: Task, pid: str, ttl: int) -> Task:
 
 
 def preload(c: Ctx, task_id: str) -> list[dict[str, Any]]:
-    """PRELOAD (§4.6): the promises sharing the task promise's branch, as stored; never one
+    """The preload (docs/protocol.md#64-preload): the promises sharing the task promise's branch, as stored; never one
     outside the caller's scope (an admin may have put another tenant's promise on the branch)."""
     p = c.tx.get_promise(task_id)
     branch = p.branch if p else None

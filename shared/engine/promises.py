@@ -1,4 +1,4 @@
-"""promise.* operations (§5.1–§5.6)."""
+"""promise.* operations (docs/protocol.md#5-operations, promise.get to promise.search)."""
 from __future__ import annotations
 
 from shared.engine.core import Ctx, Resp, create_promise, lazy_timeout, redispatch, settle

@@ -1,4 +1,5 @@
-"""schedule.* operations (§5.18–§5.21) and FIRE_SCHEDULE (§4.9)."""
+"""schedule.* operations (docs/protocol.md#5-operations) and schedule firing
+(docs/protocol.md#67-schedule-firing)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -42,7 +43,7 @@ def schedule_search(c: Ctx, r: ScheduleSearch) -> Resp:
 
 
 def fire_due(c: Ctx, s: Schedule) -> None:
-    """Fire every overdue instant of s (capped), advancing lastRunAt/nextRunAt each time (D19)."""
+    """Fire every overdue instant of s (capped), advancing lastRunAt/nextRunAt each time (catch-up)."""
     for _ in range(c.cfg.schedule_catch_up_cap):
         if s.next_run_at > c.now:
             break

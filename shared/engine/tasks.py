@@ -1,4 +1,4 @@
-"""task.* operations (§5.7–§5.17)."""
+"""task.* operations (docs/protocol.md#5-operations, task.get to task.search)."""
 from __future__ import annotations
 
 from typing import Any
@@ -150,7 +150,7 @@ def task_fence(c: Ctx, r: TaskFence) -> Resp:
 
 
 def task_heartbeat(c: Ctx, r: TaskHeartbeat) -> Resp:
-    if not r.tasks:  # compat C6: renew every lease the process holds (within the caller's scope)
+    if not r.tasks:  # compat (docs/protocol.md#12-profiles): renew every lease the process holds (in scope)
         for t in c.tx.tasks_leased_by(r.pid):
             if within(c.scope, t.id):
                 _renew(c, t)

@@ -1,4 +1,5 @@
-"""PROCESS_TIMEOUTS (§7.1): promise timeouts, task retries, lease expiry, schedules."""
+"""The background timeout pass (docs/protocol.md#66-background-timeouts): promise timeouts, task
+retries, lease expiry, schedules."""
 from __future__ import annotations
 
 from shared.engine.core import Ctx, redispatch, timeout_promises
