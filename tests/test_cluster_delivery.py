@@ -338,7 +338,7 @@ def test_an_instance_whose_entry_lapsed_yields_the_worker_id_to_the_principal_th
     store = PostgresStore(pg_url, pool_size=2)
     hubs = [PollHub(), PollHub()]
     deliveries = [ReceiverRegistry(store, hub) for hub in hubs]  # no LISTEN loop: this test refreshes itself
-    for hub, registry in zip(hubs, deliveries):
+    for hub, registry in zip(hubs, deliveries, strict=True):
         hub.admit = registry.admit
         hub.on_disconnect.append(registry.on_disconnect)
     try:
