@@ -84,9 +84,14 @@ class Runtime:
                                  cfg.messages.redrive_interval, background)
         self.timers = TimerLoop(self.service, cfg.timeouts.max_sleep) if background else None
         self.waker = self._waker(cfg.sweeper.url) if cfg.sweeper.url and not background else None  # serverless
-        self.subscribers: tuple[EffectsHook, ...] = tuple(
-            s.on_effects for s in (self.delivery, self.timers, self.waker) if s is not None)
-        self.service.subscribe(self.subscribers)
+        # after each commit, in this order (the service's own metrics come first of all)
+        subscribers: list[EffectsHook] = [self.delivery.on_effects]  # send what the commit queued
+        if self.timers is not None:
+            subscribers.append(self.timers.on_effects)  # an earlier deadline wakes the loop
+        if self.waker is not None:
+            subscribers.append(self.waker.on_effects)  # a near deadline and no sweeper: call one
+        self.service.subscribe(subscribers)
+        # poll hub events
         if self.hub is not None:
             self.hub.on_connect.append(self.delivery.on_connect)
             self.hub.on_drained.append(self.delivery.on_connect)
