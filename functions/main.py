@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import flask
 import functions_framework
@@ -20,6 +20,9 @@ from shared.logs import q, setup_logging
 from shared.protocol import dumps, response
 from shared.runtime import Runtime
 from shared.sweeper import run_window
+
+if TYPE_CHECKING:
+    from shared.delivery.pubsub_dispatch import DispatchHandler
 
 # JSON lines with Cloud Logging's fields unless RESONATE_LOG_FORMAT says otherwise (config is
 # loaded on the first request; logging must be ready before it)
@@ -47,12 +50,12 @@ def _runtime() -> Runtime:
                 rt.delivery.start()
                 _built["app"] = create_app(rt.service, rt.hub, metrics=rt.metrics)
                 _built["runtime"] = rt
-    return rt  # type: ignore[return-value]
+    return cast(Runtime, rt)
 
 
 def _app() -> flask.Flask:
     _runtime()
-    return _built["app"]  # type: ignore[return-value]
+    return cast(flask.Flask, _built["app"])
 
 
 def _route(request: flask.Request) -> flask.Response:
@@ -94,7 +97,7 @@ def sweeper(request: flask.Request) -> flask.Response:
 
 
 @functions_framework.http
-def dispatch(request: flask.Request) -> flask.Response:
+def dispatch(request: flask.Request) -> tuple[flask.Response, int]:
     """The Pub/Sub push subscription of `dispatch.topic` calls this with one message naming an
     outbox row: the caller's OIDC token is checked, the row pushed to its worker within the
     request, and the answer tells Pub/Sub to ack (2xx) or retry (500)
@@ -109,7 +112,7 @@ def dispatch(request: flask.Request) -> flask.Response:
     return flask.jsonify({"sent": sent, "settled": done}), (200 if done else 503)
 
 
-def _dispatcher(rt: Runtime) -> Any:
+def _dispatcher(rt: Runtime) -> DispatchHandler:
     """The push handler of this instance, built on first use (google-auth is imported then)."""
     handler = _built.get("dispatcher")
     if handler is None:
@@ -118,6 +121,10 @@ def _dispatcher(rt: Runtime) -> Any:
             if handler is None:
                 from shared.delivery.pubsub_dispatch import DispatchHandler
 
+                claims = rt.store.outbox_claims()
+                if claims is None:  # config validation requires Postgres with dispatch.topic
+                    raise RuntimeError("dispatch.topic needs a shared database (storage.type=postgres)")
                 handler = _built["dispatcher"] = DispatchHandler(
-                    rt.delivery, rt.cfg.dispatch, rt.cfg.transports.http_push.request_timeout / 1000)
-    return handler
+                    claims, rt.store, rt.sender, rt.cfg.dispatch, rt.cfg.transports.http_push.request_timeout / 1000,
+                    rt.metrics)
+    return cast("DispatchHandler", handler)

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -23,6 +23,10 @@ from prometheus_client.exposition import generate_latest
 
 from shared.kinds import KINDS
 from shared.records import Effects, Message
+
+if TYPE_CHECKING:
+    from shared.delivery.hub import PollHub
+    from shared.storage.base import Store
 
 log = logging.getLogger("resonate.metrics")
 
@@ -43,7 +47,7 @@ MAX_TRACKED = 10_000
 class Metrics:
     """One process's metrics; `store` and `hub` feed the scrape-time gauges."""
 
-    def __init__(self, store: Any = None, hub: Any = None) -> None:
+    def __init__(self, store: Store | None = None, hub: PollHub | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.requests = Counter("resonate_request_total", "RPC requests (POST /) by kind and status",
@@ -158,7 +162,7 @@ class _ScrapeTimeGauges:
     """Outbox depth (one count query through the store's read path) and open SSE streams, read
     when scraped: nothing to keep in step on the hot path."""
 
-    def __init__(self, store: Any, hub: Any) -> None:
+    def __init__(self, store: Store | None, hub: PollHub | None) -> None:
         self.store = store
         self.hub = hub
 

@@ -1,19 +1,32 @@
-"""Assembles the core from configuration: store, metrics, service, SSE hub, delivery, timer loop."""
+"""Assembles the core from configuration: store, metrics, service, SSE hub, delivery, timer loop.
+
+Every collaborator is built here and handed to the constructors that need it; nothing registers
+itself. A new transport: implement `shared.delivery.sender.Transport` and add it to
+`optional_transports` under its scheme. A new store: implement `shared.storage.base.Store`/`Tx`
+(and `OutboxClaims` if several processes may share it) and open it in `open_store`.
+"""
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from shared.config import Config
 from shared.delivery.destinations import Policy
 from shared.delivery.hub import PollHub
-from shared.delivery.outbox import Delivery
+from shared.delivery.outbox import ClaimStrategy, Delivery
 from shared.delivery.push import HttpPush
 from shared.delivery.push_auth import make_push_auth
+from shared.delivery.sender import Sender, Transport
 from shared.metrics import Metrics
-from shared.service import Service
-from shared.storage.base import Store
+from shared.service import EffectsHook, Service
+from shared.storage.base import OutboxClaims, Store
 from shared.timers import TimerLoop
+
+if TYPE_CHECKING:
+    from shared.delivery.bash import TaskRunner
+    from shared.delivery.registry import ReceiverRegistry
+    from shared.sweeper import SweeperWaker
 
 log = logging.getLogger("resonate")
 
@@ -41,14 +54,20 @@ def open_store(cfg: Config, offload: Callable | None = None) -> Store:
 
 
 class Runtime:
-    """Everything one server process runs. `start()` launches the background loops."""
+    """Everything one server process runs, wired in one place. `start()` launches the background loops.
+
+    Who hears what: after each commit the service hands its effects to its metrics, then to
+    `subscribers` in order (delivery sends the queued messages, the timer loop re-plans its
+    sleep, the sweeper waker calls a sweeper for a near deadline). The poll hub tells delivery
+    when a worker connects or its buffer drains, and, on a shared database, asks the receiver
+    registry before admitting a connection and tells it when one ends."""
 
     def __init__(self, cfg: Config, offload: Callable | None = None, background: bool = True,
                  metrics: bool = True) -> None:
         """`metrics=False` skips collecting altogether (a local server whose metrics port is 0)."""
         self.cfg = cfg
-        self.store = open_store(cfg, offload)
         t = cfg.transports
+        self.store = open_store(cfg, offload)
         self.hub = (PollHub(t.http_poll.max_connections, t.http_poll.buffer_size, t.http_poll.max_connections_per_token)
                     if t.http_poll.enabled else None)
         self.metrics = Metrics(self.store, self.hub) if metrics else None
@@ -57,43 +76,63 @@ class Runtime:
                               metrics=self.metrics, auth=make_push_auth(t.http_push.auth),
                               policy=Policy.from_config(t.http_push))
                      if t.http_push.enabled else None)
-        if cfg.storage.type == "postgres":  # other processes may share the database: claim rows there
-            from shared.delivery.cluster import ClusterDelivery
-
-            publisher = None
-            if cfg.dispatch.topic:  # the cloud: http(s) pushes go through Pub/Sub and the dispatch function
-                from shared.delivery.pubsub_dispatch import Publisher
-
-                publisher = Publisher(cfg.dispatch.topic)
-            self.delivery: Delivery = ClusterDelivery(
-                self.service, self.hub, self.push, cfg.server_url, cfg.messages.redrive_interval,
-                cfg.messages.batch_size, t.http_push.request_timeout / 1000, background, metrics=self.metrics,
-                publisher=publisher, max_attempts=t.http_push.max_attempts)
-        else:
-            self.delivery = Delivery(self.service, self.hub, self.push, cfg.server_url, cfg.messages.redrive_interval,
-                                     cfg.messages.batch_size, background, metrics=self.metrics,
-                                     max_attempts=t.http_push.max_attempts)
-        self.delivery.transports = self._optional_transports(cfg)
+        self.sender = Sender(self.hub, self.push, optional_transports(cfg, self.service, self.metrics),
+                             cfg.server_url, self.metrics)
+        shared_db = self.store.outbox_claims()  # None: this process is the outbox's only sender
+        self.registry = self._registry(shared_db)
+        self.delivery = Delivery(self.store, self.sender, self._claims(shared_db), self.metrics,
+                                 cfg.messages.redrive_interval, background)
         self.timers = TimerLoop(self.service, cfg.timeouts.max_sleep) if background else None
-        if cfg.sweeper.url and not background:  # serverless: no timer loop, wake a sweeper instead
-            from shared.sweeper import SweeperWaker
+        self.waker = self._waker(cfg.sweeper.url) if cfg.sweeper.url and not background else None  # serverless
+        # after each commit, in this order (the service's own metrics come first of all)
+        subscribers: list[EffectsHook] = [self.delivery.on_effects]  # send what the commit queued
+        if self.timers is not None:
+            subscribers.append(self.timers.on_effects)  # an earlier deadline wakes the loop
+        if self.waker is not None:
+            subscribers.append(self.waker.on_effects)  # a near deadline and no sweeper: call one
+        self.service.subscribe(subscribers)
+        # poll hub events
+        if self.hub is not None:
+            self.hub.on_connect.append(self.delivery.on_connect)
+            self.hub.on_drained.append(self.delivery.on_connect)
+            if self.registry is not None:
+                self.hub.admit = self.registry.admit
+                self.hub.on_disconnect.append(self.registry.on_disconnect)
 
-            SweeperWaker(self.service, cfg.sweeper.url, cfg.sweeper.window, cfg.sweeper.window / 1000 + 30)
+    def _registry(self, shared_db: OutboxClaims | None) -> ReceiverRegistry | None:
+        """Processes sharing the database record which worker ids they hold SSE streams for."""
+        if shared_db is None or self.hub is None:
+            return None
+        from shared.delivery.registry import ReceiverRegistry
 
-    def _optional_transports(self, cfg: Config) -> dict[str, Any]:
-        """gcps and bash, each imported only when enabled (cold starts)."""
-        t = cfg.transports
-        out: dict[str, Any] = {}
-        if t.gcps.enabled:
-            from shared.delivery.gcps import PubSubPublish
+        return ReceiverRegistry(shared_db, self.hub)
 
-            out["gcps"] = PubSubPublish(t.gcps.concurrency, t.gcps.timeout, metrics=self.metrics,
-                                        allow_projects=t.gcps.allow_projects)
-        if t.bash_exec.enabled:
-            from shared.delivery.bash import BashExec
+    def _claims(self, shared_db: OutboxClaims | None) -> ClaimStrategy:
+        """Who may send a row: this process alone (memory, SQLite), or whoever claims it in the
+        shared database (Postgres: other processes may share it)."""
+        cfg, t = self.cfg, self.cfg.transports
+        if shared_db is None:
+            from shared.delivery.inprocess import InProcessClaims
 
-            out["bash"] = BashExec(self.service, t.bash_exec.allow, cfg.tasks.lease_timeout)
-        return out
+            return InProcessClaims(self.store, self.hub, self.service, cfg.messages.batch_size,
+                                   t.http_push.max_attempts)
+        from shared.delivery.cluster import DatabaseClaims
+
+        publisher = None
+        if cfg.dispatch.topic:  # the cloud: http(s) pushes go through Pub/Sub and the dispatch function
+            from shared.delivery.pubsub_dispatch import Publisher
+
+            publisher = Publisher(cfg.dispatch.topic)
+        return DatabaseClaims(shared_db, self.hub, self.registry, publisher, cfg.messages.batch_size,
+                              t.http_push.request_timeout / 1000, t.http_push.max_attempts,
+                              claim_at_commit=self.push is not None)
+
+    def _waker(self, url: str) -> SweeperWaker:
+        """Serverless (no timer loop): a commit with a near deadline calls a sweeper if none runs."""
+        from shared.sweeper import SweeperWaker
+
+        sw = self.cfg.sweeper
+        return SweeperWaker(self.store, self.service.clock, url, sw.window, sw.window / 1000 + 30)
 
     def start(self) -> None:
         self.delivery.start()
@@ -106,8 +145,21 @@ class Runtime:
         if self.timers is not None:
             self.timers.stop(timeout_s)
         self.delivery.stop(timeout_s)
-        for transport in self.delivery.transports.values():
-            transport.close()
-        if self.push is not None:
-            self.push.close()
+        self.sender.close()
         self.store.close()
+
+
+def optional_transports(cfg: Config, service: TaskRunner, metrics: Metrics | None) -> dict[str, Transport]:
+    """gcps and bash, each imported only when enabled (cold starts)."""
+    t = cfg.transports
+    out: dict[str, Transport] = {}
+    if t.gcps.enabled:
+        from shared.delivery.gcps import PubSubPublish
+
+        out["gcps"] = PubSubPublish(t.gcps.concurrency, t.gcps.timeout, metrics=metrics,
+                                    allow_projects=t.gcps.allow_projects)
+    if t.bash_exec.enabled:
+        from shared.delivery.bash import BashExec
+
+        out["bash"] = BashExec(service, t.bash_exec.allow, cfg.tasks.lease_timeout)
+    return out

@@ -1,30 +1,33 @@
 """The core facade every shell calls: one RPC in, one response out; sweeps; effects fan-out.
 
 It runs the request pipeline of §2.6 around the engine and the store, and after each commit
-hands the transaction's effects (messages, new deadlines) to whoever subscribed (delivery,
-the timer loop). Shells (flask routes, Cloud Functions, the local runner) stay a few lines.
+hands the transaction's effects (messages, new deadlines) to its metrics, then to the
+subscribers `shared/runtime.py` lists, in that order (delivery, the timer loop, the sweeper
+waker). Shells (flask routes, Cloud Functions, the local runner) stay a few lines.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from logging import DEBUG
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from shared.clock import Clock
 from shared.config import Config
-from shared.engine import DEBUG_SESSION, Ctx, EngineConfig, process_timeouts
+from shared.engine import Ctx, EngineConfig, process_timeouts
 from shared.kinds import KINDS, Kind, decode
 from shared.logs import q
 from shared.protocol import Envelope, Reject, dumps, parse_address, parse_envelope, response
-from shared.records import Effects
+from shared.records import DEBUG_SESSION, Effects
 from shared.requests import DebugTick, Request
-from shared.storage.base import Busy, ReadOnlyViolation, Store, StorageError
+from shared.storage.base import Busy, ReadOnlyViolation, StorageError, Store
 
 FORBIDDEN = (403, "Forbidden")  # shared.auth's refusal (imported lazily: PyJWT only with auth on)
 
 if TYPE_CHECKING:
     from shared.auth import Authenticator
+    from shared.delivery.destinations import Policy
     from shared.metrics import Metrics
 
 log = logging.getLogger("resonate.service")
@@ -57,10 +60,11 @@ class Service:
                                        max_listeners=cfg.promises.max_listeners)
         self.clock = clock or Clock()
         self.metrics = metrics
+        self.subscribers: tuple[EffectsHook, ...] = ()  # after-commit, in order (`subscribe`)
         # metrics first: it notes each message's commit time before delivery can complete it
-        self.hooks: list[EffectsHook] = [metrics.on_effects] if metrics is not None else []
+        self._hooks: tuple[EffectsHook, ...] = (metrics.on_effects,) if metrics is not None else ()
         self.debug_session = False
-        self._policy: Any = None  # shared.delivery.destinations.Policy, built on the first http(s) address
+        self._policy: Policy | None = None  # built on the first http(s) address
         self.refresh_debug_session()
         # inbound auth (§2.8): the key is loaded here, once per process (PyJWT only when on)
         self.auth: Authenticator | None = None
@@ -221,7 +225,7 @@ class Service:
         while True:
             t = self.clock.now() if now is None else now
 
-            def run(tx: Any) -> tuple[int, Effects]:
+            def run(tx: Any, t: int = t) -> tuple[int, Effects]:
                 c = Ctx(tx, t, self.engine_cfg)
                 return process_timeouts(c, self.engine_cfg.timeouts_target_only, self.cfg.timeouts.batch_size), c.fx
 
@@ -241,10 +245,18 @@ class Service:
         self.debug_session = bool(self.store.read(lambda tx: tx.get_meta(DEBUG_SESSION)))
         return self.debug_session
 
+    def subscribe(self, subscribers: Sequence[EffectsHook]) -> None:
+        """Who gets each commit's effects, in order (the runtime's wiring; set once: the
+        subscribers themselves need this service, so they exist only after it)."""
+        if self.subscribers:
+            raise RuntimeError("the after-commit subscribers are set already")
+        self.subscribers = tuple(subscribers)
+        self._hooks = (*self._hooks, *self.subscribers)
+
     def _after_commit(self, fx: Effects) -> None:
         if fx.debug_changed:
             self.refresh_debug_session()
-        for hook in self.hooks:
+        for hook in self._hooks:
             try:
                 hook(fx)
             except Exception:

@@ -13,14 +13,18 @@ sweeper function at once. Nothing stays up between bursts of work.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Protocol
 
 import urllib3
 
+from shared.clock import Clock
 from shared.records import Effects
+from shared.storage.base import Store, Tx
 
 log = logging.getLogger("resonate.sweeper")
 
@@ -29,12 +33,39 @@ START_GRACE_MS = 10_000
 REDRIVE_EVERY_MS = 1_000  # a requested sweeper that did not announce itself by then is asked again
 
 
-def _until(tx: Any) -> int:
+class Sweeps(Protocol):
+    """What a window needs of the core (`Service`)."""
+
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def debug_session(self) -> bool: ...
+    def refresh_debug_session(self) -> bool: ...
+    def sweep(self) -> int: ...
+    def next_deadline(self) -> int | None: ...
+
+
+class Redrives(Protocol):
+    """What a window needs of delivery (`Delivery`)."""
+
+    def redrive(self) -> int: ...
+    def flush(self, timeout: float) -> bool: ...
+
+
+def _until(tx: Tx) -> int:
     v = tx.get_meta(UNTIL)
     return int(v) if v else 0
 
 
-def run_window(service: Any, delivery: Any, window_ms: int, sleep: Callable[[float], None] = time.sleep,
+def _withdraw(tx: Tx, end: int, now: int) -> None:
+    """Leaving at `now`: the announcement until `end` ends, unless another sweeper extended it."""
+    if _until(tx) == end:
+        tx.set_meta(UNTIL, str(now))
+
+
+def run_window(service: Sweeps, delivery: Redrives, window_ms: int, sleep: Callable[[float], None] = time.sleep,
                poll_ms: int = 250) -> dict:
     """Sweep due timers and re-drive the outbox until no deadline remains inside the window."""
     clock = service.clock
@@ -57,7 +88,7 @@ def run_window(service: Any, delivery: Any, window_ms: int, sleep: Callable[[flo
         if nxt is None or nxt > end:
             # leaving early: withdraw the announcement first, then look once more, so a deadline
             # committed meanwhile is either seen here or makes its writer wake a sweeper
-            store.write(lambda tx: tx.set_meta(UNTIL, str(now)) if _until(tx) == end else None)
+            store.write(functools.partial(_withdraw, end=end, now=now))
             nxt = service.next_deadline()
             if nxt is None or nxt > end:
                 break
@@ -73,26 +104,28 @@ class SweeperWaker:
     """After a commit that wrote a deadline inside the coming window: if no sweeper is running
     until then, claim the wake-up (one instance wins) and call the sweeper function."""
 
-    def __init__(self, service: Any, url: str, window_ms: int, timeout_s: float) -> None:
-        self.service = service
+    def __init__(self, store: Store, clock: Clock, url: str, window_ms: int, timeout_s: float) -> None:
+        self.store = store
+        self.clock = clock
         self.url = url
         self.window_ms = window_ms
         self._http = urllib3.PoolManager(num_pools=2, maxsize=4, retries=False,
                                          timeout=urllib3.Timeout(connect=5.0, read=timeout_s))
-        service.hooks.append(self.on_effects)
 
     def on_effects(self, fx: Effects) -> None:
-        if fx.deadline is None:
+        """After-commit subscriber."""
+        deadline = fx.deadline
+        if deadline is None:
             return
-        now = self.service.clock.now()
-        if fx.deadline > now + self.window_ms:
+        now = self.clock.now()
+        if deadline > now + self.window_ms:
             return  # the next tick's window covers it
-        store = self.service.store
-        if store.read(_until) >= fx.deadline:
+        store = self.store
+        if store.read(_until) >= deadline:
             return
 
-        def claim(tx: Any) -> bool:
-            if _until(tx) >= fx.deadline:
+        def claim(tx: Tx) -> bool:
+            if _until(tx) >= deadline:
                 return False
             tx.set_meta(UNTIL, str(now + START_GRACE_MS))
             return True

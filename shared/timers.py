@@ -7,24 +7,37 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Protocol
 
+from shared.clock import Clock
 from shared.records import Effects
 
 log = logging.getLogger("resonate.timers")
 
 
+class Timers(Protocol):
+    """What the loop needs of the core (`Service`)."""
+
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def debug_session(self) -> bool: ...
+    def sweep(self) -> int:
+        """Apply everything due now; rows handled."""
+    def next_deadline(self) -> int | None: ...
+
+
 class TimerLoop:
-    def __init__(self, service: Any, max_sleep_ms: int = 60000) -> None:
+    def __init__(self, service: Timers, max_sleep_ms: int = 60000) -> None:
         self.service = service
         self.max_sleep_ms = max_sleep_ms
         self._target: int | None = None  # the deadline we are sleeping towards
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
-        service.hooks.append(self.on_effects)
 
     def on_effects(self, fx: Effects) -> None:
+        """After-commit subscriber: an earlier deadline (or a debug session change) wakes the loop."""
         if fx.debug_changed or (fx.deadline is not None and (self._target is None or fx.deadline < self._target)):
             self._wake.set()
 

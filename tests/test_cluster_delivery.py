@@ -20,7 +20,7 @@ from typing import Iterator
 import pg8000.native
 import pytest
 
-from shared.delivery.cluster import RECEIVER_TTL_MS
+from shared.delivery.registry import RECEIVER_TTL_MS
 from tests.support.pg import pg_template, pg_url  # noqa: F401 (fixtures)
 from tests.support.server import ServerProc, start_server
 from tests.support.sse import SSE, bearer_stream, refusal
@@ -331,35 +331,31 @@ def test_an_instance_whose_entry_lapsed_yields_the_worker_id_to_the_principal_th
     refresh stalled past the lease), principal A is admitted on instance 2; instance 1's next
     refresh finds A's live entry and ends its own connections of that id instead of writing a
     second holder."""
-    from types import SimpleNamespace
-
-    from shared.delivery.cluster import ClusterDelivery
     from shared.delivery.hub import Held, PollHub
+    from shared.delivery.registry import ReceiverRegistry
     from shared.storage.postgres import PostgresStore
 
     store = PostgresStore(pg_url, pool_size=2)
     hubs = [PollHub(), PollHub()]
-    deliveries = [ClusterDelivery(SimpleNamespace(store=store, hooks=[], debug_session=False), hub, None, None,
-                                  background=False) for hub in hubs]
-    for hub in hubs:
-        hub.on_connect.clear()  # no LISTEN loop: this test runs the refresh itself
+    deliveries = [ReceiverRegistry(store, hub) for hub in hubs]  # no LISTEN loop: this test refreshes itself
+    for hub, registry in zip(hubs, deliveries, strict=True):
+        hub.admit = registry.admit
+        hub.on_disconnect.append(registry.on_disconnect)
     try:
         held = hubs[0].register("g", "w1", "sub:tenant-b")
         with pytest.raises(Held):
             hubs[1].register("g", "w1", "sub:tenant-a")
-        deliveries[0]._rescan()  # a refresh while alive keeps the entry
+        deliveries[0].refresh()  # a refresh while alive keeps the entry
         with pytest.raises(Held):
             hubs[1].register("g", "w1", "sub:tenant-a")
         store.write(lambda tx: tx._x("UPDATE poll_receivers SET expires_at = 0 WHERE instance = :i",
                                      i=deliveries[0].instance))
         taker = hubs[1].register("g", "w1", "sub:tenant-a")
-        deliveries[0]._rescan()
+        deliveries[0].refresh()
         assert held.closed and not taker.closed
         assert not hubs[0].has_id("g", "w1") and hubs[1].has_id("g", "w1")
         rows = store.read(lambda tx: tx._x("SELECT instance FROM poll_receivers WHERE grp = 'g' AND id = 'w1'"
                                            " AND expires_at > 0"))
         assert rows == [[deliveries[1].instance]], rows
     finally:
-        for d in deliveries:
-            d.stop(1)
         store.close()

@@ -82,6 +82,7 @@ STEPS: list[tuple[str, Callable, bool]] = [
     ("insert dup", lambda tx: tx.insert_promise(P("p1")), True),
     ("get p1", lambda tx: tx.get_promise("p1"), False),
     ("get missing", lambda tx: tx.get_promise("nope"), False),
+    ("get many", lambda tx: (tx.get_promises(["p2", "nope", "p1", "p2"]), tx.get_promises([])), False),
     ("update p2", lambda tx: tx.update_promise(P("p2", "resolved", 40, {BRANCH: "root", "x": "1"},
                                                   {"nested": {"a": [1, 2.5, None, True, "é"]}},
                                                   {"data": "done", "headers": {"h": ""}}, settled_at=7)), True),

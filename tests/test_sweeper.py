@@ -9,7 +9,9 @@ import requests
 
 from shared.clock import Clock
 from shared.config import load
+from shared.delivery.inprocess import InProcessClaims
 from shared.delivery.outbox import Delivery
+from shared.delivery.sender import Sender
 from shared.protocol import dumps
 from shared.service import Service
 from shared.storage.sqlite import SqliteStore
@@ -28,7 +30,7 @@ def _rpc(service: Service, kind: str, data: dict) -> dict:
 def test_window_handles_its_deadlines_on_time_and_leaves_later_ones(tmp_path):
     store = SqliteStore(str(tmp_path / "s.db"))
     service = Service(store, load({"storage.type": "sqlite"}, env={}))
-    delivery = Delivery(service, None, None, None)
+    delivery = Delivery(store, Sender(None, None, {}, None), InProcessClaims(store, None, service))
     now = Clock().now()
     for i, offset in enumerate((200, 400, 600)):
         _rpc(service, "promise.create", {"id": f"in{i}", "timeoutAt": now + offset})

@@ -33,18 +33,29 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Protocol
 
+from shared.clock import Clock
+from shared.kinds import decode
 from shared.logs import q
 from shared.protocol import Reject
-from shared.kinds import decode
+from shared.requests import Request
 
 log = logging.getLogger("resonate.bash_exec")
 
 MAX_RUNNING = 8  # scripts at once; further messages wait in the pool's queue (not yet acquired)
 LOCAL = ("bash://", "bash://bash")
 ENV_PASSED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
+
+
+class TaskRunner(Protocol):
+    """What the executor needs of the core (`Service`): run an operation as the server's own worker."""
+
+    @property
+    def clock(self) -> Clock: ...
+    def execute(self, req: Request, now: int) -> tuple[int, Any]: ...
 
 
 class NotAllowed(Exception):
@@ -73,13 +84,13 @@ class BashExec:
     """The `bash` transport: `send(address, body, done)` like HttpPush; done(ok) reports whether
     the message was handled (the task acquired, or taken by someone else), not the script's end."""
 
-    def __init__(self, service: Any, allow: tuple[str, ...], lease_ms: int) -> None:
+    def __init__(self, service: TaskRunner, allow: tuple[str, ...], lease_ms: int) -> None:
         self.service = service
         self.allow = tuple(allow)
         self.lease_ms = lease_ms
         self._executor = ThreadPoolExecutor(max_workers=MAX_RUNNING, thread_name_prefix="bash-exec")
         self._stopped = threading.Event()
-        self._running: set[subprocess.Popen] = set()
+        self._running: dict[subprocess.Popen[bytes], str] = {}  # process -> the program it runs
         self._lock = threading.Lock()
         log.warning("Bash exec transport enabled (local only; allowed commands: %s) - any client that may "
                     "create a promise can run these", ", ".join(self.allow) or "none")
@@ -161,7 +172,7 @@ class BashExec:
         except OSError as e:
             return "rejected", f"bash-exec: cannot start {argv[0]}: {e}"
         with self._lock:
-            self._running.add(proc)
+            self._running[proc] = argv[0]
         try:
             out, err = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -171,7 +182,7 @@ class BashExec:
             return None
         finally:
             with self._lock:
-                self._running.discard(proc)
+                self._running.pop(proc, None)
         if self._stopped.is_set():
             return None  # killed by close(): settle nothing, the task is dispatched again
         if proc.returncode < 0:
@@ -200,9 +211,9 @@ class BashExec:
         self._stopped.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
         with self._lock:
-            running = list(self._running)
-        for proc in running:
-            log.warning("bash-exec: shutting down, killing %s (pid %d)", q(proc.args[0]), proc.pid)
+            running = list(self._running.items())
+        for proc, program in running:
+            log.warning("bash-exec: shutting down, killing %s (pid %d)", q(program), proc.pid)
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

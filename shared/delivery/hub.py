@@ -16,8 +16,8 @@ import itertools
 import queue
 import random
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from shared.protocol import Address
 
@@ -61,7 +61,7 @@ class Connection:
     group: str
     id: str
     seq: int
-    queue: "queue.Queue[tuple[bytes, OnWritten | None] | None]"
+    queue: queue.Queue[tuple[bytes, OnWritten | None] | None]
     principal: str | None = None  # who holds it (auth on); None with auth off
     closed: bool = False
     backlog: bool = False  # a message was refused because the buffer was full
@@ -83,7 +83,7 @@ class PollHub:
         self.on_drained: list[Callable[[Connection], None]] = []  # a backlogged buffer emptied
         self.on_disconnect: list[Callable[[Connection], None]] = []
         # runs after the local checks, before the connection can receive anything; raises Refused
-        # to turn it away (ClusterDelivery: the database registry, which sees every instance)
+        # to turn it away (on a shared database: `ReceiverRegistry.admit`, which sees every instance)
         self.admit: Callable[[Connection], None] | None = None
 
     @property

@@ -26,12 +26,19 @@ import binascii
 import json
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, wait
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
+from shared.delivery.messages import OutboxRow
 from shared.logs import q
-from shared.protocol import parse_address
 from shared.records import Message
+
+if TYPE_CHECKING:
+    from shared.config import Dispatch as DispatchConfig
+    from shared.delivery.sender import Sender
+    from shared.metrics import Metrics
+    from shared.storage.base import OutboxClaims, Store
 
 log = logging.getLogger("resonate.dispatch")
 
@@ -56,7 +63,7 @@ class Publisher:
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                from google.cloud import pubsub_v1
+                import google.cloud.pubsub_v1 as pubsub_v1
 
                 t = pubsub_v1.types
                 flow = t.PublishFlowControl(message_limit=self.max_in_flight,
@@ -160,12 +167,15 @@ def parse_push(body: bytes) -> tuple[int, int, int]:
 
 
 class DispatchHandler:
-    """The `dispatch` function's work for one push request (`handle`), over the instance's
-    ClusterDelivery (store, HttpPush, message bodies)."""
+    """The `dispatch` function's work for one push request (`handle`): the row comes from the
+    outbox claims, the body and the push from the instance's `Sender` (its HttpPush, push auth)."""
 
-    def __init__(self, delivery: Any, cfg: Any, push_timeout_s: float) -> None:
-        self.delivery = delivery
-        self.store = delivery.store
+    def __init__(self, claims: OutboxClaims, store: Store, sender: Sender, cfg: DispatchConfig,
+                 push_timeout_s: float, metrics: Metrics | None = None) -> None:
+        self.claims = claims
+        self.store = store
+        self.sender = sender
+        self.metrics = metrics
         self.max_attempts = cfg.max_attempts
         self.push_timeout_s = push_timeout_s
         self.check = TokenCheck(cfg.audience or "", cfg.service_accounts, cfg.certs_url)
@@ -180,32 +190,32 @@ class DispatchHandler:
         except ValueError as e:  # retrying cannot help; the row (if any) is re-published when its lease lapses
             log.error("dropping a Pub/Sub message: %s", e)
             return 200, {"status": "malformed"}
-        row = self.store.dispatch_row(seq, version)
-        if row is None:
+        found = self.claims.dispatch_row(seq, version)
+        if found is None:
             return 200, {"status": "gone"}
-        m, _, dead, debug = row
+        m, _, dead, debug = found
         if dead:
             return 200, {"status": "dead"}
         if debug:
             return 503, {"status": "debug session"}  # the outbox stays put; Pub/Sub retries later
-        addr = parse_address(m.address)
-        if addr is None or addr.scheme not in ("http", "https") or self.delivery.push is None:
+        row = OutboxRow.of(m, seq)
+        if not self.sender.pushes(row):
             log.warning("dropping message to %s: not an HTTP push address, or HTTP push disabled", q(m.address))
             self._ack(m)
             return 200, {"status": "dropped"}
         promise = None
         if m.kind == "unblock":
-            found = self.store.read(lambda tx: tx.get_promise(m.id))
-            if found is None:  # the promise is gone (debug.reset): nothing to say
+            p = self.store.read(lambda tx: tx.get_promise(m.id))
+            if p is None:  # the promise is gone (debug.reset): nothing to say
                 self._ack(m)
                 return 200, {"status": "gone"}
-            promise = found.wire()
-        if self._push(addr.url, m, self.delivery._body(m, promise)):
+            promise = p.wire()
+        if self._push(row, promise):
             self._ack(m)
-            if self.delivery.metrics is not None:
-                self.delivery.metrics.delivered(m, "push")
+            if self.metrics is not None:
+                self.metrics.delivered(m, "push")
             return 200, {"status": "delivered"}
-        res = self.store.dispatch_failed(seq, version, DISPATCH_LEASE_MS, self.max_attempts, attempt)
+        res = self.claims.dispatch_failed(seq, version, DISPATCH_LEASE_MS, self.max_attempts, attempt)
         if res is None:
             return 200, {"status": "gone"}
         failures, dead = res
@@ -214,17 +224,16 @@ class DispatchHandler:
                       q(m.address), max(failures, attempt), seq)
         return 500, {"status": "failed", "attempts": failures, "dead": dead}
 
-    def _push(self, url: str, m: Message, body: bytes) -> bool:
+    def _push(self, row: OutboxRow, promise: dict[str, Any] | None) -> bool:
         """One HTTP push, waited for: the answer to Pub/Sub is its result."""
         done = threading.Event()
         result: list[bool] = []
 
-        def finished(ok: bool) -> None:
+        def finished(ok: bool, transport: str) -> None:
             result.append(ok)
             done.set()
 
-        self.delivery._count(m)
-        self.delivery.push.send(url, body, finished)
+        self.sender.send(row, promise, finished)
         return done.wait(self.push_timeout_s + 5) and result[0]
 
     def _ack(self, m: Message) -> None:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.delivery.messages import message_json
 from shared.engine.core import Ctx, Resp, tasks_wire
 from shared.engine.timeouts import process_timeouts
+from shared.records import DEBUG_SESSION
 from shared.requests import DebugReset, DebugSnap, DebugStart, DebugStop, DebugTick
 
-DEBUG_SESSION = "debug_session"
+__all__ = ["DEBUG_SESSION", "debug_reset", "debug_snap", "debug_start", "debug_stop", "debug_tick"]
 
 
 def debug_start(c: Ctx, r: DebugStart) -> Resp:
@@ -41,13 +43,9 @@ def debug_snap(c: Ctx, r: DebugSnap) -> Resp:
     outbox = tx.outbox()
     executes = sorted((m for m in outbox if m.kind == "execute"), key=lambda m: m.id)
     unblocks = sorted((m for m in outbox if m.kind == "unblock"), key=lambda m: (m.id, m.address))
-    messages: list[dict[str, Any]] = [
-        {"address": m.address,
-         "message": {"kind": "execute", "head": {}, "data": {"task": {"id": m.id, "version": m.version}}}}
-        for m in executes]
-    messages += [
-        {"address": m.address, "message": {"kind": "unblock", "head": {}, "data": {"promise": by_id[m.id].wire()}}}
-        for m in unblocks if m.id in by_id]
+    messages: list[dict[str, Any]] = [{"address": m.address, "message": message_json(m, None)} for m in executes]
+    messages += [{"address": m.address, "message": message_json(m, by_id[m.id].wire())}
+                 for m in unblocks if m.id in by_id]
     return 200, {
         "promises": [p.wire() for p in promises],
         "promiseTimeouts": [{"id": p.id, "timeout": p.timeout_at} for p in promises

@@ -7,7 +7,8 @@ adapters give identical results (the differential test holds them to it).
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Protocol, TypeVar
+from collections.abc import Callable, Collection, Iterable
+from typing import Protocol, TypeVar
 
 from shared.records import Message, Promise, Schedule, Task
 
@@ -34,6 +35,8 @@ class Tx(Protocol):
 
     # promises ------------------------------------------------------------------------------
     def get_promise(self, id: str) -> Promise | None: ...
+    def get_promises(self, ids: Collection[str]) -> dict[str, Promise]:
+        """The promises among `ids` that exist, by id, in one query (the outbox's unblock payloads)."""
     def insert_promise(self, p: Promise) -> None: ...
     def update_promise(self, p: Promise) -> None:
         """Replace the stored promise with the same id."""
@@ -117,6 +120,51 @@ class Tx(Protocol):
         """(promise_id, address), by (promise_id, address)."""
 
 
+ClaimedRow = tuple[int, Message]  # (queue position, message) of an outbox row claimed by this process
+
+
+class Subscription(Protocol):
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop listening (and wait up to `timeout` for the listener to end)."""
+
+
+class OutboxClaims(Protocol):
+    """Outbox claims, for stores several processes share (Postgres: `shared/storage/postgres_outbox.py`
+    documents the semantics). A row is sent only by the process holding its claim, a lease on the
+    database's clock; `poll://` rows are announced to every listening process; processes register
+    the SSE receivers they hold. None of it is granted during a debug session."""
+
+    # announcements of poll rows --------------------------------------------------------------
+    def listen(self, on_notes: Callable[[list[tuple[int, str]]], None], on_tick: Callable[[bool], None],
+               tick_s: float) -> Subscription:
+        """Hold a connection listening for announced poll rows, on a thread of its own:
+        `on_notes([(seq, address), ...])` for each batch, `on_tick(True)` after every (re)connect
+        (announcements made meanwhile are lost), `on_tick(False)` every `tick_s`. Reconnects by itself."""
+    def renotify(self, limit: int, settle_ms: int, every_ms: int) -> int: ...
+
+    # claims ------------------------------------------------------------------------------------
+    def claim_seqs(self, seqs: list[int], ttl_ms: int) -> list[ClaimedRow]: ...
+    def claim_messages(self, ms: list[Message], ttl_ms: int, http_ttl_ms: int | None = None) -> list[ClaimedRow]: ...
+    def claim_push(self, limit: int, ttl_ms: int, http_ttl_ms: int | None = None) -> list[ClaimedRow]: ...
+    def group_rows(self, group: str, after: int, limit: int) -> list[ClaimedRow]: ...
+    def release(self, seq: int, m: Message, failed: bool, notify: bool,
+                max_attempts: int = 0) -> tuple[int, bool] | None: ...
+    def drop_stale_unblocks(self, age_ms: int) -> int: ...
+    def drop_unreceived(self, ms: list[Message]) -> int: ...
+
+    # rows handed to Pub/Sub dispatch -------------------------------------------------------------
+    def dispatch_row(self, seq: int, version: int) -> tuple[Message, int, bool, bool] | None: ...
+    def dispatch_failed(self, seq: int, version: int, ttl_ms: int, max_attempts: int,
+                        attempt: int = 0) -> tuple[int, bool] | None: ...
+    def retry_later(self, seq: int, version: int, delay_ms: int) -> None: ...
+    def dead_rows(self, limit: int = 100) -> list[tuple[int, Message, int]]: ...
+
+    # the registry of SSE receivers ---------------------------------------------------------------
+    def receiver_up(self, group: str, id: str, instance: str, ttl_ms: int, principal: str | None = None) -> bool: ...
+    def receiver_down(self, group: str, id: str, instance: str) -> None: ...
+    def receivers_alive(self, instance: str, ttl_ms: int, keys: list[tuple[str, str]]) -> set[tuple[str, str]]: ...
+
+
 class Store(Protocol):
     name: str
 
@@ -135,6 +183,9 @@ class Store(Protocol):
     def ping(self) -> None:
         """Raise StorageError if the database is unreachable."""
     def close(self) -> None: ...
+    def outbox_claims(self) -> OutboxClaims | None:
+        """The claims API when other processes may share the database (then every send needs a
+        claim); None when this process is the outbox's only sender (memory, SQLite)."""
 
 
 def ordered_ids(items: Iterable[str]) -> list[str]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar
 
 from shared.records import LEASE, Message, Promise, Schedule, Task
 from shared.storage.base import StorageError
@@ -57,6 +58,9 @@ class MemoryTx:
     # promises
     def get_promise(self, id: str) -> Promise | None:
         return self.st.promises.get(id)
+
+    def get_promises(self, ids: Collection[str]) -> dict[str, Promise]:
+        return {i: p for i in ids if (p := self.st.promises.get(i)) is not None}
 
     def insert_promise(self, p: Promise) -> None:
         if p.id in self.st.promises:
@@ -142,7 +146,7 @@ class MemoryTx:
                 self._set(self.st.callbacks, key, _MISSING)
 
     def ready_counts(self, awaiters: list[str]) -> dict[str, int]:
-        wanted, out = set(awaiters), {}
+        wanted, out = set(awaiters), dict[str, int]()
         for (_, w), ready in self.st.callbacks.items():
             if ready and w in wanted:
                 out[w] = out.get(w, 0) + 1
@@ -303,4 +307,8 @@ class MemoryStore:
         return None
 
     def close(self) -> None:
+        return None
+
+    def outbox_claims(self) -> None:
+        """One process holds the whole store: nobody else sends its outbox."""
         return None

@@ -12,15 +12,14 @@ dead (`claimed_until` = DEAD: no sweeper re-publishes it; it stays visible for a
 """
 from __future__ import annotations
 
-import collections
 import json
+from collections.abc import Callable
 from typing import Any
 
-from shared.engine.debug import DEBUG_SESSION
-from shared.records import Message
+from shared.records import DEBUG_SESSION, Message
+from shared.storage.base import ClaimedRow as Row
+from shared.storage.postgres_listen import OutboxListener
 from shared.storage.postgres_tx import DB_NOW, DEAD, NOTIFY_CHANNEL
-
-Row = tuple[int, Message]  # (seq, message)
 
 _COLS = "seq, kind, id, address, version"
 _NO_DEBUG = f"NOT EXISTS (SELECT 1 FROM meta WHERE key = '{DEBUG_SESSION}')"
@@ -97,20 +96,22 @@ def key_text(m: Message) -> str:
 
 
 class PgClusterOutbox:
-    """Mixed into PostgresStore (which provides `write`, `read` and `_connect`)."""
+    """`OutboxClaims` (shared/storage/base.py), mixed into PostgresStore (which provides `write`,
+    `read` and `_connect`)."""
 
     write: Any
     read: Any
-    _connect: Any
+    _connect: Callable[[], Any]
 
-    def listen(self) -> Any:
-        """A dedicated connection LISTENing on the outbox channel; the caller owns and closes it.
-        pg8000 keeps notifications in a 100-entry deque that silently drops the oldest: replace
-        it with an unbounded one."""
-        conn = self._connect()
-        conn.notifications = collections.deque()
-        conn.run(f"LISTEN {NOTIFY_CHANNEL}")
-        return conn
+    def outbox_claims(self) -> PgClusterOutbox:
+        """Other processes may share the database: every send needs a claim."""
+        return self
+
+    def listen(self, on_notes: Callable[[list[tuple[int, str]]], None], on_tick: Callable[[bool], None],
+               tick_s: float) -> OutboxListener:
+        """A thread holding a dedicated connection LISTENing on the outbox channel
+        (`shared/storage/postgres_listen.py`); `close()` it to stop."""
+        return OutboxListener(self._connect, on_notes, on_tick, tick_s).start()
 
     def claim_seqs(self, seqs: list[int], ttl_ms: int) -> list[Row]:
         """Claim these rows if nobody holds them (the NOTIFY path)."""

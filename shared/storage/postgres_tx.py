@@ -16,14 +16,15 @@ Results must equal `MemoryStore`'s for every `Tx` method (the differential test 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 from pg8000.exceptions import DatabaseError
 
 from shared.protocol import parse_address
 from shared.records import BRANCH, LEASE, TARGET, Message, Promise, Schedule, Task
-from shared.storage.sql_common import PROMISE_COLS, TASK_COLS, PortableQueries
 from shared.storage.base import ReadOnlyViolation, StorageError
+from shared.storage.sql_common import PROMISE_COLS, TASK_COLS, PortableQueries
 
 try:
     from shared.storage.base import Busy
@@ -102,7 +103,7 @@ _S = ("id, cron, promise_id, promise_timeout, promise_param, promise_tags, creat
 _PV = ":id, :state, :param, :value, CAST(:tags AS jsonb), :timeout_at, :created_at, :settled_at, :target, :branch"
 _INSERT_P = f"INSERT INTO promises ({_P}, target, branch) VALUES ({_PV}) ON CONFLICT (id) DO NOTHING RETURNING 1"
 _UPSERT_P = (f"INSERT INTO promises ({_P}, target, branch) VALUES ({_PV}) ON CONFLICT (id) DO UPDATE SET "
-             + ", ".join(f"{c} = EXCLUDED.{c}" for c in _P.split(", ")[1:] + ["target", "branch"]))
+             + ", ".join(f"{c} = EXCLUDED.{c}" for c in [*_P.split(", ")[1:], "target", "branch"]))
 _TV = ":id, :state, :version, :timer_type, :timer_at, :pid, :ttl"
 _INSERT_T = f"INSERT INTO tasks ({_T}) VALUES ({_TV}) ON CONFLICT (id) DO NOTHING RETURNING 1"
 _UPSERT_T = (f"INSERT INTO tasks ({_T}) VALUES ({_TV}) ON CONFLICT (id) DO UPDATE SET "
@@ -125,7 +126,8 @@ _SAME = "outbox.version = EXCLUDED.version AND outbox.address = EXCLUDED.address
 _KEEP = f"{_SAME} AND (outbox.poll_group IS NULL OR outbox.claimed_until >= {DEAD})"
 _ENQUEUE_EXECUTE = _ENQUEUE.format(
     "UPDATE SET address = EXCLUDED.address, version = EXCLUDED.version, poll_group = EXCLUDED.poll_group,"
-    f" poll_uni = EXCLUDED.poll_uni, created_at = CASE WHEN {_KEEP} THEN outbox.created_at ELSE EXCLUDED.created_at END,"
+    f" poll_uni = EXCLUDED.poll_uni,"
+    f" created_at = CASE WHEN {_KEEP} THEN outbox.created_at ELSE EXCLUDED.created_at END,"
     f" claimed_until = CASE WHEN {_KEEP} THEN outbox.claimed_until ELSE 0 END,"
     f" notified_at = CASE WHEN {_KEEP} THEN outbox.notified_at ELSE 0 END,"
     f" attempts = CASE WHEN {_SAME} THEN outbox.attempts ELSE 0 END")
@@ -184,7 +186,7 @@ def classify(e: DatabaseError) -> tuple[int, StorageError]:
 class Conn:
     """One pooled pg8000 connection with its prepared statements (one Parse per SQL text)."""
 
-    __slots__ = ("pg", "stmts", "gen")
+    __slots__ = ("gen", "pg", "stmts")
 
     def __init__(self, pg: Any, gen: int) -> None:
         self.pg = pg
@@ -197,7 +199,7 @@ class PgTx(PortableQueries):
     before touching the database. After a database error the transaction is dead (`fail` set):
     later statements re-raise at once and the store never commits it."""
 
-    __slots__ = ("_c", "writable", "_absent", "fail", "error", "committing")
+    __slots__ = ("_absent", "_c", "committing", "error", "fail", "writable")
 
     def __init__(self, conn: Conn, writable: bool) -> None:
         self._c = conn
@@ -270,7 +272,7 @@ class PgTx(PortableQueries):
 
     def _search(self, table: str, cols: str, state: str | None, tags: dict[str, str] | None, tag_col: str,
                 cursor: str | None, limit: int) -> list:
-        where, args = ["TRUE"], {"limit": limit}
+        where, args = ["TRUE"], dict[str, Any](limit=limit)
         if state is not None:
             where.append("state = :state")
             args["state"] = state
@@ -289,6 +291,17 @@ class PgTx(PortableQueries):
     def get_promise(self, id: str) -> Promise | None:
         r = self._get("promise", f"SELECT {_P} FROM promises WHERE id = :id", id)
         return None if r is None else _promise(r)
+
+    def get_promises(self, ids: Collection[str]) -> dict[str, Promise]:
+        """As `get_promise` for each id (rows locked in a write transaction), in one statement."""
+        if not ids:
+            return {}
+        lock = " FOR UPDATE" if self.writable else ""
+        found = {r[0]: _promise(r) for r in self._x(f"SELECT {_P} FROM promises WHERE id = ANY(:ids){lock}",
+                                                     ids=list(ids))}
+        if self.writable:
+            self._absent.update(("promise", i) for i in ids if i not in found)
+        return found
 
     def insert_promise(self, p: Promise) -> None:
         if not self._put("promise", p.id, _INSERT_P, None, _promise_args(p)):
@@ -379,10 +392,10 @@ class PgTx(PortableQueries):
         again); a `poll://` row is announced with NOTIFY, which Postgres sends at COMMIT."""
         self._w()
         addr = parse_address(m.address)
-        poll = addr is not None and addr.scheme == "poll"
+        poll = addr if addr is not None and addr.scheme == "poll" else None
         self._x(_ENQUEUE_EXECUTE if m.kind == "execute" else _ENQUEUE_UNBLOCK,
                 k=_dumps(m.key), kind=m.kind, id=m.id, a=m.address, v=m.version,
-                g=addr.group if poll else None, u=addr.id if poll and addr.cast == "uni" else None)
+                g=poll.group if poll else None, u=poll.id if poll and poll.cast == "uni" else None)
 
     def outbox(self, limit: int | None = None) -> list[Message]:
         rows = self._x("SELECT kind, id, address, version FROM outbox ORDER BY seq LIMIT :n", n=limit)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from shared.storage.base import StorageError
 from shared.storage.sqlite_tx import BUSY_TIMEOUT_MS, MIGRATIONS, SCHEMA_VERSION, SqliteTx, _error
 
-__all__ = ["SqliteStore", "SCHEMA_VERSION", "MIGRATIONS"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore"]
 
 T = TypeVar("T")
 
@@ -28,7 +29,7 @@ MAX_READERS = 8
 class _Job:
     """One write() call waiting for its batch to commit."""
 
-    __slots__ = ("fn", "writable", "done", "ok", "value")
+    __slots__ = ("done", "fn", "ok", "value", "writable")
 
     def __init__(self, fn: Callable[[SqliteTx], Any], writable: bool) -> None:
         self.fn = fn
@@ -46,7 +47,7 @@ class SqliteStore:
 
     name = "sqlite"
 
-    def __init__(self, path: str, offload: Callable[[Callable[[], None]], Any] | None = None) -> None:
+    def __init__(self, path: str, offload: Callable[[Callable[[], Any]], Any] | None = None) -> None:
         self.path = path
         self._offload = offload
         self._memory = path in (":memory:", "")  # readers could not see this DB: read through the writer
@@ -260,3 +261,7 @@ class SqliteStore:
             except queue.Empty:
                 break
         self._w.close()  # last: the final WAL checkpoint runs on the synchronous=FULL writer
+
+    def outbox_claims(self) -> None:
+        """One process owns the database file: nobody else sends its outbox."""
+        return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Collection
 from typing import Any
 
 from shared.records import BRANCH, LEASE, TARGET, Message, Promise, Schedule, Task
@@ -128,7 +129,7 @@ class SqliteTx(PortableQueries):
     def _search(self, table: str, cols: str, state: str | None, tags: dict[str, str], tag_col: str,
                 cursor: str | None, limit: int) -> sqlite3.Cursor:
         """Shared by the three searches: filters, id > cursor, by id, at most limit."""
-        where, args = ["1"], []
+        where, args = ["1"], list[Any]()
         if state is not None:
             where.append("state = ?")
             args.append(state)
@@ -149,6 +150,13 @@ class SqliteTx(PortableQueries):
     def get_promise(self, id: str) -> Promise | None:
         r = self._x(f"SELECT {_P} FROM promises WHERE id = ?", (id,)).fetchone()
         return None if r is None else _promise(r)
+
+    def get_promises(self, ids: Collection[str]) -> dict[str, Promise]:
+        if not ids:
+            return {}
+        rows = self._x(f"SELECT {_P} FROM promises WHERE id IN (SELECT value FROM json_each(?))",
+                       (json.dumps(list(ids)),)).fetchall()
+        return {r[0]: _promise(r) for r in rows}
 
     def insert_promise(self, p: Promise) -> None:
         self._insert(_INSERT_P, _promise_row(p), "promise")
