@@ -32,8 +32,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -114,7 +114,7 @@ class Rules:
     suffixes: tuple[str, ...] = ()  # ".example.com"
 
     @classmethod
-    def parse(cls, key: str, entries: Iterable[str]) -> "Rules":
+    def parse(cls, key: str, entries: Iterable[str]) -> Rules:
         """ValueError naming `key` and the entry when one is neither a CIDR nor a host name."""
         nets: list[Net] = []
         names: set[str] = set()
@@ -158,7 +158,7 @@ class Policy:
         self.deny_private = deny_private
 
     @classmethod
-    def from_config(cls, push: object) -> "Policy":
+    def from_config(cls, push: object) -> Policy:
         return cls(getattr(push, "allow", ()), getattr(push, "deny", ()), bool(getattr(push, "deny_private", False)))
 
     @property

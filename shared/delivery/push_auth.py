@@ -30,7 +30,8 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlencode
 
 import urllib3
@@ -195,7 +196,7 @@ def token_expiry(token: str) -> float | None:
 
 
 class _Cached:
-    __slots__ = ("token", "refresh_at", "usable_until", "lock", "refreshing")
+    __slots__ = ("lock", "refresh_at", "refreshing", "token", "usable_until")
 
     def __init__(self) -> None:
         self.token = ""

@@ -17,13 +17,14 @@ import atexit
 import os
 import threading
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pg8000.native
 
 from shared.config import CLOUDSQL_INSTANCE, CLOUDSQL_IP_TYPES
 
-__all__ = ["IP_TYPES", "INSTANCE_RE", "NativeConnection", "connector_factory", "close_connectors"]
+__all__ = ["INSTANCE_RE", "IP_TYPES", "NativeConnection", "close_connectors", "connector_factory"]
 
 # project:region:instance; legacy domain-scoped projects ("example.com:project") have one more colon
 INSTANCE_RE = CLOUDSQL_INSTANCE
@@ -40,7 +41,7 @@ class NativeConnection:
     notifications), over the connector's `pg8000.dbapi.Connection`. Other attributes (notices,
     parameter_statuses, ...) are read from and written to the underlying connection."""
 
-    __slots__ = ("_core", "_context")
+    __slots__ = ("_context", "_core")
 
     def __init__(self, core: Any) -> None:
         self._core = core
@@ -52,7 +53,7 @@ class NativeConnection:
             self._context = self._core.execute_simple(sql)
         else:
             statement, make_vals = pg8000.native.to_statement(sql)
-            oids = () if types is None else make_vals(defaultdict(lambda: None, types))
+            oids = () if types is None else make_vals(defaultdict[str, int | None](lambda: None, types))
             self._context = self._core.execute_unnamed(statement, make_vals(params), oids=oids, stream=stream)
         return self._context.rows
 
@@ -125,7 +126,7 @@ def close_connectors() -> None:
     for _, c in entries:
         try:
             c.close()
-        except Exception:  # noqa: BLE001 - shutting down: nothing left to do about it
+        except Exception:
             pass
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pg8000.native
@@ -26,10 +27,19 @@ from pg8000.exceptions import DatabaseError
 
 from shared.storage.base import StorageError
 from shared.storage.postgres_outbox import PgClusterOutbox
-from shared.storage.postgres_tx import (BROKEN, MIGRATION_LOCK, MIGRATIONS, RETRY, SCHEMA_VERSION, Busy, Conn, PgTx,
-                                        classify)
+from shared.storage.postgres_tx import (
+    BROKEN,
+    MIGRATION_LOCK,
+    MIGRATIONS,
+    RETRY,
+    SCHEMA_VERSION,
+    Busy,
+    Conn,
+    PgTx,
+    classify,
+)
 
-__all__ = ["PostgresStore", "PgTx", "Busy", "SCHEMA_VERSION", "MIGRATIONS", "parse_url"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Busy", "PgTx", "PostgresStore", "parse_url"]
 
 T = TypeVar("T")
 

@@ -17,7 +17,8 @@ DATA_TABLES = ("promises", "tasks", "callbacks", "listeners", "outbox", "schedul
 class PortableQueries:
     def _x(self, sql: str) -> Any: ...
     def _w(self) -> None: ...
-    def _row_promise(self, r: Any) -> Promise: ...
+    def _row_promise(self, r: Any) -> Promise:
+        raise NotImplementedError  # each adapter decodes its own rows
 
     def reset(self) -> None:
         self._w()
