@@ -1,6 +1,6 @@
 """The core facade every shell calls: one RPC in, one response out; sweeps; effects fan-out.
 
-It runs the request pipeline of §2.6 around the engine and the store, and after each commit
+It runs the request pipeline (docs/protocol.md#24-request-pipeline) around the engine and the store, and after each commit
 hands the transaction's effects (messages, new deadlines) to its metrics, then to the
 subscribers `shared/runtime.py` lists, in that order (delivery, the timer loop, the sweeper
 waker). Shells (flask routes, Cloud Functions, the local runner) stay a few lines.
@@ -41,7 +41,7 @@ def internal_error(e: BaseException) -> bytes:
 
 
 def _log_outcome(env: Envelope, status: int, elapsed: float) -> None:
-    """The per-request outcome line of §13.3 (payloads and tokens are never logged)."""
+    """The per-request outcome line (payloads and tokens are never logged)."""
     fields = "kind=%s corr_id=%s status=%d elapsed_ms=%.2f"
     args = (q(env.kind), q(env.corr_id), status, elapsed * 1000)
     if status >= 500 and status != 503:
@@ -66,7 +66,7 @@ class Service:
         self.debug_session = False
         self._policy: Policy | None = None  # built on the first http(s) address
         self.refresh_debug_session()
-        # inbound auth (§2.8): the key is loaded here, once per process (PyJWT only when on)
+        # inbound auth: the key is loaded here, once per process (PyJWT only when on)
         self.auth: Authenticator | None = None
         if cfg.auth is not None:
             from shared.auth import authenticator
@@ -79,7 +79,7 @@ class Service:
         """POST / : bytes in, (status, JSON bytes) out. Never raises: whatever goes wrong, the
         client gets an envelope (a 500 naming the error), never the web framework's HTML page.
 
-        Metrics count the envelopes that parsed (the reference's rule, §12.2), timed from the
+        Metrics count the envelopes that parsed (the reference's rule), timed from the
         raw bytes to the encoded response."""
         try:
             return self._rpc(raw)
@@ -110,12 +110,12 @@ class Service:
                         q(env.corr_id), status, (perf_counter() - t0) * 1000)
         if self.metrics is not None:
             self.metrics.request(env.kind, status, perf_counter() - t0)
-        if debug or (status >= 500 and status != 503):  # §13.3; a routine 4xx is no warning here
+        if debug or (status >= 500 and status != 503):  # a routine 4xx is no warning here
             _log_outcome(env, status, perf_counter() - t0)
         return status, body
 
     def _authenticate(self, env: Envelope) -> dict[str, Any] | tuple[int, Any]:
-        """Step 6 of §2.6 (before any decoding or transaction): the claims, else the answer."""
+        """Step 3 of the request pipeline (before any decoding or transaction): the claims, else the answer."""
         assert self.auth is not None
         try:
             return self.auth.authenticate(env.auth, env.kind)

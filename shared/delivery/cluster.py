@@ -17,10 +17,10 @@ instant, so the outbox row is the only truth and every send happens under a clai
   retries and published, and the `dispatch` function pushes them
   (`shared/delivery/pubsub_dispatch.py`). The sweeper (or a local re-drive loop) claims what is
   left in batches with SKIP LOCKED, re-announces unclaimed poll rows, and drops unblocks that no
-  connection claimed (no receiver, §9.4).
+  connection claimed (no receiver; docs/protocol.md#7-messages).
 
 Claims are leases on the database's clock: a process that dies while sending only delays the
-row until its lease runs out. Delivery stays at-least-once (decision Q4). The registry of SSE
+row until its lease runs out. Delivery stays at-least-once (docs/protocol.md#7-messages). The registry of SSE
 receivers (who holds which worker id, across instances) is `registry.py`.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Google Cloud Pub/Sub transport (`gcps://project/topic`, protocol.md §8.4.3, operations.md §8.5).
+"""Google Cloud Pub/Sub transport (`gcps://project/topic`, docs/protocol.md#4-addresses).
 
 Each message is published once to `projects/<project>/topics/<topic>`: `data` = the same JSON an
 SSE or HTTP worker receives, no attributes, no ordering key. The topic must exist (the server

@@ -1,8 +1,8 @@
-"""In-process registry of SSE connections and `poll://` routing (§8.4.1, §9).
+"""In-process registry of SSE connections and `poll://` routing (docs/protocol.md#28-sse-get-pollgroupid).
 
 A connection is registered before its first byte is written; a message is handed to exactly one
 connection's bounded queue. The delivery layer learns whether the event was really written
-through the `on_written` callback that travels with it (at-least-once, decision Q4).
+through the `on_written` callback that travels with it (delivery is at least once: docs/protocol.md#7-messages).
 
 With inbound auth on, every connection carries its principal (`shared.auth.principal_of`): a
 worker id (`poll://uni@group/id`) is held by one principal at a time (another principal's connect

@@ -4,7 +4,7 @@ A message is claimed while a send of it is in flight here, so the re-drive never
 at once; a row deleted lately is remembered for a minute, so a re-drive that read the outbox just
 before the delete does not send it again. Failed pushes back off in memory (their count is kept
 on the row, `Tx.record_failure`), dead rows are remembered from the start. Nothing goes out
-during a debug session (§10): the outbox must stay put for `debug.snap`.
+during a debug session (docs/protocol.md#26-time-and-debug-mode): the outbox must stay put for `debug.snap`.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ Key = tuple[str, ...]
 class DebugFlag(Protocol):
     @property
     def debug_session(self) -> bool:
-        """True while a debug session (§10) is on."""
+        """True while a debug session is on."""
 
 
 class InProcessClaims:
@@ -160,7 +160,7 @@ class InProcessClaims:
 
     def unsent(self, row: OutboxRow, out: Outlet) -> None:
         if row.message.kind == "unblock":
-            out.ack(row.message)  # nobody listens: dropped, clients re-register or read (§9.4)
+            out.ack(row.message)  # nobody listens: dropped, clients re-register or read
         else:
             self._release(row.message)  # stays queued until a matching worker connects
 

@@ -3,7 +3,7 @@
 Decision Q4 (at-least-once): every `execute`/`unblock` row stays in the outbox until the SSE
 write succeeded or the HTTP push answered 2xx. Rows that could not be delivered are re-driven
 by a background loop (with backoff for failing pushes), and a worker that connects gets the
-executes waiting for its group at once. An unblock with no live receiver is dropped (§9.4).
+executes waiting for its group at once. An unblock with no live receiver is dropped (docs/protocol.md#7-messages).
 
 A push (HTTP, gcps, bash) that keeps failing is not retried forever: each failure is counted on
 its outbox row (so the count survives a restart), the next attempt waits 0.5 s doubling to 60 s,

@@ -1,5 +1,5 @@
-"""HTTP push transport (§8.4.2): POST the message JSON to the address, bounded concurrency,
-with the optional outbound auth header of §8.3.4 (`shared.delivery.push_auth`).
+"""HTTP push transport (docs/protocol.md#4-addresses): POST the message JSON to the address, bounded concurrency,
+with the optional outbound auth header (`shared.delivery.push_auth`).
 
 Every connection a push opens goes through the outbound destination policy
 (`shared.delivery.destinations`): the host is resolved when the connection is made, every

@@ -1,4 +1,4 @@
-"""Outbound auth for HTTP pushes (operations.md §8.3.4): a static bearer token, or Google OIDC
+"""Outbound auth for HTTP pushes (README, "Outbound push auth"; docs/security.md#outbound-destinations): a static bearer token, or Google OIDC
 ID tokens so that workers on Cloud Run without unauthenticated access accept the pushes.
 
 GCP tokens come from Application Default Credentials in the spec's order: the key file named by
@@ -181,7 +181,7 @@ def key_file_minter(timeout_s: float = 10.0) -> Minter:
 
 
 def default_minter() -> Minter:
-    """Application Default Credentials, in the order of §8.3.4."""
+    """Application Default Credentials, : the key file, else the metadata server."""
     return key_file_minter() if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") else metadata_minter()
 
 

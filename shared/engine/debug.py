@@ -1,4 +1,4 @@
-"""debug.* operations (§10)."""
+"""debug.* operations (docs/protocol.md#debugstart and the kinds after it)."""
 from __future__ import annotations
 
 from typing import Any

@@ -189,7 +189,7 @@ class Store(Protocol):
 
 
 def ordered_ids(items: Iterable[str]) -> list[str]:
-    """Deduplicate, keeping first occurrence order (touch lists of §5)."""
+    """Deduplicate, keeping first occurrence order (the lazy-timeout touch lists of docs/protocol.md#5-operations)."""
     seen: dict[str, None] = {}
     for i in items:
         seen.setdefault(i, None)

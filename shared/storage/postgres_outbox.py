@@ -191,7 +191,7 @@ class PgClusterOutbox:
 
     def drop_stale_unblocks(self, age_ms: int) -> int:
         """Drop unclaimed poll unblocks that have no receiver now, or that none claimed within
-        `age_ms` (a registry entry outlived its connection): nobody listens (spec §9.4)."""
+        `age_ms` (a registry entry outlived its connection): nobody listens."""
         def run(tx: Any) -> int:
             tx._x(_RECEIVERS_EXPIRED)
             return len(tx._x(_DROP_UNBLOCKS, age=age_ms))

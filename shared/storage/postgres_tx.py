@@ -78,7 +78,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX outbox_poll ON outbox (poll_group, seq) WHERE poll_group IS NOT NULL",
         "CREATE INDEX outbox_push ON outbox (claimed_until, seq) WHERE poll_group IS NULL",
         # the SSE connections each process holds (refreshed while alive), so that an unblock
-        # with no receiver anywhere is dropped at once, as on a single server (§9.4)
+        # with no receiver anywhere is dropped at once, as on a single server
         f"CREATE TABLE poll_receivers (grp {_C}, id {_C}, instance {_C}, expires_at BIGINT NOT NULL,"
         " PRIMARY KEY (grp, id, instance))",
         "CREATE INDEX poll_receivers_instance ON poll_receivers (instance)",
