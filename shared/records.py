@@ -17,7 +17,9 @@ PARENT = "resonate:parent"
 PREFIX = "resonate:prefix"
 SCHEDULE = "resonate:schedule"
 
-DEBUG_SESSION = "debug_session"  # meta key, present while a debug session is on (docs/protocol.md#26-time-and-debug-mode) (engine and storage read it)
+# meta key, present while a debug session is on (docs/protocol.md#26-time-and-debug-mode); the
+# engine and storage read it
+DEBUG_SESSION = "debug_session"
 
 PROMISE_STATES = ("pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout")
 TASK_STATES = ("pending", "acquired", "suspended", "halted", "fulfilled")

@@ -1,7 +1,7 @@
 """The core facade every shell calls: one RPC in, one response out; sweeps; effects fan-out.
 
-It runs the request pipeline (docs/protocol.md#24-request-pipeline) around the engine and the store, and after each commit
-hands the transaction's effects (messages, new deadlines) to its metrics, then to the
+It runs the request pipeline (docs/protocol.md#24-request-pipeline) around the engine and the
+store, and after each commit hands the transaction's effects (messages, new deadlines) to its metrics, then to the
 subscribers `shared/runtime.py` lists, in that order (delivery, the timer loop, the sweeper
 waker). Shells (flask routes, Cloud Functions, the local runner) stay a few lines.
 """

@@ -1,7 +1,8 @@
 """The timer loop: sleep until the earliest deadline, wake early when an earlier one is written.
 
-Handles promise timeouts (every pending promise in compat: docs/protocol.md#66-background-timeouts), task retries and
-leases, and cron schedules, through `Service.sweep`. Paused during debug sessions (docs/protocol.md#26-time-and-debug-mode).
+Handles promise timeouts (every pending promise in compat: docs/protocol.md#66-background-timeouts),
+task retries and leases, and cron schedules, through `Service.sweep`. Paused during debug
+sessions (docs/protocol.md#26-time-and-debug-mode).
 """
 from __future__ import annotations
 

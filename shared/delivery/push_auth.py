@@ -1,5 +1,6 @@
-"""Outbound auth for HTTP pushes (README, "Outbound push auth"; docs/security.md#outbound-destinations): a static bearer token, or Google OIDC
-ID tokens so that workers on Cloud Run without unauthenticated access accept the pushes.
+"""Outbound auth for HTTP pushes (docs/security.md#outbound-destinations): a static bearer
+token, or Google OIDC ID tokens so that workers on Cloud Run without unauthenticated access
+accept the pushes.
 
 GCP tokens come from Application Default Credentials in the spec's order: the key file named by
 `GOOGLE_APPLICATION_CREDENTIALS` (service account or impersonation, through google-auth), else
