@@ -30,6 +30,12 @@ sdk-ts:  ## Node 22 + the official TypeScript SDK for the SDK tests
 test: install sdk-ts  ## the whole suite, every backend (what CI runs)
 	$(PY) -m pytest -q
 
+# the edit-run loop: engine + memory store in process (flask test client), the store contract on
+# memory and SQLite; no server processes, no Postgres (the `process` and `postgres` marks)
+test-fast: install
+	RESONATE_TEST_BACKENDS=inproc RESONATE_DIFF_BACKENDS=memory,sqlite RESONATE_DIFF_SEEDS=2 \
+	  $(PY) -m pytest -q -m "not process and not postgres"
+
 bench: install  ## benchmarks; prints ratios against baselines measured in the same run
 	$(PY) -m bench
 

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from shared.auth import may_use_group
-from tests.support.server import ServerProc, backends, start_server
+from tests.support.server import ServerProc, process_backends, start_server
 from tests.support.sse import SSE, bearer_stream, refusal
 from tests.support.tokens import KeyPair, claims, hs256_with, unsigned
 from tests.support.wait import wait_until
@@ -30,6 +30,9 @@ LEASE = 600_000
 
 def _far() -> int:
     return int(time.time() * 1000) + 10**9
+
+
+pytestmark = pytest.mark.process  # startup log lines, the HTTP header, poll streams: server processes
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +251,7 @@ def test_auth_log_lines(srv: ServerProc, key: KeyPair) -> None:
 POLL_CAP = 3  # transports.http_poll.max_connections_per_token of the poll servers
 
 
-@pytest.fixture(scope="module", params=backends())
+@pytest.fixture(scope="module", params=process_backends())
 def psrv(request: pytest.FixtureRequest, key: KeyPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     """A server per backend with the same key and a per-token cap of POLL_CAP (no debug session:
     deliveries flow)."""

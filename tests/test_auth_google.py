@@ -17,6 +17,8 @@ from tests.support.server import ServerProc, start_server
 from tests.support.sse import SSE
 from tests.support.tokens import GoogleCerts, KeyPair, claims
 
+pytestmark = pytest.mark.process
+
 AUDIENCE = "https://resonate-api.example.run.app"
 ALLOWED = "worker@proj.iam.gserviceaccount.com"
 

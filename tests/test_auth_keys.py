@@ -10,6 +10,8 @@ import pytest
 from tests.support.server import start_server
 from tests.support.tokens import KeyPair, claims, hs256_with, unsigned
 
+pytestmark = pytest.mark.process
+
 
 @pytest.mark.parametrize("kind,algs,foreign", [
     ("rsa", ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"], ["ec256"]),

@@ -13,10 +13,12 @@ from typing import Iterator
 import psutil
 import pytest
 
-from tests.support.server import ROOT, ServerProc, backends, start_server
+from tests.support.server import ROOT, ServerProc, backend_names, start_server
+
+pytestmark = pytest.mark.process
 
 HOUR = 3_600_000
-BACKENDS = [b for b in ("sqlite", "postgres") if b in backends()] or ["sqlite"]
+BACKENDS = [b for b in ("sqlite", "postgres") if b in backend_names()] or ["sqlite"]
 
 JOB = """#!/bin/sh
 if [ "$1" = fail ]; then echo "boom: $RESONATE_PROMISE_ID" >&2; exit 3; fi

@@ -24,6 +24,8 @@ import pytest
 
 from tests.support.server import ROOT, ServerProc, free_port, start_server
 
+pytestmark = pytest.mark.process
+
 TARGET = "poll://any@cli-tests"
 FAR = 4_000_000_000_000  # a timeoutAt far in the future
 

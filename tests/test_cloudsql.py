@@ -242,6 +242,7 @@ def test_open_store_defaults_user_and_database(monkeypatch: pytest.MonkeyPatch) 
     assert seen == [("p:r:i", "postgres", None, "postgres", "public", False)]
 
 
+@pytest.mark.process
 def test_cli_flags_and_lazy_import() -> None:
     """The flags reach the config (a bad ip_type is reported), and nothing imports the connector
     (about half a second) unless an instance is configured."""

@@ -27,6 +27,8 @@ from tests.support.sse import SSE, bearer_stream, refusal
 from tests.support.tokens import KeyPair, claims
 from tests.support.wait import wait_until
 
+pytestmark = [pytest.mark.process, pytest.mark.postgres]
+
 HOUR = 3_600_000
 
 

@@ -11,6 +11,8 @@ import requests
 from tests.support.server import ServerProc, start_server
 from tests.support.sse import SSE
 
+pytestmark = pytest.mark.process
+
 APP, DEV = "https://app.example", "http://localhost:3000"
 METHODS = "GET,POST,PUT,PATCH,DELETE,OPTIONS"
 HEADERS = "origin,content-length,content-type,authorization"

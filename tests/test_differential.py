@@ -33,8 +33,8 @@ import pytest
 from shared import cron
 from shared.config import load
 from shared.kinds import KINDS
-from shared.protocol import VERSION
 from shared.service import Service
+from tests.support.envelope import envelope
 
 # ---------------------------------------------------------------------------------- adapters
 
@@ -83,6 +83,10 @@ def selected_backends() -> list[str]:
     assert not unknown, f"unknown adapters in RESONATE_DIFF_BACKENDS: {unknown}; known: {sorted(ADAPTERS)}"
     assert len(names) >= 2, "a differential run needs at least two adapters"
     return names
+
+
+# with Postgres among the adapters (the default) the run needs the database: `make test-fast` narrows it
+pytestmark = [pytest.mark.postgres] if "postgres" in selected_backends() else []
 
 
 def seeds() -> list[int]:
@@ -305,7 +309,7 @@ class Gen:
             kind = "task.acquire"
         elif kind == "task.continue" and not states["halted"] and self.chance(0.5):
             kind = "task.halt"
-        head: dict[str, Any] = {"corrId": f"c{self.step}", "version": VERSION, "resonate:debug_time": self.clock}
+        head: dict[str, Any] = envelope(kind, None, corr=f"c{self.step}", time=self.clock)["head"]
         data = getattr(self, "g_" + kind.replace(".", "_"))(head)
         return kind, head, data
 
@@ -787,9 +791,7 @@ class Run:
         return ref_status, ref["data"]
 
     def snap(self, time: int) -> dict[str, Any]:
-        env = {"kind": "debug.snap", "head": {"corrId": "snap", "version": VERSION, "resonate:debug_time": time},
-               "data": {}}
-        raw = json.dumps(env).encode()
+        raw = json.dumps(envelope("debug.snap", {}, corr="snap", time=time)).encode()
         outs = [json.loads(svc.rpc(raw)[1]) for svc in self.services]
         for name, body in zip(self.names[1:], outs[1:]):
             if body != outs[0]:
@@ -807,8 +809,7 @@ def run_seed(seed: int, tmp: Path) -> dict[str, Any]:
     statuses: Counter = Counter()
     try:
         for kind in ("debug.start", "debug.reset"):
-            status, _ = run.send({"kind": kind, "head": {"corrId": kind, "version": VERSION,
-                                                        "resonate:debug_time": gen.clock}, "data": {}})
+            status, _ = run.send(envelope(kind, {}, corr=kind, time=gen.clock))
             assert status == 200
             succeeded.add(kind)
         prev = run.snap(gen.clock)

@@ -17,16 +17,19 @@ from typing import Iterator
 
 import pytest
 
+from tests.support import marks
 from tests.support.pubsub import Emulator, pubsub_emulator  # noqa: F401 (fixture)
-from tests.support.server import ServerProc, backends, start_server
+from tests.support.server import ServerProc, backend_names, start_server
 from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.process
 
 HOUR = 3_600_000
 FAILED = "WARN resonate.gcps: GCP Pub/Sub"  # delivery failed / publish timed out
-BACKENDS = [b for b in ("sqlite", "postgres") if b in backends()] or ["sqlite"]
+BACKENDS = [b for b in ("sqlite", "postgres") if b in backend_names()] or ["sqlite"]
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[marks.param(b) for b in BACKENDS])
 def server(request, tmp_path: Path, pubsub_emulator: Emulator) -> Iterator[ServerProc]:  # noqa: F811
     env = {**pubsub_emulator.env(), "RESONATE_TRANSPORTS__GCPS__ENABLED": "true",
            "RESONATE_TRANSPORTS__GCPS__TIMEOUT": "1000"}

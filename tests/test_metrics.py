@@ -14,7 +14,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.server import ServerProc, backends, free_port, start_server
+from tests.support import marks
+from tests.support.server import ServerProc, backend_names, free_port, start_server
 from tests.support.sse import SSE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +87,7 @@ def live(request, tmp_path):
     srv.stop()
 
 
+@pytest.mark.process  # a server process
 def test_requests_are_counted_by_kind_and_status(live):
     srv, mport = live
     before = scrape(mport)
@@ -130,7 +132,8 @@ def test_requests_are_counted_by_kind_and_status(live):
 
 # on Postgres delivery goes through the cluster path (NOTIFY, claims), on SQLite through the outbox
 # the backends the run selects (RESONATE_TEST_BACKENDS), chosen at collection: never a skip
-DELIVERY_BACKENDS = pytest.mark.parametrize("live", [b for b in ("sqlite", "postgres") if b in backends()],
+DELIVERY_BACKENDS = pytest.mark.parametrize("live", [marks.param(b) for b in [b for b in ("sqlite", "postgres")
+                                                                             if b in backend_names()] or ["sqlite"]],
                                             indirect=True)
 
 
@@ -181,6 +184,7 @@ def test_sse_task_dispatch_outbox_and_timeout(live):
 
 
 @DELIVERY_BACKENDS
+@pytest.mark.process  # a server process
 def test_http_push_outcomes(live, push_target):
     srv, mport = live
     before = scrape(mport)
@@ -197,6 +201,7 @@ def test_http_push_outcomes(live, push_target):
     assert val(s, "resonate_dispatch_latency_seconds_count", transport="push") == 1  # failures are not deliveries
 
 
+@pytest.mark.process  # a server process
 def test_metrics_port_serves_only_get_metrics(live):
     srv, mport = live
     base = f"http://127.0.0.1:{mport}"
@@ -214,6 +219,7 @@ def _listening(srv: ServerProc) -> set[int]:
     return {c.laddr.port for c in conns("tcp") if c.status == "LISTEN"}
 
 
+@pytest.mark.process  # a server process
 def test_metrics_port_zero_listens_nowhere(tmp_path):
     srv = start_server("sqlite", tmp_path, debug=False)  # start_server passes --observability-metrics-port 0
     try:
@@ -223,6 +229,7 @@ def test_metrics_port_zero_listens_nowhere(tmp_path):
         srv.stop()
 
 
+@pytest.mark.process  # a server process
 def test_unbindable_metrics_port_is_not_fatal(tmp_path):
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))

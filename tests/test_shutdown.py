@@ -14,7 +14,10 @@ import time
 import pytest
 import requests
 
-from tests.support.server import backends, start_server
+from tests.support import marks
+from tests.support.server import backend_names, start_server
+
+pytestmark = pytest.mark.process
 
 VERSION = "2026-04-01"
 
@@ -44,7 +47,7 @@ class SseReader(threading.Thread):
             self.error = e
 
 
-@pytest.mark.parametrize("backend", [b for b in ("sqlite", "postgres") if b in backends()])
+@pytest.mark.parametrize("backend", [marks.param(b) for b in ("sqlite", "postgres") if b in backend_names()])
 def test_sigterm_under_load_keeps_every_acknowledged_write_and_exits_0(tmp_path, backend):
     timeout_ms = 5000
     srv = start_server(backend, tmp_path, debug=False, args=["--server-shutdown-timeout", str(timeout_ms)])

@@ -14,8 +14,16 @@ import requests
 
 from tests.conformance.helpers import SseClient, now_ms, ok, snap, wait_until
 
+pytestmark = pytest.mark.process  # SSE streams, raw sockets, an HTTP hook: real server processes
+
 HOUR = 3_600_000
 KEEPALIVE_ENV = {"RESONATE_TRANSPORTS__HTTP_POLL__KEEPALIVE_INTERVAL": "200"}
+
+
+@pytest.fixture
+def rs(process_rs):
+    """The shared debug-session server, as a process (memory, sqlite, postgres)."""
+    return process_rs
 
 
 @pytest.fixture

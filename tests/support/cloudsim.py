@@ -68,8 +68,10 @@ def start_cloudsim(workdir: Path, *, pg_url: str | None = None, tick: float = 2.
     override) so that frequent test ticks do not pile up calls that run for 65 s each; `kw`
     goes to CloudSim (api=, poll=, sweeper=, dispatch=, threads=, restart_delay=, grace=...).
     """
+    from tests.support import marks
     from tests.support.pg import drop_database, require_postgres, template_clone_url
 
+    marks.require(marks.PROCESS, "starts the cloud simulation")
     require_postgres()
     owned = pg_url is None
     url = pg_url or template_clone_url()
