@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
+import pytest
 import requests
 
 from shared.clock import Clock
@@ -14,9 +14,9 @@ from shared.protocol import dumps
 from shared.service import Service
 from shared.storage.sqlite import SqliteStore
 from shared.sweeper import run_window
-from tests.test_local_runner import _functions_framework, _wait_health
 from tests.support.pg import pg_template, pg_url  # noqa: F401 (fixtures)
 from tests.support.server import free_port
+from tests.test_local_runner import _functions_framework, _wait_health
 
 
 def _rpc(service: Service, kind: str, data: dict) -> dict:
@@ -25,41 +25,57 @@ def _rpc(service: Service, kind: str, data: dict) -> dict:
     return json.loads(body)["data"]
 
 
+class ManualClock(Clock):
+    """The service's clock, moved only by the window's own sleeps: the run is the same on any machine."""
+
+    def __init__(self, start: int) -> None:
+        super().__init__()
+        self.t = start
+
+    def now(self) -> int:
+        return self.t
+
+
 def test_window_handles_its_deadlines_on_time_and_leaves_later_ones(tmp_path):
+    """Every deadline inside the window is handled at its instant (the loop sleeps until the next
+    deadline, not until a fixed tick), the call returns once none is left inside the window, and a
+    deadline beyond it is left for the next call. Time is the service's clock, advanced only by
+    the window's sleeps, so the assertions are exact instead of elapsed-time bounds."""
     store = SqliteStore(str(tmp_path / "s.db"))
-    service = Service(store, load({"storage.type": "sqlite"}, env={}))
+    start = Clock().now()
+    clock = ManualClock(start)
+    service = Service(store, load({"storage.type": "sqlite"}, env={}), clock=clock)
     delivery = Delivery(service, None, None, None)
-    now = Clock().now()
     for i, offset in enumerate((200, 400, 600)):
-        _rpc(service, "promise.create", {"id": f"in{i}", "timeoutAt": now + offset})
-    _rpc(service, "promise.create", {"id": "later", "timeoutAt": now + 5000})
-    observed: dict[str, int] = {}
-    stop = threading.Event()
+        _rpc(service, "promise.create", {"id": f"in{i}", "timeoutAt": start + offset})
+    _rpc(service, "promise.create", {"id": "later", "timeoutAt": start + 5000})
+    settled_at_pass: dict[str, int] = {}  # promise -> clock of the first pass that saw it settled
+    sleeps: list[int] = []
 
     def look() -> None:
         for p in store.read(lambda tx: tx.all_promises()):
-            if p.state != "pending" and p.id not in observed:
-                observed[p.id] = Clock().now() - p.timeout_at
+            if p.state != "pending" and p.id not in settled_at_pass:
+                settled_at_pass[p.id] = clock.t
 
-    def watch() -> None:  # when did each promise become settled, seen from outside?
-        while not stop.is_set():
-            look()
-            time.sleep(0.002)
+    def sleep(seconds: float) -> None:  # after each pass: record what it settled, then let time pass
+        look()
+        ms = round(seconds * 1000)
+        assert ms > 0, "the window must not spin without time passing"
+        sleeps.append(ms)
+        clock.t += ms
 
-    t = threading.Thread(target=watch)
-    t.start()
-    result = run_window(service, delivery, window_ms=1500)
-    stop.set()
-    t.join()
+    result = run_window(service, delivery, window_ms=1500, sleep=sleep, poll_ms=250)
     look()
-    assert result["handled"] >= 3 and result["passes"] >= 3, result
-    assert 500 <= result["elapsed_ms"] < 1500, result  # returned once nothing was left inside the window
-    assert set(observed) == {"in0", "in1", "in2"}, observed
-    assert max(observed.values()) < 100, observed  # fired on time, not at the next tick
-    assert store.read(lambda tx: tx.get_promise("later")).state == "pending"
+    assert result["handled"] == 3 and result["passes"] >= 3, result
+    assert {k: v - start for k, v in settled_at_pass.items()} == {"in0": 200, "in1": 400, "in2": 600}
+    assert result["elapsed_ms"] == 600, result  # returned once nothing was left inside the window
+    assert all(ms <= 250 for ms in sleeps), sleeps  # looks again at least every poll_ms
+    p = store.read(lambda tx: tx.get_promise("later"))
+    assert p.state == "pending"
     store.close()
 
 
+@pytest.mark.process  # the functions framework in a process
 def test_sweeper_function_entry_point(tmp_path):
     port = free_port()
     db = tmp_path / "fn.db"

@@ -46,7 +46,7 @@ class SSE:
         except Exception:
             pass
 
-    def next(self, timeout: float = 5.0) -> dict[str, Any]:
+    def next(self, timeout: float = 30.0) -> dict[str, Any]:
         return self.events.get(timeout=timeout)
 
     def close(self) -> None:
