@@ -111,8 +111,8 @@ def test_a_run_is_killed_when_its_promise_times_out(server: ServerProc, job: Pat
     t0 = time.monotonic()
     p = run(server, "bash-hang", f"{job} hang", timeout_ms=1500, wait=20)
     assert p["state"] == "rejected_timedout", p
-    assert time.monotonic() - t0 < 15
-    deadline = time.monotonic() + 10
+    assert time.monotonic() - t0 < 45  # killed at the promise's timeout, not after the job's 60 s sleep
+    deadline = time.monotonic() + 30
     while "bash-exec: killed" not in server.logs() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "bash-exec: killed" in server.logs()

@@ -120,7 +120,8 @@ def test_a_thousand_sse_streams(sim: SimServer):
         assert len(per) == 2 and min(per.values()) >= 400, per
         t0 = time.monotonic()
         assert sim.rpc("promise.create", {"id": "while-1000-streams", "timeoutAt": 2**53})[0] == 200
-        assert time.monotonic() - t0 < 1.0
+        # served while 1000 streams are held (a request queued behind them would wait for its timeout)
+        assert time.monotonic() - t0 < 10
     finally:
         for s in socks:
             s.close()
@@ -303,7 +304,7 @@ def test_stop_terminates_everything(tmp_path):
     finally:
         t0 = time.monotonic()
         srv.stop()
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 20  # stops instead of hanging on a process (the grace is 1 s)
     assert not _alive(pids)
 
 

@@ -182,7 +182,7 @@ def test_unresponsive_instance_times_out(pg_url: str) -> None:
         t0 = time.monotonic()
         with pytest.raises(StorageError, match=r"within 1s"):
             store.ping()
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < 20  # the dialer's 1 s deadline, not the connector's forever
         store.close()
     finally:
         f.close()  # first: resets the stuck handshake, so the connector's loop can shut down

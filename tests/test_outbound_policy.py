@@ -28,7 +28,7 @@ from shared.delivery.push_auth import Origins, normalise_origin
 from shared.storage.postgres import parse_url
 from tests.support.capture import Capture
 from tests.support.server import ROOT, ServerProc, backends, free_port, process_backends, start_server
-from tests.support.wait import wait_until
+from tests.support.wait import stays_false, wait_until
 
 HOUR = 3_600_000
 RESOLVER = Path(__file__).parent / "support" / "resolver"
@@ -405,14 +405,14 @@ def test_a_target_that_keeps_failing_ends_dead_after_max_attempts(backend, launc
                                       "tags": {"resonate:target": failing.url("/f")}})[0] == 200
     assert wait_until(lambda: "Outbound delivery given up after 3 failed attempts" in srv.logs(), 30), srv.logs()
     assert srv.logs().count("Outbound delivery given up") == 1
-    assert not wait_until(lambda: failing.count > 3, 5)  # several retry-timer periods
+    assert stays_false(lambda: failing.count > 3, 5)  # several retry-timer periods
     assert failing.count == 3
     if backend != "memory":
         assert dead_rows(srv) == [("f", 3)]
     if backend == "sqlite":
         srv.stop()
         srv = launch(backend, env, debug=False, args=args, db=srv.db)
-        assert not wait_until(lambda: failing.count > 3, 5)
+        assert stays_false(lambda: failing.count > 3, 5)
         assert failing.count == 3 and dead_rows(srv) == [("f", 3)]
     # a new execute (another version) replaces the dead row and goes out
     st, data = srv.rpc("task.acquire", {"id": "f", "version": 0, "pid": "w", "ttl": 60_000})

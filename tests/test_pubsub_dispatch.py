@@ -159,7 +159,7 @@ def test_task_reaches_the_worker_through_pubsub_despite_two_failures(sim: SimSer
     assert forwarded(sim, seq) == [500, 500, 200]
     time.sleep(1.5)
     assert len(worker.at(path)) == 3 and forwarded(sim, seq) == [500, 500, 200]  # acked: not redelivered
-    assert took < 10, took
+    assert took < 120, took  # redelivered on Pub/Sub's backoff, not after the row's 10-minute claim
 
 
 def test_unblock_to_an_http_listener_goes_through_pubsub(sim: SimServer, worker: Worker):

@@ -11,7 +11,7 @@ import requests
 
 from tests.support.envelope import check_reply, envelope
 from tests.support.server import ServerProc
-from tests.support.wait import wait_until  # noqa: F401 (re-exported to the scenarios)
+from tests.support.wait import FLOOR, wait_until  # noqa: F401 (wait_until: re-exported to the scenarios)
 
 T = 1_000_000
 A = "poll://any@g"
@@ -228,7 +228,8 @@ class SseClient:
         return [b for b in self.blocks() if b.startswith(b":")]
 
     def wait_messages(self, n: int, timeout: float) -> list[dict]:
-        deadline = _time.monotonic() + timeout
+        """At least n messages (or the stream's end); waits at least FLOOR seconds for them."""
+        deadline = _time.monotonic() + max(timeout, FLOOR)
         with self.cond:
             while True:
                 msgs = self.messages_unlocked()
