@@ -6,9 +6,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import requests
+import pytest
 
-from tests.support.server import ServerProc
+from tests.support.server import ServerProc, process_backends, start_server
 from tests.support.sse import SSE
 from tests.support.wait import wait_until
 
@@ -114,19 +114,24 @@ def test_http_push_is_retried_until_accepted_then_leaves_outbox(live):
         httpd.shutdown()
 
 
-def test_worker_connecting_late_gets_every_waiting_execute_of_a_long_outbox(process_live):
-    """The on-connect re-drive walks the whole outbox in pages, not just its first page."""
-    live = process_live
-    s = requests.Session()
-    n = 2500
-    for i in range(n):
-        body = {"kind": "promise.create", "head": {"corrId": str(i), "version": "2026-04-01"},
-                "data": {"id": f"late-{i:05d}", "timeoutAt": FAR, "tags": {"resonate:target": "poll://any@late"}}}
-        assert s.post(live.url + "/", json=body, timeout=10).status_code == 200
-    sse = SSE(live.url + "/poll/late/w1")
+@pytest.mark.parametrize("backend", process_backends())
+def test_worker_connecting_late_gets_every_waiting_execute_of_a_long_outbox(backend, tmp_path):
+    """The on-connect re-drive walks the whole outbox in pages, not just its first page. Pages are
+    `messages.batch_size * 10` rows: with a batch size of 10, 250 waiting executes are 2.5 pages
+    (the default's 1000-row pages would need 2500 requests for the same shape)."""
+    live = start_server(backend, tmp_path, debug=True, env={"RESONATE_MESSAGES__BATCH_SIZE": "10"})
     try:
-        got = {sse.next(10)["data"]["task"]["id"] for _ in range(n)}
-        assert got == {f"late-{i:05d}" for i in range(n)}
-        wait_for(lambda: snap(live)["messages"] == [])
+        n = 250
+        for i in range(n):
+            st, _ = live.rpc("promise.create", {"id": f"late-{i:05d}", "timeoutAt": FAR,
+                                                "tags": {"resonate:target": "poll://any@late"}})
+            assert st == 200
+        sse = SSE(live.url + "/poll/late/w1")
+        try:
+            got = {sse.next()["data"]["task"]["id"] for _ in range(n)}
+            assert got == {f"late-{i:05d}" for i in range(n)}
+            wait_for(lambda: snap(live)["messages"] == [])
+        finally:
+            sse.close()
     finally:
-        sse.close()
+        live.stop()

@@ -13,6 +13,7 @@ from typing import Iterator
 import psutil
 import pytest
 
+from tests.support import marks
 from tests.support.server import ROOT, ServerProc, backend_names, start_server
 
 pytestmark = pytest.mark.process
@@ -43,7 +44,7 @@ def enabled_env(job: Path) -> dict[str, str]:
             "SECRET_OF_THE_SERVER": "hunter2"}
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[marks.param(b) for b in BACKENDS])
 def server(request, tmp_path: Path, job: Path) -> Iterator[ServerProc]:
     srv = start_server(request.param, tmp_path / "srv", debug=False, env=enabled_env(job))
     yield srv
