@@ -1,7 +1,7 @@
 """Fixtures for the SDK-compatibility tests (real SDK processes against the real server).
 
-* `main_server` (module, SQLite and Postgres): `python -m local serve`, debug off, short task retry
-  timeout so lease/recovery paths are fast.
+* `main_server` (module, SQLite and the cloud simulation): debug off, short task retry timeout so
+  lease/recovery paths are fast.
 * `memory_server` (module): `python -m local dev` (in-memory storage).
 * `ts_toolchain` (session): FAILS (never skips) when Node 22 / @resonatehq/sdk 0.11.5 are
   missing -- tests/sdk/install_ts.sh is part of CI.
@@ -48,11 +48,14 @@ def pytest_runtest_makereport(item, call):
                 rep.sections.append((title, text if text else "<empty>"))
 
 
-@pytest.fixture(scope="module", params=[marks.param("sqlite"), marks.param("postgres"), marks.param("cloudsim")])
+@pytest.fixture(scope="module", params=[marks.param("sqlite"), marks.param("cloudsim")])
 def main_server(request, tmp_path_factory):
-    """Every scenario runs against a SQLite server, a Postgres server (a cloned database each) and
-    the cloud simulation: separate api/poll/sweeper/dispatch function processes on one Postgres
-    database behind a router, with the sweeper called every 60 s as Cloud Scheduler would."""
+    """Every scenario runs against a SQLite server (the local server: one gevent process, the
+    outbox delivery) and the cloud simulation (separate api/poll/sweeper/dispatch function
+    processes on one Postgres database behind a router, claims and NOTIFY across processes, the
+    sweeper called every 60 s as Cloud Scheduler would). A local server over Postgres adds
+    nothing an SDK can see: its delivery is the cloud's (conformance and tests/test_cluster_delivery.py
+    run it), its HTTP and SSE the SQLite server's."""
     backend = request.param
     workdir = tmp_path_factory.mktemp(f"sdk-{backend}")
     if backend == "cloudsim":
