@@ -34,6 +34,12 @@ lint: install  ## ruff (style, imports, likely bugs) and mypy (types), as CI run
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
+# the edit-run loop: engine + memory store in process (flask test client), the store contract on
+# memory and SQLite; no server processes, no Postgres (the `process` and `postgres` marks)
+test-fast: install
+	RESONATE_TEST_BACKENDS=inproc RESONATE_DIFF_BACKENDS=memory,sqlite RESONATE_DIFF_SEEDS=2 \
+	  $(PY) -m pytest -q -m "not process and not postgres"
+
 bench: install  ## benchmarks; prints ratios against baselines measured in the same run
 	$(PY) -m bench
 

@@ -1,21 +1,90 @@
+"""Shared fixtures and test selection.
+
+Servers: `server` (one per backend of RESONATE_TEST_BACKENDS, shared by the whole session; `inproc`
+answers in this process, see tests/support/server.py) and `process_server` (the same over real
+processes, for tests that need a socket). `rs` / `process_rs`: a fresh debug session on them; `live` / `process_live`: fresh state with
+the background loops running.
+
+Marks (tests/support/marks.py): `process` and `postgres` are set at collection from module
+`pytestmark`, the backend params and the fixtures below; `make test-fast` deselects both.
+"""
 from __future__ import annotations
 
 import pytest
 
-from tests.support.server import ServerProc, backends, start_server
+from tests.support import marks
+from tests.support.server import ServerProc, backends, process_backends, start_server
+
+# fixtures that start processes, open real sockets or need Postgres: their users are marked
+PROCESS_FIXTURES = {"process_server", "process_rs", "main_server", "memory_server",
+                    "auth_server", "ts_toolchain", "pubsub_emulator", "cloudsim"}
+POSTGRES_FIXTURES = {"pg_url", "pg_template"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & PROCESS_FIXTURES:
+            item.add_marker(pytest.mark.process)
+        if names & POSTGRES_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    marks.set_current(item)  # start_server / create_database check the marks of the current test
+    try:
+        yield
+    finally:
+        marks.set_current(None)
 
 
 @pytest.fixture(scope="session", params=backends())
 def server(request, tmp_path_factory) -> ServerProc:
-    """One debug-enabled server per storage adapter, shared by the conformance tests."""
+    """One debug-enabled server per backend, shared by the conformance tests."""
     srv = start_server(request.param, tmp_path_factory.mktemp(f"srv-{request.param}"), debug=True)
     yield srv
     srv.stop()
 
 
+@pytest.fixture(scope="session", params=process_backends())
+def process_server(request, tmp_path_factory) -> ServerProc:
+    """The same, as real processes (memory instead of inproc): for SSE streams and raw sockets."""
+    srv = start_server(request.param, tmp_path_factory.mktemp(f"psrv-{request.param}"), debug=True)
+    yield srv
+    srv.stop()
+
+
+def fresh_session(srv: ServerProc) -> ServerProc:
+    """`srv` inside a fresh debug session: background loops paused, state wiped."""
+    assert srv.rpc("debug.start", {})[0] == 200
+    assert srv.rpc("debug.reset", {})[0] == 200
+    return srv
+
+
 @pytest.fixture
 def rs(server: ServerProc) -> ServerProc:
     """A server inside a fresh debug session: background loops paused, state wiped."""
-    assert server.rpc("debug.start", {})[0] == 200
-    assert server.rpc("debug.reset", {})[0] == 200
-    return server
+    return fresh_session(server)
+
+
+@pytest.fixture
+def process_rs(process_server: ServerProc) -> ServerProc:
+    return fresh_session(process_server)
+
+
+@pytest.fixture
+def live(rs: ServerProc) -> ServerProc:
+    """Fresh state with the background loops running (debug.stop after reset)."""
+    assert rs.rpc("debug.stop", {})[0] == 200
+    yield rs
+    rs.rpc("debug.start", {})
+
+
+@pytest.fixture
+def process_live(process_rs: ServerProc) -> ServerProc:
+    """`live` on a server process (for SSE streams)."""
+    assert process_rs.rpc("debug.stop", {})[0] == 200
+    yield process_rs
+    process_rs.rpc("debug.start", {})

@@ -10,15 +10,16 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 import requests
 
 from shared.auth import may_use_group
-from tests.support.server import ServerProc, backends, start_server
+from tests.support.server import ServerProc, process_backends, start_server
 from tests.support.sse import SSE, bearer_stream, refusal
 from tests.support.tokens import KeyPair, claims, hs256_with, unsigned
 from tests.support.wait import wait_until
@@ -37,15 +38,26 @@ def key() -> KeyPair:
     return KeyPair("ed25519")
 
 
-@pytest.fixture(scope="module")
-def srv(key: KeyPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
-    """An in-memory server (debug on) with an Ed25519 key and required `iss` and `aud`."""
-    work = tmp_path_factory.mktemp("auth")
+def _auth_server(backend: str, key: KeyPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    work = tmp_path_factory.mktemp(f"auth-{backend}")
     env = {"RESONATE_AUTH__PUBLICKEY": key.write(work), "RESONATE_AUTH__ISS": ISS, "RESONATE_AUTH__AUD": AUD}
-    s = start_server("memory", work, env=env)
+    s = start_server(backend, work, env=env)
     s.token = tok(key, role="admin")
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="module")
+def srv(key: KeyPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    """An in-process memory server (debug on) with an Ed25519 key and required `iss` and `aud`:
+    the checks of `head.auth` live in the service, whatever carries the request."""
+    yield from _auth_server("inproc", key, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def proc_srv(key: KeyPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    """The same as a process: for what only a process shows (its log, an HTTP header)."""
+    yield from _auth_server("memory", key, tmp_path_factory)
 
 
 def tok(key: KeyPair, ttl: int = 300, **extra: Any) -> str:
@@ -172,7 +184,9 @@ def test_admin_and_wildcard_reach_everything(srv: ServerProc, key: KeyPair, vers
     assert srv.rpc("promise.frobnicate", {}, auth=tok(key, role="admin")) == (400, "Unknown operation: promise.frobnicate")
 
 
-def test_invalid_tokens_are_refused_and_change_nothing(srv: ServerProc, key: KeyPair, tmp_path: Path) -> None:
+@pytest.mark.process
+def test_invalid_tokens_are_refused_and_change_nothing(proc_srv: ServerProc, key: KeyPair, tmp_path: Path) -> None:
+    srv = proc_srv
     assert srv.rpc("debug.start", {})[0] == 200 and srv.rpc("debug.reset", {})[0] == 200
     before = settled_snap(srv)
     good = tok(key, role="admin")
@@ -231,7 +245,9 @@ def test_accepted_token_forms(srv: ServerProc, key: KeyPair) -> None:
         assert srv.rpc("promise.get", {"id": "nope"}, auth=token)[0] == 404, name
 
 
-def test_auth_log_lines(srv: ServerProc, key: KeyPair) -> None:
+@pytest.mark.process
+def test_auth_log_lines(proc_srv: ServerProc, key: KeyPair) -> None:
+    srv = proc_srv
     srv.rpc("promise.get", {"id": "team-b.x"}, auth=tok(key, role="w", prefix="team-a"))
     srv.rpc("promise.get", {"id": "x"}, auth="garbage")
     logs = srv.logs()
@@ -248,7 +264,7 @@ def test_auth_log_lines(srv: ServerProc, key: KeyPair) -> None:
 POLL_CAP = 3  # transports.http_poll.max_connections_per_token of the poll servers
 
 
-@pytest.fixture(scope="module", params=backends())
+@pytest.fixture(scope="module", params=process_backends())
 def psrv(request: pytest.FixtureRequest, key: KeyPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     """A server per backend with the same key and a per-token cap of POLL_CAP (no debug session:
     deliveries flow)."""

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from tests.support.server import ServerProc, start_server
 from tests.support.sse import SSE
 from tests.support.tokens import GoogleCerts, KeyPair, claims
+
+pytestmark = pytest.mark.process
 
 AUDIENCE = "https://resonate-api.example.run.app"
 ALLOWED = "worker@proj.iam.gserviceaccount.com"

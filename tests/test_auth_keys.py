@@ -10,6 +10,8 @@ import pytest
 from tests.support.server import start_server
 from tests.support.tokens import KeyPair, claims, hs256_with, unsigned
 
+pytestmark = pytest.mark.process
+
 
 @pytest.mark.parametrize("kind,algs,foreign", [
     ("rsa", ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"], ["ec256"]),
@@ -108,6 +110,7 @@ def test_auth_keys_from_file_and_environment(tmp_path: Path) -> None:
     assert cfg.auth is not None and cfg.auth.publickey is None and cfg.auth.google_service_accounts == ("a@x", "b@y")
 
 
+@pytest.mark.postgres  # the cloud simulation
 def test_cloud_functions_topology(tmp_path: Path) -> None:
     """The same gates in the functions (api, poll) behind the cloud simulation's router."""
     import requests
@@ -138,6 +141,7 @@ def test_cloud_functions_topology(tmp_path: Path) -> None:
         srv.stop()
 
 
+@pytest.mark.postgres  # the cloud simulation
 def test_poll_authorization_in_the_cloud_topology(tmp_path: Path) -> None:
     """Poll authorization across the poll instances behind the router: a foreign group is 403, a
     worker id held on one instance is refused (409) to another principal on whichever instance

@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shared.kinds import KINDS as REGISTRY
-from tests.support.server import ServerProc, VERSION
+from tests.support.envelope import VERSION, check_reply, envelope
+from tests.support.server import ServerProc
 
 T = 4_000_000_000_000  # "now" of every request (beyond the wall clock; see module docstring)
 FAR = 2**62
@@ -64,17 +65,13 @@ class Fuzz:
 
     def __init__(self, server: ServerProc) -> None:
         self.srv = server
-        self.http = requests.Session()
         self.dirty = True
 
-    def head(self, corr: str | None = None) -> dict[str, Any]:
-        return {"corrId": corr if corr is not None else uuid.uuid4().hex, "version": VERSION,
-                "resonate:debug_time": T}
-
     def post(self, body: Any) -> tuple[requests.Response, Any]:
-        """One request on the kept-alive session: whatever was sent before, the connection must survive."""
+        """One request (a process: on its kept-alive session; whatever was sent before, the
+        connection must survive)."""
         try:
-            r = self.http.post(self.srv.url + "/", data=body, headers={"Content-Type": "application/json"}, timeout=60)
+            r = self.srv.post(body, raw=True)
         except requests.RequestException as e:  # a dropped or reset connection
             pytest.fail(f"connection failed for body {body[:300]!r}: {e!r}\nserver log tail:\n{self.srv.logs()[-3000:]}")
         assert r.status_code != 500, (
@@ -96,9 +93,9 @@ class Fuzz:
         return r, env
 
     def rpc(self, kind: str, data: Any) -> tuple[int, Any]:
-        corr = uuid.uuid4().hex
-        r, env = self.post(json.dumps({"kind": kind, "head": self.head(corr), "data": data}).encode())
-        assert env["kind"] == kind and env["head"]["corrId"] == corr, env
+        req = envelope(kind, data, time=T)
+        r, env = self.post(json.dumps(req).encode())
+        check_reply(env, kind, req["head"]["corrId"], r.status_code)
         return r.status_code, env["data"]
 
     def ok(self, kind: str, data: Any, want: int = 200) -> Any:
@@ -139,7 +136,7 @@ class Fuzz:
     @staticmethod
     def _seed_view(state: dict[str, Any]) -> Any:
         """The seeded entities as they stand (accepted requests that leave them alone need no reseed)."""
-        seeded = lambda i: i.startswith("seed-")  # noqa: E731
+        seeded = lambda i: i.startswith("seed-")
         return {"promises": [p for p in state["promises"] if seeded(p["id"])],
                 "tasks": [t for t in state["tasks"] if seeded(t["id"])],
                 "callbacks": state["callbacks"], "listeners": [x for x in state["listeners"] if seeded(x["id"])],
@@ -481,8 +478,8 @@ def mutated(draw: Any) -> tuple[str, dict[str, Any], str, int | None]:
     return kind, data, how, None
 
 
-def body_for(kind: Any, data: Any, corr: Any = "c") -> bytes:
-    return dumps({"kind": kind, "head": {"corrId": corr, "version": VERSION, "resonate:debug_time": T}, "data": data})
+def body_for(kind: Any, data: Any, corr: Any = "c", now: int = T) -> bytes:
+    return dumps(envelope(kind, data, corr=corr, time=now))
 
 
 # ------------------------------------------------------------------------------- properties
@@ -513,8 +510,7 @@ def envelopes(draw: Any) -> tuple[bytes, str, str, int | None]:
     data: Any = draw(st.sampled_from(templates(kind))) if kind in FUZZ_KINDS else {}
     # (unpaired surrogates in kind/corrId have their own pinned test below)
     corr: Any = draw(st.one_of(st.just("c1"), st.just(""), weird_text.filter(lambda s: not _has_surrogate(s))))
-    head: Any = {"corrId": corr, "version": VERSION, "resonate:debug_time": T}
-    env: dict[str, Any] = {"kind": kind, "head": head, "data": data}
+    env: dict[str, Any] = envelope(kind, data, corr=corr, time=T)
     broken: list[str] = []
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         what = draw(st.sampled_from(["kind", "head", "corrId", "version", "auth", "debug_time", "data",
@@ -722,9 +718,7 @@ def test_int64_edges_never_500(fz: Fuzz) -> None:
 
     def send(kind: str, data: dict[str, Any], now: int = T) -> int:
         corr = uuid.uuid4().hex
-        body = dumps({"kind": kind, "head": {"corrId": corr, "version": VERSION, "resonate:debug_time": now},
-                      "data": data})
-        r, env = fz.post(body)
+        r, env = fz.post(body_for(kind, data, corr, now))
         assert (env["kind"], env["head"]["corrId"]) == (kind, corr), env
         assert r.status_code in ALLOWED_STATUS[kind], (kind, data, now, r.status_code, env)
         return r.status_code
@@ -763,9 +757,7 @@ def test_very_long_ids(fz: Fuzz) -> None:
                        ("debug.tick", {"time": T + 120_000})]:
         corr = uuid.uuid4().hex
         now = T + 120_000 if kind == "debug.tick" else T
-        body = dumps({"kind": kind, "head": {"corrId": corr, "version": VERSION, "resonate:debug_time": now},
-                      "data": data})
-        r, env = fz.post(body)
+        r, env = fz.post(body_for(kind, data, corr, now))
         assert (env["kind"], env["head"]["corrId"]) == (kind, corr), env
         assert r.status_code in ALLOWED_STATUS[kind], (kind, r.status_code, str(env)[:300])
     assert fz.rpc("debug.snap", {})[0] == 200

@@ -24,6 +24,8 @@ import pytest
 
 from tests.support.server import ROOT, ServerProc, free_port, start_server
 
+pytestmark = pytest.mark.process
+
 TARGET = "poll://any@cli-tests"
 FAR = 4_000_000_000_000  # a timeoutAt far in the future
 
@@ -387,7 +389,7 @@ class _Fake(BaseHTTPRequestHandler):
     seen: list[tuple[dict[str, str], dict[str, Any]]] = []
     reply: Any = None
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).seen.append((dict(self.headers), body))
         reply = type(self).reply

@@ -27,7 +27,7 @@ from tests.support.pg import drop_database, template_clone_url
 from tests.support.server import ROOT, VERSION, free_port
 from tests.support.sse import SSE
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.process, pytest.mark.postgres]
 KEEPALIVE_MS = 300
 
 
@@ -120,7 +120,8 @@ def test_a_thousand_sse_streams(sim: SimServer):
         assert len(per) == 2 and min(per.values()) >= 400, per
         t0 = time.monotonic()
         assert sim.rpc("promise.create", {"id": "while-1000-streams", "timeoutAt": 2**53})[0] == 200
-        assert time.monotonic() - t0 < 1.0
+        # served while 1000 streams are held (a request queued behind them would wait for its timeout)
+        assert time.monotonic() - t0 < 10
     finally:
         for s in socks:
             s.close()
@@ -161,7 +162,7 @@ def test_kill_under_concurrent_load(sim: SimServer):
                 statuses[r.status_code] += 1
                 if r.status_code == 502:
                     assert r.json()["head"]["status"] == 502 and r.json()["kind"] == "promise.create"
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 statuses[repr(e)[:80]] += 1
 
     threads = [threading.Thread(target=load, args=(w,)) for w in range(6)]
@@ -303,7 +304,7 @@ def test_stop_terminates_everything(tmp_path):
     finally:
         t0 = time.monotonic()
         srv.stop()
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 20  # stops instead of hanging on a process (the grace is 1 s)
     assert not _alive(pids)
 
 

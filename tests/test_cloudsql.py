@@ -13,8 +13,9 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -182,7 +183,7 @@ def test_unresponsive_instance_times_out(pg_url: str) -> None:
         t0 = time.monotonic()
         with pytest.raises(StorageError, match=r"within 1s"):
             store.ping()
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < 20  # the dialer's 1 s deadline, not the connector's forever
         store.close()
     finally:
         f.close()  # first: resets the stuck handshake, so the connector's loop can shut down
@@ -242,6 +243,7 @@ def test_open_store_defaults_user_and_database(monkeypatch: pytest.MonkeyPatch) 
     assert seen == [("p:r:i", "postgres", None, "postgres", "public", False)]
 
 
+@pytest.mark.process
 def test_cli_flags_and_lazy_import() -> None:
     """The flags reach the config (a bad ip_type is reported), and nothing imports the connector
     (about half a second) unless an instance is configured."""

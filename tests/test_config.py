@@ -94,6 +94,7 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
 
 # ------------------------------------------------------------------------------- keys and defaults
 
+@pytest.mark.process  # runs the CLI in a subprocess
 def test_every_spec_key_has_its_default_env_and_flag() -> None:
     cfg = load({}, env={})
     for key, (default, _) in SPEC.items():
@@ -110,6 +111,7 @@ def test_every_spec_key_has_its_default_env_and_flag() -> None:
         assert flag in usage, flag
 
 
+@pytest.mark.process  # runs the CLI in a subprocess
 def test_promises_max_listeners_key_env_and_flag(tmp_path: Path) -> None:
     """This server's bound on one promise's listeners (not a reference key): default, env, flag."""
     assert load({}, env={}).promises.max_listeners == 1000
@@ -155,6 +157,7 @@ def test_precedence(tmp_path: Path, layers: tuple[str, ...]) -> None:
         assert get(cfg, key) == (tuple(want) if isinstance(want, list) else want), (key, layers)
 
 
+@pytest.mark.process  # runs the CLI in a subprocess
 def test_precedence_through_the_cli(tmp_path: Path) -> None:
     (tmp_path / "resonate.toml").write_text(toml({"server.port": 8101, "server.host": "file-host",
                                                   "tasks.retry_timeout": 500, "level": "warn"}))
@@ -198,6 +201,7 @@ def test_file_is_read_only_when_asked(tmp_path: Path, monkeypatch: pytest.Monkey
     assert load({}, env={}, cwd=tmp_path / "nowhere").server.port == 8001  # absent: skipped
 
 
+@pytest.mark.process  # runs the CLI in a subprocess
 def test_config_flag_replaces_the_working_directory_file(tmp_path: Path) -> None:
     (tmp_path / "resonate.toml").write_text("[server]\nport = 1234\n")
     other = tmp_path / "etc"
@@ -421,6 +425,7 @@ def test_errors_name_the_file_line_and_the_flag(tmp_path: Path) -> None:
         load({"server.nope": 1}, env={})
 
 
+@pytest.mark.process  # runs the CLI in a subprocess
 def test_cli_exits_non_zero_with_the_message(tmp_path: Path) -> None:
     r = run_cli("serve", "--server-port", "abc", cwd=tmp_path)
     assert r.returncode == 2, r
@@ -439,6 +444,7 @@ def test_cli_exits_non_zero_with_the_message(tmp_path: Path) -> None:
     assert r.returncode == 1 and "cannot read configuration file nope.yml" in r.stderr
 
 
+@pytest.mark.process  # runs the CLI in a subprocess
 def test_dev_keeps_memory_unless_told(tmp_path: Path) -> None:
     """dev: debug on; SQLite becomes the in-memory store unless --storage-sqlite-path is given;
     a Postgres type from the environment is kept (§2.4)."""
@@ -454,6 +460,7 @@ def test_dev_keeps_memory_unless_told(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------- cold start, secrets
 
+@pytest.mark.process  # runs the CLI in a subprocess
 def test_import_is_light_and_functions_read_no_file(tmp_path: Path) -> None:
     """shared.config imports neither tomllib nor yaml; load() from the environment reads no file
     (a broken resonate.toml in the working directory does not matter to the functions)."""

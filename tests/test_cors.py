@@ -2,14 +2,16 @@
 disallowed origins, explicit lists and `*`, and off by default."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
 
 from tests.support.server import ServerProc, start_server
 from tests.support.sse import SSE
+
+pytestmark = pytest.mark.process
 
 APP, DEV = "https://app.example", "http://localhost:3000"
 METHODS = "GET,POST,PUT,PATCH,DELETE,OPTIONS"

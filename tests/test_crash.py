@@ -4,9 +4,12 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import requests
 
 from tests.support.server import VERSION, start_server
+
+pytestmark = pytest.mark.process
 
 FAR = 2**53
 

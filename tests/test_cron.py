@@ -1,7 +1,7 @@
 """Cron dialects of protocol §4.7 (compat: Vixie; strict: the reference's library)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -9,7 +9,7 @@ from shared import cron
 
 
 def ms(*args: int) -> int:
-    return int(datetime(*args, tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)
 
 
 SUNDAY = ms(2026, 11, 22)  # a Sunday, 00:00 UTC

@@ -27,6 +27,8 @@ import requests
 from infra.package import ENTRY_POINTS, build_source
 from tests.support.server import ROOT, free_port
 
+pytestmark = pytest.mark.process
+
 VENV_BIN = Path(sys.executable).parent
 FF = VENV_BIN / "functions-framework"
 

@@ -12,22 +12,25 @@ import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
+from tests.support import marks
 from tests.support.pubsub import Emulator, pubsub_emulator  # noqa: F401 (fixture)
-from tests.support.server import ServerProc, backends, start_server
+from tests.support.server import ServerProc, backend_names, start_server
 from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.process
 
 HOUR = 3_600_000
 FAILED = "WARN resonate.gcps: GCP Pub/Sub"  # delivery failed / publish timed out
-BACKENDS = [b for b in ("sqlite", "postgres") if b in backends()] or ["sqlite"]
+BACKENDS = [b for b in ("sqlite", "postgres") if b in backend_names()] or ["sqlite"]
 
 
-@pytest.fixture(params=BACKENDS)
-def server(request, tmp_path: Path, pubsub_emulator: Emulator) -> Iterator[ServerProc]:  # noqa: F811
+@pytest.fixture(params=[marks.param(b) for b in BACKENDS])
+def server(request, tmp_path: Path, pubsub_emulator: Emulator) -> Iterator[ServerProc]:
     env = {**pubsub_emulator.env(), "RESONATE_TRANSPORTS__GCPS__ENABLED": "true",
            "RESONATE_TRANSPORTS__GCPS__TIMEOUT": "1000"}
     srv = start_server(request.param, tmp_path, debug=False, env=env)
@@ -76,7 +79,7 @@ def one_message(emu: Emulator, sub: str, timeout: float = 15) -> tuple[dict, dic
     return json.loads(data), attributes
 
 
-def test_execute_is_published_as_the_message_json(server: ServerProc, pubsub_emulator: Emulator) -> None:  # noqa: F811
+def test_execute_is_published_as_the_message_json(server: ServerProc, pubsub_emulator: Emulator) -> None:
     _, sub, address = topic(pubsub_emulator)
     create(server, "gcps-exec-1", address)
     msg, attributes = one_message(pubsub_emulator, sub)
@@ -87,7 +90,7 @@ def test_execute_is_published_as_the_message_json(server: ServerProc, pubsub_emu
     assert pubsub_emulator.pull(sub, want=1, timeout=1) == []  # exactly one publish
 
 
-def test_unblock_reaches_a_gcps_listener(server: ServerProc, pubsub_emulator: Emulator) -> None:  # noqa: F811
+def test_unblock_reaches_a_gcps_listener(server: ServerProc, pubsub_emulator: Emulator) -> None:
     _, sub, address = topic(pubsub_emulator)
     create(server, "gcps-awaited")
     st, d = server.rpc("promise.register_listener", {"awaited": "gcps-awaited", "address": address})
@@ -105,7 +108,7 @@ def test_unblock_reaches_a_gcps_listener(server: ServerProc, pubsub_emulator: Em
 
 
 def test_missing_topic_keeps_the_row_and_the_outage_is_recovered(server: ServerProc,
-                                                                 pubsub_emulator: Emulator) -> None:  # noqa: F811
+                                                                 pubsub_emulator: Emulator) -> None:
     """Emulator down: the publish fails, the row stays; back up (empty: topics are recreated):
     the row is published by a later re-drive and only then removed (at-least-once)."""
     name = "t-" + uuid.uuid4().hex[:12]
@@ -130,7 +133,7 @@ def test_missing_topic_keeps_the_row_and_the_outage_is_recovered(server: ServerP
     assert wait_until(lambda: outbox(server) == [], 10), outbox(server)
 
 
-def test_disabled_transport_drops_the_message(tmp_path: Path, pubsub_emulator: Emulator) -> None:  # noqa: F811
+def test_disabled_transport_drops_the_message(tmp_path: Path, pubsub_emulator: Emulator) -> None:
     """Off (the default): logged and dropped (§8.4.5), nothing is published."""
     _, sub, address = topic(pubsub_emulator)
     srv = start_server("sqlite", tmp_path, debug=False, env=pubsub_emulator.env())

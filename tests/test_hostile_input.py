@@ -17,16 +17,20 @@ import json
 import re
 import socket
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import psutil
 import pytest
 import requests
 
-from tests.support.server import ServerProc, VERSION, backends, free_port, start_server
+from tests.support import marks
+from tests.support.server import VERSION, ServerProc, free_port, process_backend_names, start_server
 from tests.support.tokens import KeyPair, claims
 from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.process
 
 MIB = 1024 * 1024
 FAR = 2**62
@@ -91,8 +95,8 @@ def key() -> KeyPair:
     return KeyPair("ed25519")
 
 
-@pytest.fixture(scope="module", params=[(b, a) for b in backends() for a in ("off", "on")],
-                ids=lambda p: f"{p[0]}-auth-{p[1]}")
+@pytest.fixture(scope="module", params=[marks.param(b, (b, a), f"{b}-auth-{a}") for b in process_backend_names()
+                        for a in ("off", "on")])
 def hs(request: pytest.FixtureRequest, key: KeyPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     backend, auth = request.param
     work = tmp_path_factory.mktemp(f"hostile-{backend}-{auth}")

@@ -231,7 +231,7 @@ def grants() -> dict[str, set[tuple[str, str]]]:
             target = f"subscription:{i['subscription']}"
         elif t == "gcp:cloudrunv2/serviceIamMember:ServiceIamMember":
             target = f"run:{i['name']}"
-        elif "iam" in t.lower() and "Member" in t or "Binding" in t or "Policy" in t.split(":")[-1]:
+        elif ("iam" in t.lower() and "Member" in t) or "Binding" in t or "Policy" in t.split(":")[-1]:
             raise AssertionError(f"unexpected IAM resource {t}")
         else:
             continue
@@ -314,6 +314,7 @@ def variant(config: dict[str, str]):
                           text=True, timeout=120)
 
 
+@pytest.mark.process  # a Pulumi program in a subprocess
 def test_public_stack_without_domain_serves_plain_http_to_everyone():
     """The other setting of each switch: `public = true` grants allUsers invoke on api and poll
     only; no domain = HTTP on port 80 (without auth: insecure, so only with allowInsecure)."""
@@ -339,6 +340,7 @@ def test_public_stack_without_domain_serves_plain_http_to_everyone():
     ({"public": "true", "authPublickey": PK}, "domain is not set: tokens would travel over plain HTTP"),
     ({"authGoogleServiceAccounts": '["w@p.iam.gserviceaccount.com"]'}, "domain is not set"),
 ], ids=["public-no-auth", "public-no-auth-no-domain", "auth-no-domain", "public-auth-no-domain", "google-no-domain"])
+@pytest.mark.process  # a Pulumi program in a subprocess
 def test_insecure_stack_fails_unless_allowed(config, problem):
     """Open to the internet without auth, or tokens over plain HTTP: `pulumi up` fails with a
     message naming the settings and the way out; `allowInsecure=true` deploys it anyway."""
@@ -352,6 +354,7 @@ def test_insecure_stack_fails_unless_allowed(config, problem):
     assert len([n for ty, n, _ in res if ty == "gcp:cloudfunctionsv2/function:Function"]) == 4
 
 
+@pytest.mark.process  # a Pulumi program in a subprocess
 def test_secure_variants_need_no_override():
     r = variant({"public": "true", "authPublickey": PK, "domain": "resonate.example.com"})
     assert r.returncode == 0, r.stderr[-3000:]

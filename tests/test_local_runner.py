@@ -7,9 +7,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 
 from tests.support.server import ROOT, free_port, start_server
+
+pytestmark = pytest.mark.process
 
 
 def test_serve_logs_port_backend_and_path_and_stops_cleanly_on_ctrl_c(tmp_path):

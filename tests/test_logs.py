@@ -33,6 +33,7 @@ def _create(srv, id: str, **headers: str) -> requests.Response:
     return requests.post(srv.url + "/", json=body, headers=headers, timeout=10)
 
 
+@pytest.mark.process  # a server process
 def test_text_startup_and_shutdown_lines_in_order(tmp_path):
     db = tmp_path / "r.db"
     srv = start_server("sqlite", tmp_path, debug=False, db=db)
@@ -62,6 +63,7 @@ def test_text_startup_and_shutdown_lines_in_order(tmp_path):
     assert "Debug mode enabled" not in logs and "WARN" not in logs
 
 
+@pytest.mark.process  # a server process
 def test_dev_logs_debug_mode_and_memory_backend(tmp_path):
     srv = start_server("memory", tmp_path)
     code, logs = _stop(srv)
@@ -70,6 +72,7 @@ def test_dev_logs_debug_mode_and_memory_backend(tmp_path):
     assert "INFO resonate: Using in-memory backend" in logs
 
 
+@pytest.mark.process  # a server process
 def test_json_mode_lines_carry_cloud_logging_fields_and_the_request_trace(tmp_path):
     env = {"RESONATE_LOG_FORMAT": "json", "RESONATE_LEVEL": "debug", "GOOGLE_CLOUD_PROJECT": "proj-1"}
     srv = start_server("sqlite", tmp_path, debug=False, env=env)
@@ -137,7 +140,7 @@ def test_function_logs_json_by_default_with_the_request_trace(tmp_path, monkeypa
     assert [e["message"].split(" kind=")[0] for e in mine] == ["Received request", "Request completed"], out
     for e in mine:
         assert e[TRACE] == f"projects/fn-proj/traces/{TRACE_ID}"
-        assert e["logging.googleapis.com/spanId"] == "%016x" % 12345
+        assert e["logging.googleapis.com/spanId"] == f"{12345:016x}"
         assert e["logging.googleapis.com/trace_sampled"] is False
         assert e[SOURCE]["file"].endswith("service.py")
     outside = [e for e in entries if e["message"] == "outside any request"]
@@ -160,6 +163,7 @@ def test_json_exception_carries_the_traceback(capsys, root_logging):
     assert "ValueError: broken thing" in e["stack_trace"] and e["stack_trace"] in e["message"]
 
 
+@pytest.mark.process  # a server process
 @pytest.mark.parametrize("level", ["warn", "debug", "off"])
 def test_level_controls_what_is_logged(tmp_path, level):
     srv = start_server("sqlite", tmp_path, debug=False, args=["--level", level])
@@ -180,6 +184,7 @@ def test_level_controls_what_is_logged(tmp_path, level):
                          r"latency_ms=\d+\.\d\d", logs), logs
 
 
+@pytest.mark.process  # a server process
 def test_info_level_logs_no_per_request_lines(tmp_path):
     srv = start_server("sqlite", tmp_path, debug=False)
     try:

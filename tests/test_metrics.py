@@ -6,15 +6,17 @@ import http.server
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.server import ServerProc, backends, free_port, start_server
+from tests.support import marks
+from tests.support.server import ServerProc, backend_names, free_port, start_server
 from tests.support.sse import SSE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +61,7 @@ def now_ms() -> int:
 class _Target(http.server.BaseHTTPRequestHandler):
     """A push worker answering every POST with the status in its path (/ok → 200, /fail → 500)."""
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.send_response(200 if self.path == "/ok" else 500)
         self.send_header("Content-Length", "0")
@@ -86,6 +88,7 @@ def live(request, tmp_path):
     srv.stop()
 
 
+@pytest.mark.process  # a server process
 def test_requests_are_counted_by_kind_and_status(live):
     srv, mport = live
     before = scrape(mport)
@@ -130,7 +133,8 @@ def test_requests_are_counted_by_kind_and_status(live):
 
 # on Postgres delivery goes through the cluster path (NOTIFY, claims), on SQLite through the outbox
 # the backends the run selects (RESONATE_TEST_BACKENDS), chosen at collection: never a skip
-DELIVERY_BACKENDS = pytest.mark.parametrize("live", [b for b in ("sqlite", "postgres") if b in backends()],
+DELIVERY_BACKENDS = pytest.mark.parametrize("live", [marks.param(b) for b in [b for b in ("sqlite", "postgres")
+                                                                             if b in backend_names()] or ["sqlite"]],
                                             indirect=True)
 
 
@@ -181,6 +185,7 @@ def test_sse_task_dispatch_outbox_and_timeout(live):
 
 
 @DELIVERY_BACKENDS
+@pytest.mark.process  # a server process
 def test_http_push_outcomes(live, push_target):
     srv, mport = live
     before = scrape(mport)
@@ -197,6 +202,7 @@ def test_http_push_outcomes(live, push_target):
     assert val(s, "resonate_dispatch_latency_seconds_count", transport="push") == 1  # failures are not deliveries
 
 
+@pytest.mark.process  # a server process
 def test_metrics_port_serves_only_get_metrics(live):
     srv, mport = live
     base = f"http://127.0.0.1:{mport}"
@@ -205,7 +211,7 @@ def test_metrics_port_serves_only_get_metrics(live):
     assert requests.post(base + "/metrics", timeout=5).status_code == 404
     # and the API port does not serve it (the reference keeps it on its own port, §3)
     assert requests.get(srv.url + "/metrics", timeout=5).status_code == 404
-    assert "Metrics server listening port=%d" % mport in srv.logs()
+    assert f"Metrics server listening port={mport}" in srv.logs()
 
 
 def _listening(srv: ServerProc) -> set[int]:
@@ -214,6 +220,7 @@ def _listening(srv: ServerProc) -> set[int]:
     return {c.laddr.port for c in conns("tcp") if c.status == "LISTEN"}
 
 
+@pytest.mark.process  # a server process
 def test_metrics_port_zero_listens_nowhere(tmp_path):
     srv = start_server("sqlite", tmp_path, debug=False)  # start_server passes --observability-metrics-port 0
     try:
@@ -223,6 +230,7 @@ def test_metrics_port_zero_listens_nowhere(tmp_path):
         srv.stop()
 
 
+@pytest.mark.process  # a server process
 def test_unbindable_metrics_port_is_not_fatal(tmp_path):
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))

@@ -16,8 +16,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pg8000.native
 import pytest
@@ -27,8 +28,8 @@ from shared.delivery.destinations import Policy, check_url
 from shared.delivery.push_auth import Origins, normalise_origin
 from shared.storage.postgres import parse_url
 from tests.support.capture import Capture
-from tests.support.server import ROOT, ServerProc, backends, free_port, start_server
-from tests.support.wait import wait_until
+from tests.support.server import ROOT, ServerProc, backends, free_port, process_backends, start_server
+from tests.support.wait import stays_false, wait_until
 
 HOUR = 3_600_000
 RESOLVER = Path(__file__).parent / "support" / "resolver"
@@ -199,6 +200,7 @@ def test_credentials_that_work_anywhere_need_an_origin_list(env: dict[str, str])
         load(env={**full, f"{PUSH}AUTH__ALLOW": "https://w/x"})
 
 
+@pytest.mark.process
 def test_server_with_bearer_and_no_origin_list_refuses_to_start(tmp_path: Path) -> None:
     env = {**os.environ, f"{PUSH}AUTH__MODE": "bearer", f"{PUSH}AUTH__TOKEN": "s3cret"}
     r = subprocess.run([sys.executable, "-m", "local", "dev", "--server-port", str(free_port()),
@@ -265,7 +267,7 @@ REFUSED_ALWAYS = ["http://169.254.169.254/computeMetadata/v1/", "http://metadata
                   "http://METADATA/"]
 
 
-@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("backend", backends())  # RPC answers only: in process too
 def test_refused_registrations_answer_400_and_change_nothing(backend, launch):
     port = free_port()
     srv = launch(backend, {f"{PUSH}DENY_PRIVATE": "true", "RESONATE_TRANSPORTS__GCPS__ALLOW_PROJECTS": '["good-proj"]'})
@@ -289,7 +291,7 @@ def test_refused_registrations_answer_400_and_change_nothing(backend, launch):
     assert snap(srv) != before
 
 
-@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("backend", process_backends())
 def test_loopback_is_allowed_without_deny_private(backend, launch, captures):
     """The local default: workers on this machine keep working; metadata stays refused."""
     worker = captures()
@@ -324,7 +326,7 @@ def dead_rows(srv: ServerProc) -> list[tuple[str, int]]:
         c.close()
 
 
-@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("backend", process_backends())  # the test resolver lives in the process
 def test_dns_rebinding_after_registration_never_reaches_a_refused_address(backend, launch, captures, tmp_path):
     """`rebind.test` resolves to an allowed address when registered and to a denied one (where a
     worker listens) when pushed: no request reaches it, and the row ends dead. `ok.test` (the
@@ -360,7 +362,7 @@ def test_dns_rebinding_after_registration_never_reaches_a_refused_address(backen
         assert dead_rows(srv) == [("rb", 2)]
 
 
-@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("backend", process_backends())
 def test_credentials_go_only_to_allow_listed_origins(backend, launch, captures):
     trusted, other = captures(), captures()
     srv = launch(backend, {f"{PUSH}AUTH__MODE": "bearer", f"{PUSH}AUTH__TOKEN": "s3cret-push-token",
@@ -377,7 +379,7 @@ def test_credentials_go_only_to_allow_listed_origins(backend, launch, captures):
     assert "s3cret-push-token" not in srv.logs()
 
 
-@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("backend", process_backends())
 def test_redirects_are_never_followed(backend, launch, captures):
     elsewhere = captures()
     redirecting = captures(status=302, location=elsewhere.url("/stolen"))
@@ -390,7 +392,7 @@ def test_redirects_are_never_followed(backend, launch, captures):
     assert "answered 302" in srv.logs()
 
 
-@pytest.mark.parametrize("backend", backends())
+@pytest.mark.parametrize("backend", process_backends())
 def test_a_target_that_keeps_failing_ends_dead_after_max_attempts(backend, launch, captures, tmp_path):
     """Three attempts, then never again: not by the re-drive, not by the task's retry timer
     (1 s here, re-enqueueing the same message), not after a restart (SQLite); a new version of
@@ -404,14 +406,14 @@ def test_a_target_that_keeps_failing_ends_dead_after_max_attempts(backend, launc
                                       "tags": {"resonate:target": failing.url("/f")}})[0] == 200
     assert wait_until(lambda: "Outbound delivery given up after 3 failed attempts" in srv.logs(), 30), srv.logs()
     assert srv.logs().count("Outbound delivery given up") == 1
-    assert not wait_until(lambda: failing.count > 3, 5)  # several retry-timer periods
+    assert stays_false(lambda: failing.count > 3, 5)  # several retry-timer periods
     assert failing.count == 3
     if backend != "memory":
         assert dead_rows(srv) == [("f", 3)]
     if backend == "sqlite":
         srv.stop()
         srv = launch(backend, env, debug=False, args=args, db=srv.db)
-        assert not wait_until(lambda: failing.count > 3, 5)
+        assert stays_false(lambda: failing.count > 3, 5)
         assert failing.count == 3 and dead_rows(srv) == [("f", 3)]
     # a new execute (another version) replaces the dead row and goes out
     st, data = srv.rpc("task.acquire", {"id": "f", "version": 0, "pid": "w", "ttl": 60_000})

@@ -67,7 +67,7 @@ def test_only_a_shared_database_offers_outbox_claims(store: Store) -> None:
         assert claims is None
 
 
-def test_listen_reports_announced_poll_rows_and_ticks(pg_url: str) -> None:  # noqa: F811
+def test_listen_reports_announced_poll_rows_and_ticks(pg_url: str) -> None:
     """The LISTEN loop lives in the adapter: (re)connect -> on_tick(True); every poll row written
     is announced as (seq, address); ticks come every tick_s; close() ends the thread."""
     from shared.storage.postgres import PostgresStore

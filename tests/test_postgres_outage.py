@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import requests
 
 from tests.support.pg import TcpProxy, drop_database, template_clone_url
 from tests.support.server import start_server
+
+pytestmark = [pytest.mark.process, pytest.mark.postgres]
 
 
 def _until(pred, timeout: float = 20.0) -> None:

@@ -19,8 +19,9 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pg8000.native
 import pytest
@@ -33,6 +34,8 @@ from tests.support.fake_google_oidc import Issuer
 from tests.support.pg import pg_template, pg_url  # noqa: F401 (fixtures)
 from tests.support.pubsub import Emulator, pubsub_emulator  # noqa: F401 (fixture)
 from tests.support.wait import wait_until
+
+pytestmark = [pytest.mark.process, pytest.mark.postgres]
 
 HOUR = 3_600_000
 MAX_ATTEMPTS = 5
@@ -47,7 +50,7 @@ class Worker:
         worker = self
 
         class H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with worker.lock:
                     seen = sum(1 for p, _, _ in worker.hits if p == self.path)
@@ -80,7 +83,7 @@ def worker() -> Iterator[Worker]:
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory, pubsub_emulator: Emulator) -> Iterator[SimServer]:  # noqa: F811
+def sim(tmp_path_factory: pytest.TempPathFactory, pubsub_emulator: Emulator) -> Iterator[SimServer]:
     srv = start_pubsub_cloudsim(tmp_path_factory.mktemp("pubsub-sim"), pubsub_emulator, max_attempts=MAX_ATTEMPTS,
                                 api=1, poll=1, tick=2)
     yield srv
@@ -157,7 +160,7 @@ def test_task_reaches_the_worker_through_pubsub_despite_two_failures(sim: SimSer
     assert forwarded(sim, seq) == [500, 500, 200]
     time.sleep(1.5)
     assert len(worker.at(path)) == 3 and forwarded(sim, seq) == [500, 500, 200]  # acked: not redelivered
-    assert took < 10, took
+    assert took < 120, took  # redelivered on Pub/Sub's backoff, not after the row's 10-minute claim
 
 
 def test_unblock_to_an_http_listener_goes_through_pubsub(sim: SimServer, worker: Worker):
@@ -223,7 +226,7 @@ def test_message_for_a_gone_or_replaced_row_is_acked_with_nothing_to_do(sim: Sim
 
 
 def test_worker_that_always_fails_ends_in_the_dead_letter_topic(sim: SimServer, worker: Worker,
-                                                                pubsub_emulator: Emulator):  # noqa: F811
+                                                                pubsub_emulator: Emulator):
     id = "down-" + uuid.uuid4().hex[:8]
     path = f"/down/{id}"
     create(sim, id, worker.url(path))
@@ -256,7 +259,7 @@ def test_pubsubs_last_delivery_attempt_marks_the_row_dead(sim: SimServer, worker
     assert len(worker.at(path)) == 2
 
 
-def test_a_failed_publish_makes_the_row_claimable_again_soon(pg_url: str, pubsub_emulator: Emulator):  # noqa: F811
+def test_a_failed_publish_makes_the_row_claimable_again_soon(pg_url: str, pubsub_emulator: Emulator):
     """In process, the real client against the emulator: publishing to a topic that does not
     exist fails, and the row's long claim is replaced by a short one (failures not counted)."""
     from shared.config import load

@@ -13,20 +13,21 @@ import json
 import sqlite3
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pg8000.native
 import pytest
 
 from shared.delivery.push_auth import GoogleIdTokens, MintError
 from shared.storage.postgres import parse_url
+from tests.support import marks
 from tests.support.fake_google_oidc import FakeMetadata, Issuer, TokenEndpoint, Worker
 from tests.support.server import ServerProc, start_server
 from tests.support.wait import wait_until
 
 HOUR = 3_600_000
 MODE = "RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__MODE"
-backends = pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+backends = pytest.mark.parametrize("backend", [marks.param("sqlite"), marks.param("postgres")])
 
 
 @pytest.fixture(scope="module")

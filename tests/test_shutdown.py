@@ -14,7 +14,10 @@ import time
 import pytest
 import requests
 
-from tests.support.server import backends, start_server
+from tests.support import marks
+from tests.support.server import backend_names, start_server
+
+pytestmark = pytest.mark.process
 
 VERSION = "2026-04-01"
 
@@ -44,7 +47,7 @@ class SseReader(threading.Thread):
             self.error = e
 
 
-@pytest.mark.parametrize("backend", [b for b in ("sqlite", "postgres") if b in backends()])
+@pytest.mark.parametrize("backend", [marks.param(b) for b in ("sqlite", "postgres") if b in backend_names()])
 def test_sigterm_under_load_keeps_every_acknowledged_write_and_exits_0(tmp_path, backend):
     timeout_ms = 5000
     srv = start_server(backend, tmp_path, debug=False, args=["--server-shutdown-timeout", str(timeout_ms)])
@@ -87,7 +90,7 @@ def test_sigterm_under_load_keeps_every_acknowledged_write_and_exits_0(tmp_path,
     assert code == 0, logs
     assert elapsed < timeout_ms / 1000, (elapsed, logs)
     assert before > 50 and refused[0] > 0, (before, refused)  # the signal really came mid-load
-    assert sse.error is None and sse.ended is not None and sse.ended - t0 < 2.0, (sse.error, logs)
+    assert sse.error is None and sse.ended is not None and sse.ended - t0 < 3.0, (sse.error, logs)  # at once, not when requests stop (3.75 s)
     assert "Resonate Server stopped" in logs and "WARN" not in logs and "Traceback" not in logs, logs
 
     if backend == "sqlite":
@@ -158,7 +161,7 @@ def test_work_outlasting_the_timeout_does_not_hold_the_process(tmp_path):
         sse.join(5)
         logs = srv.logs()
         assert code == 0, logs
-        assert elapsed < timeout_ms / 1000 + 1.0, (elapsed, logs)
+        assert elapsed < timeout_ms / 1000 + 3.0, (elapsed, logs)  # the budget, plus the process's own exit
         assert sse.error is None and sse.ended is not None, sse.error
         assert "WARN resonate: Requests still in progress at the shutdown timeout, closing them count=1" in logs, logs
         assert "WARN resonate: Deliveries still in flight at the shutdown timeout" in logs, logs

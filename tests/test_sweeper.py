@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
+import pytest
 import requests
 
 from shared.clock import Clock
@@ -16,9 +16,9 @@ from shared.protocol import dumps
 from shared.service import Service
 from shared.storage.sqlite import SqliteStore
 from shared.sweeper import run_window
-from tests.test_local_runner import _functions_framework, _wait_health
 from tests.support.pg import pg_template, pg_url  # noqa: F401 (fixtures)
 from tests.support.server import free_port
+from tests.test_local_runner import _functions_framework, _wait_health
 
 
 def _rpc(service: Service, kind: str, data: dict) -> dict:
@@ -27,41 +27,68 @@ def _rpc(service: Service, kind: str, data: dict) -> dict:
     return json.loads(body)["data"]
 
 
+class ManualClock(Clock):
+    """The service's clock, moved only by the window's own sleeps: the run is the same on any machine."""
+
+    def __init__(self, start: int) -> None:
+        super().__init__()
+        self.t = start
+
+    def now(self) -> int:
+        return self.t
+
+
+class ShiftedClock(Clock):
+    """The real clock plus an offset the test moves forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = 0
+
+    def now(self) -> int:
+        return super().now() + self.offset
+
+
 def test_window_handles_its_deadlines_on_time_and_leaves_later_ones(tmp_path):
+    """Every deadline inside the window is handled at its instant (the loop sleeps until the next
+    deadline, not until a fixed tick), the call returns once none is left inside the window, and a
+    deadline beyond it is left for the next call. Time is the service's clock, advanced only by
+    the window's sleeps, so the assertions are exact instead of elapsed-time bounds."""
     store = SqliteStore(str(tmp_path / "s.db"))
-    service = Service(store, load({"storage.type": "sqlite"}, env={}))
+    start = Clock().now()
+    clock = ManualClock(start)
+    service = Service(store, load({"storage.type": "sqlite"}, env={}), clock=clock)
     delivery = Delivery(store, Sender(None, None, {}, None), InProcessClaims(store, None, service))
-    now = Clock().now()
     for i, offset in enumerate((200, 400, 600)):
-        _rpc(service, "promise.create", {"id": f"in{i}", "timeoutAt": now + offset})
-    _rpc(service, "promise.create", {"id": "later", "timeoutAt": now + 5000})
-    observed: dict[str, int] = {}
-    stop = threading.Event()
+        _rpc(service, "promise.create", {"id": f"in{i}", "timeoutAt": start + offset})
+    _rpc(service, "promise.create", {"id": "later", "timeoutAt": start + 5000})
+    settled_at_pass: dict[str, int] = {}  # promise -> clock of the first pass that saw it settled
+    sleeps: list[int] = []
 
     def look() -> None:
         for p in store.read(lambda tx: tx.all_promises()):
-            if p.state != "pending" and p.id not in observed:
-                observed[p.id] = Clock().now() - p.timeout_at
+            if p.state != "pending" and p.id not in settled_at_pass:
+                settled_at_pass[p.id] = clock.t
 
-    def watch() -> None:  # when did each promise become settled, seen from outside?
-        while not stop.is_set():
-            look()
-            time.sleep(0.002)
+    def sleep(seconds: float) -> None:  # after each pass: record what it settled, then let time pass
+        look()
+        ms = round(seconds * 1000)
+        assert ms > 0, "the window must not spin without time passing"
+        sleeps.append(ms)
+        clock.t += ms
 
-    t = threading.Thread(target=watch)
-    t.start()
-    result = run_window(service, delivery, window_ms=1500)
-    stop.set()
-    t.join()
+    result = run_window(service, delivery, window_ms=1500, sleep=sleep, poll_ms=250)
     look()
-    assert result["handled"] >= 3 and result["passes"] >= 3, result
-    assert 500 <= result["elapsed_ms"] < 1500, result  # returned once nothing was left inside the window
-    assert set(observed) == {"in0", "in1", "in2"}, observed
-    assert max(observed.values()) < 100, observed  # fired on time, not at the next tick
-    assert store.read(lambda tx: tx.get_promise("later")).state == "pending"
+    assert result["handled"] == 3 and result["passes"] >= 3, result
+    assert {k: v - start for k, v in settled_at_pass.items()} == {"in0": 200, "in1": 400, "in2": 600}
+    assert result["elapsed_ms"] == 600, result  # returned once nothing was left inside the window
+    assert all(ms <= 250 for ms in sleeps), sleeps  # looks again at least every poll_ms
+    p = store.read(lambda tx: tx.get_promise("later"))
+    assert p.state == "pending"
     store.close()
 
 
+@pytest.mark.process  # the functions framework in a process
 def test_sweeper_function_entry_point(tmp_path):
     port = free_port()
     db = tmp_path / "fn.db"
@@ -101,7 +128,7 @@ def test_concurrent_sweepers_on_postgres_never_double_handle(pg_url):
     got: Counter = Counter()
 
     class Sink(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             msg = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             got[msg["data"]["promise"]["id"]] += 1
             self.send_response(200)
@@ -118,13 +145,17 @@ def test_concurrent_sweepers_on_postgres_never_double_handle(pg_url):
     try:
         for rt in runtimes:
             rt.delivery.start()
+        clock = ShiftedClock()  # the sweepers' clock: jumps past every deadline once the setup is done
+        for rt in runtimes:
+            rt.service.clock = clock
         svc = runtimes[0].service
-        due = Clock().now() + 1500
+        due = clock.now() + 60_000
         n = 200
         for i in range(n):
             _rpc(svc, "promise.create", {"id": f"p{i}", "timeoutAt": due + i % 7})
             _rpc(svc, "promise.register_listener",
                  {"awaited": f"p{i}", "address": f"http://127.0.0.1:{httpd.server_port}/u"})
+        clock.offset = 60_010  # all 200 due at once, however long creating them took
         results: list[dict] = []
         threads = [threading.Thread(target=lambda rt=rt: results.append(
             run_window(rt.service, rt.delivery, window_ms=4000, poll_ms=50))) for rt in runtimes]

@@ -14,9 +14,10 @@ Runs on memory, SQLite and Postgres servers and in the cloud simulation.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -264,6 +265,8 @@ def test_an_empty_heartbeat_renews_only_the_callers_tasks(srv: ServerProc, key: 
     rpc_ok(srv, "debug.stop", {})
 
 
+@pytest.mark.process
+@pytest.mark.postgres
 def test_matrix_in_the_cloud_simulation(key: KeyPair, tmp_path: Path) -> None:
     from tests.support.cloudsim import start_cloudsim
 

@@ -1,17 +1,17 @@
-"""Extra fixtures for the conformance scenarios (the shared `server`/`rs` live in tests/conftest.py)."""
+"""Extra fixtures for the conformance scenarios (`server`, `rs`, `live` are in tests/conftest.py)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from tests.support.server import ServerProc, backends, start_server
+from tests.support.server import ServerProc, process_backends, start_server
 
 
-@pytest.fixture(params=backends())
+@pytest.fixture(params=process_backends())
 def backend(request) -> str:
-    """Storage adapter for tests that start a dedicated server."""
+    """Backend of tests that start a dedicated server process (memory, sqlite, postgres)."""
     return request.param
 
 
@@ -28,11 +28,3 @@ def spawn(tmp_path: Path) -> Callable[..., ServerProc]:
     yield _spawn
     for srv in started:
         srv.stop()
-
-
-@pytest.fixture
-def live(rs: ServerProc) -> ServerProc:
-    """Fresh state with the background loops running (debug.stop after reset)."""
-    assert rs.rpc("debug.stop", {})[0] == 200
-    yield rs
-    rs.rpc("debug.start", {})

@@ -5,13 +5,13 @@ import json
 import socket
 import threading
 import time as _time
-import uuid
 from typing import Any
 
 import requests
 
-from tests.support.server import ServerProc, VERSION
-from tests.support.wait import wait_until  # noqa: F401 (re-exported to the scenarios)
+from tests.support.envelope import check_reply, envelope
+from tests.support.server import ServerProc
+from tests.support.wait import FLOOR, wait_until  # noqa: F401 (wait_until: re-exported to the scenarios)
 
 T = 1_000_000
 A = "poll://any@g"
@@ -31,16 +31,10 @@ def ok(rs: ServerProc, kind: str, data: Any, time: int | None = T) -> Any:
 def call(rs: ServerProc, kind: str, data: Any, time: int | None = T, corr: str | None = None,
          **head: Any) -> tuple[requests.Response, dict]:
     """Post one envelope with a chosen corrId; return the HTTP response and the parsed body."""
-    corr = uuid.uuid4().hex if corr is None else corr
-    h: dict[str, Any] = {"corrId": corr, "version": VERSION, **head}
-    if time is not None:
-        h["resonate:debug_time"] = time
-    r = rs.post({"kind": kind, "head": h, "data": data})
+    env = envelope(kind, data, corr=corr, time=time, **head)
+    r = rs.post(env)
     body = r.json()
-    assert body["kind"] == kind, body
-    assert body["head"]["corrId"] == corr, body
-    assert body["head"]["status"] == r.status_code, body
-    assert body["head"]["version"] == VERSION, body
+    check_reply(body, kind, env["head"]["corrId"], r.status_code)
     return r, body
 
 
@@ -204,7 +198,7 @@ class SseClient:
                 with self.cond:
                     self.buf += chunk
                     self.cond.notify_all()
-        except BaseException as e:  # noqa: BLE001 - recorded for the test to inspect
+        except BaseException as e:
             self.error = e
         finally:
             with self.cond:
@@ -234,7 +228,8 @@ class SseClient:
         return [b for b in self.blocks() if b.startswith(b":")]
 
     def wait_messages(self, n: int, timeout: float) -> list[dict]:
-        deadline = _time.monotonic() + timeout
+        """At least n messages (or the stream's end); waits at least FLOOR seconds for them."""
+        deadline = _time.monotonic() + max(timeout, FLOOR)
         with self.cond:
             while True:
                 msgs = self.messages_unlocked()
@@ -278,7 +273,7 @@ class SseClient:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "SseClient":
+    def __enter__(self) -> SseClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:

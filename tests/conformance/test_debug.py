@@ -2,7 +2,18 @@
 from __future__ import annotations
 
 from tests.conformance.helpers import (
-    A, SNAP_KEYS, T, create, execute, get, ok, settle, snap, suspend, task_create, unblock,
+    SNAP_KEYS,
+    A,
+    T,
+    create,
+    execute,
+    get,
+    ok,
+    settle,
+    snap,
+    suspend,
+    task_create,
+    unblock,
 )
 
 

@@ -6,8 +6,9 @@ import json
 import pytest
 import requests
 
-from tests.support.server import VERSION
 from tests.conformance.helpers import T, call, cb_action, create, now_ms, ok, task_create
+from tests.support import marks
+from tests.support.envelope import VERSION
 
 
 def raw_post(srv, body: bytes) -> requests.Response:
@@ -143,7 +144,7 @@ def test_s9_timeout_at_integer_strictness_extra(rs, literal):
     assert_error(r, 400, kind="promise.create", corr="c9")
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=[marks.param("inproc"), marks.param("sqlite")])
 def nodebug_server(request, spawn):
     """A server started WITHOUT debug (`serve` without --debug; `dev` always enables debug)."""
     return spawn(request.param, debug=False)
@@ -172,19 +173,19 @@ def test_s10_debug_disabled(nodebug_server):
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE"])
 @pytest.mark.parametrize("path", ["/promises", "/promises/x", "/schedules/y", "/tasks/z", "/tasks"])
 def test_s11_legacy_rest_gone(rs, method, path):
-    r = requests.request(method, rs.url + path, json={"id": "x"}, timeout=10)
+    r = rs.request(method, path, json={"id": "x"})
     assert r.status_code == 410, (method, path, r.status_code, r.text[:200])
     body = r.json()
     assert isinstance(body, dict) and isinstance(body.get("error"), str), body
 
 
 def test_s12_health(rs):
-    r = requests.get(rs.url + "/health", timeout=10)
+    r = rs.request("GET", "/health")
     assert r.status_code == 200
 
 
 def test_ready(rs):
-    r = requests.get(rs.url + "/ready", timeout=10)
+    r = rs.request("GET", "/ready")
     assert r.status_code == 200
 
 
@@ -196,9 +197,8 @@ def test_body_limit_413(rs):
                                                           "resonate:debug_time": T},
                        "data": {"id": "big", "timeoutAt": T + 1000, "param": {"data": big}}}).encode()
     assert len(body) > 11 * 1024 * 1024
-    s = requests.Session()
     try:
-        r = s.post(rs.url + "/", data=body, headers={"Content-Type": "application/json"}, timeout=60)
+        r = rs.post(body, raw=True)  # a process: on its kept-alive session, reused below
     except requests.ConnectionError as e:  # a reset/broken pipe is the failure this test guards against
         pytest.fail(f"connection reset on an oversized body: {e!r}")
     assert r.status_code == 413, (r.status_code, r.text[:300])
@@ -211,8 +211,7 @@ def test_body_limit_413(rs):
     assert out["head"]["corrId"] in ("big", "0"), out
     assert rs.rpc("promise.get", {"id": "big"}, time=T)[0] == 404
     # the server still answers normally afterwards (same client session)
-    r2 = s.post(rs.url + "/", json={"kind": "promise.get", "head": {"corrId": "after", "version": VERSION},
-                                    "data": {"id": "nope"}}, timeout=30)
+    r2 = rs.post({"kind": "promise.get", "head": {"corrId": "after", "version": VERSION}, "data": {"id": "nope"}})
     assert r2.status_code == 404 and r2.json()["head"]["corrId"] == "after"
 
 

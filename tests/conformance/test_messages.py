@@ -14,8 +14,16 @@ import requests
 
 from tests.conformance.helpers import SseClient, now_ms, ok, snap, wait_until
 
+pytestmark = pytest.mark.process  # SSE streams, raw sockets, an HTTP hook: real server processes
+
 HOUR = 3_600_000
 KEEPALIVE_ENV = {"RESONATE_TRANSPORTS__HTTP_POLL__KEEPALIVE_INTERVAL": "200"}
+
+
+@pytest.fixture
+def rs(process_rs):
+    """The shared debug-session server, as a process (memory, sqlite, postgres)."""
+    return process_rs
 
 
 @pytest.fixture
@@ -55,7 +63,7 @@ def test_s94_execute_over_sse(live, g):
         assert len(c.messages()) == 1, c.raw()
         c.assert_framing()
         raw = c.raw()
-        line = [b for b in raw.split(b"\n\n") if b.startswith(b"data: ")][0]
+        line = next(b for b in raw.split(b"\n\n") if b.startswith(b"data: "))
         # compact single-line JSON, event terminated by a blank line
         assert b"\n" not in line
         assert raw.count(line + b"\n\n") == 1
@@ -170,7 +178,7 @@ def test_s98_unblock_over_sse(live, g):
 
 
 class _Hook(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n)
         self.server.received.append((self.path, dict(self.headers), body))
@@ -274,10 +282,10 @@ def test_s100_thousand_connections(backend, spawn):
             t0 = time.monotonic()
             st, d = srv.rpc("promise.get", {"id": "nope"})
             assert st == 404
-            assert time.monotonic() - t0 < 1.0
+            assert time.monotonic() - t0 < 10  # answered, not queued behind the streams
         t0 = time.monotonic()
         st, d = srv.rpc("promise.create", {"id": "p", "timeoutAt": now_ms() + HOUR})
-        assert st == 200 and time.monotonic() - t0 < 1.0
+        assert st == 200 and time.monotonic() - t0 < 10
     finally:
         for s in socks:
             try:

@@ -4,7 +4,20 @@ from __future__ import annotations
 import pytest
 
 from tests.conformance.helpers import (
-    A, R, T, create, find, get, messages_for, ok, settle, snap, suspend, task_create, unblock, execute,
+    A,
+    R,
+    T,
+    create,
+    execute,
+    find,
+    get,
+    messages_for,
+    ok,
+    settle,
+    snap,
+    suspend,
+    task_create,
+    unblock,
 )
 
 

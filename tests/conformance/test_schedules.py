@@ -1,7 +1,7 @@
 """§14.5 Schedules (scenarios 85–93)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -151,12 +151,12 @@ def test_s92_schedule_search(rs):
 
 
 def _ms(*args) -> int:
-    return int(datetime(*args, tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)
 
 
 def test_s93_cron_vixie_day_of_week(rs):
     sunday = _ms(2024, 1, 7, 12, 0)
-    assert datetime.fromtimestamp(sunday / 1000, timezone.utc).weekday() == 6
+    assert datetime.fromtimestamp(sunday / 1000, UTC).weekday() == 6
     s = make(rs, time=sunday, cron="0 9 * * 1")
     assert s["nextRunAt"] == _ms(2024, 1, 8, 9, 0)
     s0 = make(rs, time=sunday, id="sun0", cron="0 9 * * 0")

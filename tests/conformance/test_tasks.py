@@ -3,11 +3,29 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.server import VERSION
 from tests.conformance.helpers import (
-    A, R, T, acquire, call, cb_action, create, create_action, execute, find, fulfill, get, messages_for, ok,
-    settle, settle_action, snap, suspend, task_create, task_get,
+    A,
+    R,
+    T,
+    acquire,
+    call,
+    cb_action,
+    create,
+    create_action,
+    execute,
+    find,
+    fulfill,
+    get,
+    messages_for,
+    ok,
+    settle,
+    settle_action,
+    snap,
+    suspend,
+    task_create,
+    task_get,
 )
+from tests.support.server import VERSION
 
 
 def test_s40_task_create_acquires(rs):

@@ -4,7 +4,20 @@ from __future__ import annotations
 import pytest
 
 from tests.conformance.helpers import (
-    A, R, T, create, execute, find, get, messages_for, now_ms, ok, snap, suspend, task_create, task_get,
+    A,
+    R,
+    T,
+    create,
+    execute,
+    find,
+    get,
+    messages_for,
+    now_ms,
+    ok,
+    snap,
+    suspend,
+    task_create,
+    task_get,
     wait_until,
 )
 

@@ -26,9 +26,9 @@ the poll request is answered 401/403) and every request it sends is answered 401
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import pytest
 

@@ -1,31 +1,40 @@
 """Fixtures for the SDK-compatibility tests (real SDK processes against the real server).
 
-* `main_server` (module, SQLite and Postgres): `python -m local serve`, debug off, short task retry
-  timeout so lease/recovery paths are fast.
+* `main_server` (module, SQLite and the cloud simulation): debug off, short task retry timeout so
+  lease/recovery paths are fast.
 * `memory_server` (module): `python -m local dev` (in-memory storage).
 * `ts_toolchain` (session): FAILS (never skips) when Node 22 / @resonatehq/sdk 0.11.5 are
   missing -- tests/sdk/install_ts.sh is part of CI.
 * `auth_server` (module): SQLite, inbound auth on (an Ed25519 key, `aud` = "resonate"); its
   `token` (role admin) authenticates the tests' own `server.rpc` calls, its `key` mints the
   SDK processes' tokens.
-* `py_env` / `ts_env` / `py_env_memory` / `py_env_auth` / `ts_env_auth`: a per-test Harness.
-  Every process it started is stopped at teardown; on failure, every process log and the
-  server log are attached to the report. The `_auth` ones start with no token: the test
-  sets `h.token` (and `h.tokens`) before it starts a process.
+* `lang` (`py`, `ts`) and `sdk_env` / `sdk_env_memory` / `sdk_env_auth`: a per-test Harness for
+  that SDK on that server. Every process it started is stopped at teardown; on failure, every
+  process log and the server log are attached to the report. `sdk_env_auth` starts with no
+  token: the test sets `h.token` (and `h.tokens`) before it starts a process.
 """
 from __future__ import annotations
-
 
 import pytest
 
 from tests.sdk.auth_suite import AUTH_AUD
 from tests.sdk.harness import Harness, check_ts_toolchain
+from tests.support import marks
 from tests.support.cloudsim import start_cloudsim
 from tests.support.server import start_server
 from tests.support.tokens import KeyPair, claims
 
 RETRY_TIMEOUT_MS = 1000
 SERVER_ARGS = ["--tasks-retry-timeout", str(RETRY_TIMEOUT_MS)]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Every SDK test runs real worker processes against server processes."""
+    here = str(config.rootpath / "tests" / "sdk")
+    for item in items:
+        if str(item.path).startswith(here):
+            item.add_marker(pytest.mark.process)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -39,11 +48,14 @@ def pytest_runtest_makereport(item, call):
                 rep.sections.append((title, text if text else "<empty>"))
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres", "cloudsim"])
+@pytest.fixture(scope="module", params=[marks.param("sqlite"), marks.param("cloudsim")])
 def main_server(request, tmp_path_factory):
-    """Every scenario runs against a SQLite server, a Postgres server (a cloned database each) and
-    the cloud simulation: separate api/poll/sweeper/dispatch function processes on one Postgres
-    database behind a router, with the sweeper called every 60 s as Cloud Scheduler would."""
+    """Every scenario runs against a SQLite server (the local server: one gevent process, the
+    outbox delivery) and the cloud simulation (separate api/poll/sweeper/dispatch function
+    processes on one Postgres database behind a router, claims and NOTIFY across processes, the
+    sweeper called every 60 s as Cloud Scheduler would). A local server over Postgres adds
+    nothing an SDK can see: its delivery is the cloud's (conformance and tests/test_cluster_delivery.py
+    run it), its HTTP and SSE the SQLite server's."""
     backend = request.param
     workdir = tmp_path_factory.mktemp(f"sdk-{backend}")
     if backend == "cloudsim":
@@ -89,43 +101,30 @@ def _harness(request, lang, server, tmp_path):
     return h
 
 
-@pytest.fixture
-def py_env(request, main_server, tmp_path):
-    h = _harness(request, "py", main_server, tmp_path)
+@pytest.fixture(params=["py", "ts"])
+def lang(request) -> str:
+    """The SDK under test: `py` (resonate-sdk) or `ts` (@resonatehq/sdk, needs the toolchain)."""
+    if request.param == "ts":
+        request.getfixturevalue("ts_toolchain")
+    return request.param
+
+
+def _env(request, lang, server, tmp_path):
+    h = _harness(request, lang, server, tmp_path)
     yield h
     h.stop_all()
 
 
 @pytest.fixture
-def py_env_memory(request, memory_server, tmp_path):
-    h = _harness(request, "py", memory_server, tmp_path)
-    yield h
-    h.stop_all()
+def sdk_env(request, lang, main_server, tmp_path):
+    yield from _env(request, lang, main_server, tmp_path)
 
 
 @pytest.fixture
-def ts_env(request, ts_toolchain, main_server, tmp_path):
-    h = _harness(request, "ts", main_server, tmp_path)
-    yield h
-    h.stop_all()
+def sdk_env_memory(request, lang, memory_server, tmp_path):
+    yield from _env(request, lang, memory_server, tmp_path)
 
 
 @pytest.fixture
-def ts_env_memory(request, ts_toolchain, memory_server, tmp_path):
-    h = _harness(request, "ts", memory_server, tmp_path)
-    yield h
-    h.stop_all()
-
-
-@pytest.fixture
-def py_env_auth(request, auth_server, tmp_path):
-    h = _harness(request, "py", auth_server, tmp_path)
-    yield h
-    h.stop_all()
-
-
-@pytest.fixture
-def ts_env_auth(request, ts_toolchain, auth_server, tmp_path):
-    h = _harness(request, "ts", auth_server, tmp_path)
-    yield h
-    h.stop_all()
+def sdk_env_auth(request, lang, auth_server, tmp_path):
+    yield from _env(request, lang, auth_server, tmp_path)

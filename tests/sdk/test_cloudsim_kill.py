@@ -13,6 +13,8 @@ import pytest
 from tests.sdk.harness import Harness
 from tests.support.cloudsim import start_cloudsim
 
+pytestmark = [pytest.mark.process, pytest.mark.postgres]  # the cloud simulation
+
 WORKFLOWS = 100
 STEPS = 10
 STEP_MS = 2000  # the run lasts ~25 s: long enough for a dozen kills in every phase

@@ -20,7 +20,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         cap: Capture = self.server.capture  # type: ignore[attr-defined]
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
@@ -49,7 +49,7 @@ class Capture:
         self._srv.capture = self  # type: ignore[attr-defined]
         self.host, self.port = self._srv.server_address[:2]
 
-    def start(self) -> "Capture":
+    def start(self) -> Capture:
         threading.Thread(target=self._srv.serve_forever, daemon=True).start()
         return self
 

@@ -11,8 +11,9 @@ HTTP pushes through the real Pub/Sub emulator (dispatch topic, push subscription
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -53,7 +54,7 @@ class SimServer(ServerProc):
             self.pg_url = None
         return 0
 
-    def __enter__(self) -> "SimServer":
+    def __enter__(self) -> SimServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -68,8 +69,10 @@ def start_cloudsim(workdir: Path, *, pg_url: str | None = None, tick: float = 2.
     override) so that frequent test ticks do not pile up calls that run for 65 s each; `kw`
     goes to CloudSim (api=, poll=, sweeper=, dispatch=, threads=, restart_delay=, grace=...).
     """
+    from tests.support import marks
     from tests.support.pg import drop_database, require_postgres, template_clone_url
 
+    marks.require(marks.PROCESS, "starts the cloud simulation")
     require_postgres()
     owned = pg_url is None
     url = pg_url or template_clone_url()

@@ -219,7 +219,7 @@ class FakeCloudSql:
         if method == "POST" and path == base + ":generateEphemeralCert":
             try:
                 key = serialization.load_pem_public_key(body["public_key"].encode())
-            except Exception as e:  # noqa: BLE001 - the real API answers 400 too
+            except Exception as e:
                 return 400, {"error": {"code": 400, "message": f"invalid public_key: {e}"}}
             cert = self._issue("fake-ephemeral-client", key, 1)
             return 200, {"ephemeralCert": {"kind": "sql#sslCert", "cert": _pem(cert)}}

@@ -37,7 +37,7 @@ class Issuer:
     def __init__(self, kid: str = "test-kid-1") -> None:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-google")])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
                 .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
                 .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
@@ -96,7 +96,7 @@ class _Quiet(BaseHTTPRequestHandler):
 
 
 class _MetadataHandler(_Quiet):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         md: FakeMetadata = self.owner
         flavor = {"Metadata-Flavor": "Google"}
         if self.headers.get("Metadata-Flavor") != "Google":
@@ -138,14 +138,14 @@ class Push:
 
 
 class _WorkerHandler(_Quiet):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         w: Worker = self.owner
         if self.path == "/certs":
             return self.reply(200, json.dumps({w.issuer.kid: w.issuer.cert_pem}).encode(),
                               {"Content-Type": "application/json"})
         self.reply(404)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         w: Worker = self.owner
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         p = Push(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
@@ -192,7 +192,7 @@ class Worker(_Server):
 
 
 class _TokenHandler(_Quiet):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         from google.auth import jwt
 
         t: TokenEndpoint = self.owner

@@ -14,8 +14,8 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pg8000.native
@@ -55,6 +55,9 @@ def _ident(name: str) -> str:
 
 def create_database(prefix: str = "resonate_t_", template: str | None = "template0", icu: bool = False) -> str:
     """A new empty (or template-cloned) database; returns its URL."""
+    from tests.support import marks
+
+    marks.require(marks.POSTGRES, "creates a Postgres database")
     name = f"{prefix}{uuid.uuid4().hex[:12]}"
     sql = f"CREATE DATABASE {_ident(name)} TEMPLATE {_ident(template or 'template0')}"
     c = admin()

@@ -24,8 +24,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -79,7 +80,7 @@ class Emulator:
     def logs(self) -> str:
         return self._log.read_text(errors="replace")
 
-    def start(self, timeout: float = 60.0) -> "Emulator":
+    def start(self, timeout: float = 60.0) -> Emulator:
         if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
             raise RuntimeError("Pub/Sub emulator cannot run: no `java` on PATH and no JAVA_HOME (it needs Java 8+)")
         cmd = emulator_command(self.port)
@@ -134,7 +135,7 @@ class Emulator:
         else:
             os.environ["PUBSUB_EMULATOR_HOST"] = self._saved_env
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -29,7 +29,7 @@ PUSHER = "dispatch-push@resonate-test.iam.gserviceaccount.com"
 
 
 class _Handler(BaseHTTPRequestHandler):
-    relay: "OidcRelay"
+    relay: OidcRelay
 
     def log_message(self, *a: Any) -> None:
         pass
@@ -43,7 +43,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         r = self.relay
         if self.path != "/certs":
             return self._reply(404, b"{}")
@@ -51,7 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, json.dumps({r.issuer.kid: r.issuer.cert_pem}).encode(),
                     extra={"Cache-Control": "public, max-age=300"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         r = self.relay
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if r.target is None:
@@ -81,7 +81,7 @@ class OidcRelay:
         self.http = urllib3.PoolManager()
         self._httpd: ThreadingHTTPServer | None = None
 
-    def start(self) -> "OidcRelay":
+    def start(self) -> OidcRelay:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_Handler,), {"relay": self}))
         threading.Thread(target=self._httpd.serve_forever, name="oidc-relay", daemon=True).start()
         return self

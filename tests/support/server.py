@@ -1,20 +1,33 @@
-"""Start the real server as a subprocess and talk to it over HTTP (what every client sees)."""
+"""The server under test: a real subprocess over HTTP (what every client sees), or `inproc`.
+
+`start_server(backend, workdir, ...)`: `memory`, `sqlite`, `postgres` start `python -m local`
+on a free port (`ServerProc`); `inproc` runs `shared.runtime.Runtime` over the memory store in
+this process and answers through the flask app's test client (`InprocServer`, no socket). Both
+offer `.rpc`, `.post`, `.request`, `.logs`, `.stop`, `.token`, `.backend`; only a process has a
+`.url` (SSE streams, raw sockets, SDK workers need one: those tests are marked `process`).
+"""
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 import socket
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import requests
 
+from tests.support import marks
+from tests.support.envelope import VERSION, check_reply, envelope
+
 ROOT = Path(__file__).resolve().parents[2]
-VERSION = "2026-04-01"
+__all__ = ["ROOT", "VERSION", "InprocServer", "ServerProc", "backend_names", "backends", "process_backend_names",
+           "process_backends", "start_server"]
 
 
 def free_port() -> int:
@@ -23,14 +36,52 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def backends() -> list[str]:
-    """Adapters the suite runs on; RESONATE_TEST_BACKENDS narrows it (comma-separated)."""
-    raw = os.environ.get("RESONATE_TEST_BACKENDS", "memory,sqlite,postgres")
+DEFAULT_BACKENDS = "inproc,sqlite,postgres"
+
+
+def backend_names() -> list[str]:
+    """The backends the server suites run on: RESONATE_TEST_BACKENDS (comma-separated, default
+    inproc,sqlite,postgres; `memory` is the in-memory store in a server process)."""
+    raw = os.environ.get("RESONATE_TEST_BACKENDS", DEFAULT_BACKENDS)
     return [b.strip() for b in raw.split(",") if b.strip()]
 
 
+def process_backend_names() -> list[str]:
+    """The same for tests that need a real server process: `inproc` becomes `memory`."""
+    return list(dict.fromkeys("memory" if b == "inproc" else b for b in backend_names()))
+
+
+def backends() -> list[Any]:
+    """`backend_names()` as pytest params carrying their marks (`process`, `postgres`)."""
+    return [marks.param(b) for b in backend_names()]
+
+
+def process_backends() -> list[Any]:
+    """`process_backend_names()` as marked pytest params."""
+    return [marks.param(b) for b in process_backend_names()]
+
+
+class _Rpc:
+    """`.rpc` over the subclass's `.post`."""
+
+    token: str | None = None  # inbound auth on: sent as head.auth by `rpc` unless the caller gives one
+
+    def post(self, body: Any, raw: bool = False) -> Any:
+        raise NotImplementedError
+
+    def rpc(self, kind: str, data: Any, time: int | None = None, **head: Any) -> tuple[int, Any]:
+        """Send one envelope; return (status, data) after checking the envelope echo rules."""
+        if self.token is not None and "auth" not in head:
+            head["auth"] = self.token
+        env = envelope(kind, data, time=time, **head)
+        r = self.post(env)
+        body = r.json()
+        check_reply(body, kind, env["head"]["corrId"], r.status_code)
+        return r.status_code, body["data"]
+
+
 @dataclass
-class ServerProc:
+class ServerProc(_Rpc):
     backend: str
     port: int
     proc: subprocess.Popen
@@ -38,7 +89,7 @@ class ServerProc:
     db: Path | None = None
     pg_url: str | None = None  # the cloned database a postgres server owns (dropped at stop)
     session: requests.Session = field(default_factory=requests.Session)
-    token: str | None = None  # inbound auth on: sent as head.auth by `rpc` unless the caller gives one
+    token: str | None = None
 
     @property
     def url(self) -> str:
@@ -46,24 +97,13 @@ class ServerProc:
 
     def post(self, body: Any, raw: bool = False) -> requests.Response:
         if raw:
-            return self.session.post(self.url + "/", data=body, headers={"Content-Type": "application/json"}, timeout=30)
+            return self.session.post(self.url + "/", data=body, headers={"Content-Type": "application/json"}, timeout=60)
         return self.session.post(self.url + "/", json=body, timeout=30)
 
-    def rpc(self, kind: str, data: Any, time: int | None = None, **head: Any) -> tuple[int, Any]:
-        """Send one envelope; return (status, data) after checking the envelope echo rules."""
-        corr = uuid.uuid4().hex
-        h: dict[str, Any] = {"corrId": corr, "version": VERSION, **head}
-        if self.token is not None and "auth" not in h:
-            h["auth"] = self.token
-        if time is not None:
-            h["resonate:debug_time"] = time
-        r = self.post({"kind": kind, "head": h, "data": data})
-        body = r.json()
-        assert body["kind"] == kind, body
-        assert body["head"]["corrId"] == corr, body
-        assert body["head"]["status"] == r.status_code, body
-        assert body["head"]["version"] == VERSION
-        return r.status_code, body["data"]
+    def request(self, method: str, path: str, **kw: Any) -> requests.Response:
+        """Any other route (`/health`, a legacy path, …) on the kept-alive session."""
+        kw.setdefault("timeout", 30)
+        return self.session.request(method, self.url + path, **kw)
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -86,7 +126,12 @@ class ServerProc:
 def start_server(backend: str, workdir: Path, debug: bool = True, args: list[str] | None = None,
                  env: dict[str, str] | None = None, port: int | None = None, db: Path | None = None,
                  pg_url: str | None = None) -> ServerProc:
-    """Start `python -m local serve|dev` on a free port and wait until /health answers."""
+    """Start `python -m local serve|dev` on a free port and wait until /health answers (`inproc`:
+    the same server in this process; `port`, `db`, `pg_url` are for processes only)."""
+    if backend == "inproc":
+        # the suites use the RPC half of ServerProc's interface, which InprocServer has too
+        return cast(ServerProc, InprocServer(workdir, debug=debug, args=args, env=env))
+    marks.require(marks.PROCESS, "starts a server process")
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "local"]
@@ -126,3 +171,107 @@ def start_server(backend: str, workdir: Path, debug: bool = True, args: list[str
         time.sleep(0.05)
     srv.stop()
     raise RuntimeError(f"server did not start:\n{srv.logs()}")
+
+
+# ------------------------------------------------------------------------------ in process
+
+
+class InprocResponse:
+    """The parts of a `requests.Response` the suites read, from a werkzeug test response."""
+
+    def __init__(self, r: Any) -> None:
+        self.status_code: int = r.status_code
+        self.headers = r.headers
+        self.content: bytes = r.get_data()
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def _flag_overrides(args: list[str] | None) -> dict[str, Any]:
+    """`--section-key value` / `--section-key=value` / `--debug` as dotted config overrides (the
+    server's own flags are the dotted keys spelled with dashes; local.cli is not imported here
+    because it monkey-patches the process for gevent)."""
+    from shared.config import parse_value, schema
+
+    by_flag = {"--" + k.replace(".", "-").replace("_", "-"): k for k in schema().leaves}
+    out: dict[str, Any] = {}
+    it = iter(args or [])
+    for arg in it:
+        if arg == "--debug":
+            out["debug"] = True
+            continue
+        name, eq, value = arg.partition("=")
+        if name not in by_flag:
+            raise ValueError(f"inproc server: flag {name!r} is not a configuration key (use a process backend)")
+        out[by_flag[name]] = parse_value(by_flag[name], value if eq else next(it))
+    return out
+
+
+class InprocServer(_Rpc):
+    """The server in this process: `Runtime` over the memory store (background loops on threads,
+    as in a process) behind the flask app of `shared.http.create_app`, called through its test
+    client. Configuration as a `dev` process would read it: defaults < RESONATE_* (os.environ,
+    then `env`) < `args` flags; no resonate.toml."""
+
+    backend = "inproc"
+    proc = None
+    db = None
+    pg_url = None
+
+    def __init__(self, workdir: Path | None = None, debug: bool = True, args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        from shared.config import load
+        from shared.http import create_app
+        from shared.runtime import Runtime
+
+        overrides = {"debug": debug, "observability.metrics_port": 0, **_flag_overrides(args),
+                     "storage.type": "memory"}
+        self.cfg = load(overrides, env={**os.environ, **(env or {})})
+        self.rt = Runtime(self.cfg, metrics=False)
+        self.app = create_app(self.rt.service, self.rt.hub)
+        self._log = io.StringIO()
+        self._handler = logging.StreamHandler(self._log)
+        self._handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("resonate").addHandler(self._handler)
+        self.rt.start()
+        self._stopped = False
+
+    @property
+    def url(self) -> str:
+        raise AttributeError("an inproc server has no URL: a test that needs a socket is marked `process` "
+                             "and runs on a process backend")
+
+    def post(self, body: Any, raw: bool = False) -> InprocResponse:
+        if not raw:
+            return self.request("POST", "/", data=json.dumps(body), headers={"Content-Type": "application/json"})
+        return self.request("POST", "/", data=body, headers={"Content-Type": "application/json"})
+
+    def request(self, method: str, path: str, *, data: Any = None, json: Any = None, headers: dict | None = None,
+                timeout: float | None = None, **_: Any) -> InprocResponse:
+        """One request through the test client. An iterator body is sent without a length, as a
+        chunked upload reaches the app (terminated input)."""
+        kw: dict[str, Any] = {"headers": headers or {}}
+        if json is not None:
+            kw["json"] = json
+        elif isinstance(data, (bytes, str)) or data is None:
+            kw["data"] = data
+        else:  # an iterator of chunks
+            kw["input_stream"] = io.BytesIO(b"".join(data))
+            kw["environ_overrides"] = {"wsgi.input_terminated": True}
+        with self.app.test_client() as c:
+            return InprocResponse(c.open(path, method=method, **kw))
+
+    def logs(self) -> str:
+        return self._log.getvalue()
+
+    def stop(self, drop: bool = True) -> int:
+        if not self._stopped:
+            self._stopped = True
+            self.rt.stop(5)
+            logging.getLogger("resonate").removeHandler(self._handler)
+        return 0

@@ -9,6 +9,8 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.support.wait import FLOOR
+
 
 class SSE:
     def __init__(self, url: str, timeout: float = 10, headers: dict[str, str] | None = None) -> None:
@@ -18,7 +20,7 @@ class SSE:
         self.resp = self.conn.getresponse()
         self.status = self.resp.status
         self.headers = dict(self.resp.getheaders())
-        self.events: "queue.Queue[dict[str, Any]]" = queue.Queue()
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.raw = bytearray()
         self.comments = 0
         self.body = b""
@@ -46,8 +48,9 @@ class SSE:
         except Exception:
             pass
 
-    def next(self, timeout: float = 5.0) -> dict[str, Any]:
-        return self.events.get(timeout=timeout)
+    def next(self, timeout: float = FLOOR) -> dict[str, Any]:
+        """The next event; waits at least FLOOR seconds (tests/support/wait.py) for it."""
+        return self.events.get(timeout=max(timeout, FLOOR))
 
     def close(self) -> None:
         try:

@@ -89,7 +89,7 @@ class GoogleCerts:
         self.kid = kid
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-google")])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self.key.public_key())
                 .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
                 .not_valid_after(now + datetime.timedelta(days=1)).sign(self.key, hashes.SHA256()))
@@ -110,11 +110,11 @@ class GoogleCerts:
                    "email": email, "email_verified": True, "iat": now, "exp": now + ttl, **extra}
         return jwt.encode(payload, key or self.key, algorithm="RS256", headers={"kid": self.kid})
 
-    def start(self) -> "GoogleCerts":
+    def start(self) -> GoogleCerts:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
                 body = {"/certs": {outer.kid: outer.cert_pem}, "/jwks": outer.jwks}.get(self.path)
                 raw = json.dumps(body).encode()

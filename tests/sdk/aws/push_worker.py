@@ -185,10 +185,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.reply(200 if self.path == "/health" else 404, b"ok")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         f = self.front
         t0 = time.monotonic()
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))

@@ -198,7 +198,7 @@ async def _await_handle(handle, timeout: float) -> dict:
     try:
         value = await asyncio.wait_for(handle.result(), timeout)
         return {"ok": True, "value": value}
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return {"ok": False, "error_type": "ClientTimeout", "error": f"no result within {timeout}s"}
     except Exception as exc:  # the workflow's own failure surfaces here
         return _err(exc)

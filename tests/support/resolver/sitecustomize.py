@@ -3,16 +3,15 @@
 addresses, read from the file on every lookup (a test rewrites it to change DNS between
 registration and delivery); other names resolve normally. It replaces `_socket.getaddrinfo`,
 which both `socket.getaddrinfo` and gevent's threaded resolver call at lookup time."""
+import _socket
 import json
 import os
-
-import _socket
 
 _FILE = os.environ.get("RESONATE_TEST_HOSTS")
 _real = _socket.getaddrinfo
 
 
-def _getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002 - socket's signature
+def _getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
     name = host.decode() if isinstance(host, bytes) else host
     try:
         with open(_FILE) as f:
