@@ -19,7 +19,6 @@ from shared.records import Message, Promise
 from shared.storage import sqlite as sqlite_store
 from shared.storage.base import Store
 from tests.support.pg import pg_template, pg_url  # noqa: F401 (fixtures)
-from tests.support.server import backends
 from tests.support.wait import wait_until
 
 
@@ -27,7 +26,10 @@ def _promise(i: int, state: str = "resolved") -> Promise:
     return Promise(f"p{i}", state, {"data": "YQ=="}, {"data": str(i)}, {"k": "v"}, 2**40, 1, 2)
 
 
-@pytest.fixture(params=backends())
+ADAPTERS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]  # stores, in process
+
+
+@pytest.fixture(params=ADAPTERS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "memory":
         from shared.storage.memory import MemoryStore
