@@ -453,7 +453,7 @@ def test_write_throughput(store: PostgresStore) -> None:
     total = 0
     for threads, each in ((1, 100), (16, 25)):
         t0 = time.monotonic()
-        _, errors = _threads(threads, lambda i: [create(f"w{threads}-{i}-{k}") for k in range(each)])
+        _, errors = _threads(threads, lambda i, t=threads, e=each: [create(f"w{t}-{i}-{k}") for k in range(e)])
         assert not errors, errors
         total += threads * each
         print(f"postgres writes/s with {threads:2d} thread(s): {threads * each / (time.monotonic() - t0):.0f}")
