@@ -98,12 +98,12 @@ class Service:
         if debug:
             log.debug("Received request kind=%s corr_id=%s", q(env.kind), q(env.corr_id))
         claims = self._authenticate(env) if self.auth is not None else None
-        refused = claims if isinstance(claims, tuple) else None
-        if refused is None:
-            status, data = self.handle(env, claims)  # type: ignore[arg-type]
-            refused = (status, data) if (status, data) == FORBIDDEN else None
+        refused: tuple[int, Any] | None
+        if isinstance(claims, tuple):  # not authenticated
+            status, data = refused = claims
         else:
-            status, data = refused
+            status, data = self.handle(env, claims)
+            refused = (status, data) if (status, data) == FORBIDDEN else None
         body = dumps(response(env.kind, env.corr_id, status, data))
         if refused is not None:
             log.warning("Request rejected by auth kind=%s corr_id=%s status=%d elapsed_ms=%.2f", q(env.kind),
