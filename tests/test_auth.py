@@ -1,4 +1,4 @@
-"""Inbound JWT auth (protocol §2.8, operations.md §9) on a live local server.
+"""Inbound JWT auth (docs/protocol.md, docs/operations.md) on a live local server.
 
 Keys are generated here and written as PEM files; tokens are minted with PyJWT. The core
 property: no request outside a token's prefix (or without a valid token) changes anything —
@@ -222,7 +222,7 @@ def test_invalid_tokens_are_refused_and_change_nothing(proc_srv: ServerProc, key
             assert srv.rpc("debug.reset", {}, **head) == (401, "Unauthorized"), name
         finally:
             srv.token = saved
-    # the HTTP header is not where POST / looks (§9.2)
+    # the HTTP header is not where POST / looks
     r = requests.post(srv.url + "/", headers={"Authorization": f"Bearer {good}"}, timeout=10, json={
         "kind": "promise.create", "head": {"corrId": "c", "version": "2026-04-01"},
         "data": {"id": "bad.header", "timeoutAt": _far()}})

@@ -1,5 +1,5 @@
 """Inbound auth: key families and forms, unsigned mode, unusable keys, the config keys, and the
-`/metrics` gate of the `api` function (operations.md §9.1, §9.3)."""
+`/metrics` gate of the `api` function (docs/operations.md)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,10 +1,10 @@
-"""Property-based robustness of `POST /` over real HTTP (protocol §2.2–§2.6, §2.9, decision Q5).
+"""Property-based robustness of `POST /` over real HTTP (docs/protocol.md).
 
 Random and malformed bodies are sent to the real server (the session `server` fixture, one per
 storage adapter). For every response:
   - never a 500 and never a dropped connection;
   - HTTP status == head.status, JSON body, head.version == "2026-04-01";
-  - kind / corrId echo rules of §2.3 ("unknown" / "0" when not extractable);
+  - kind / corrId echo rules of docs/protocol.md ("unknown" / "0" when not extractable);
   - error data is a string;
   - a rejected (4xx) request leaves `debug.snap` unchanged.
 Type errors that the spec pins down (wrong JSON type for a typed field, integers outside int64,
@@ -89,7 +89,7 @@ class Fuzz:
         if r.status_code >= 400:
             assert isinstance(env["data"], str), env
         big = _out_of_int64(env)
-        assert big is None, f"integer outside int64 in the response (§0.1): {big}\nbody: {body[:300]!r}\n{str(env)[:800]}"
+        assert big is None, f"integer outside int64 in the response: {big}\nbody: {body[:300]!r}\n{str(env)[:800]}"
         return r, env
 
     def rpc(self, kind: str, data: Any) -> tuple[int, Any]:
@@ -543,7 +543,7 @@ def envelopes(draw: Any) -> tuple[bytes, str, str, int | None]:
         elif what == "extra_top":
             env[draw(weird_text)] = draw(any_json)
         broken.append(what)
-    # expected outcome, pipeline steps 1-4 of §2.6
+    # expected outcome, pipeline steps 1-4 of docs/protocol.md
     k, h = env.get("kind"), env.get("head")
     kind_echo = k if isinstance(k, str) else "unknown"
     corr_echo = h.get("corrId") if isinstance(h, dict) and isinstance(h.get("corrId"), str) else "0"
@@ -564,7 +564,7 @@ def envelopes(draw: Any) -> tuple[bytes, str, str, int | None]:
 @given(case=envelopes())
 @example(case=(b'{"kind":"promise.get","head":{"corrId":"c1"},"data":{"id":"x"}}', "promise.get", "c1", 400))
 def test_envelope_fuzz(fz: Fuzz, case: tuple[bytes, str, str, int | None]) -> None:
-    """Broken envelopes: 400 with the §2.3 echo rules; never a 500; state untouched."""
+    """Broken envelopes: 400 with the docs/protocol.md echo rules; never a 500; state untouched."""
     body, kind_echo, corr_echo, expect = case
     fz.check(body, kind=kind_echo, expect=expect, echo=(kind_echo, corr_echo))
 

@@ -1,4 +1,4 @@
-"""The `bash://` executor (protocol.md §8.4.4, operations.md §8.6) on a real server process: off
+"""The `bash://` executor (docs/protocol.md, docs/operations.md) on a real server process: off
 by default (nothing runs), and when on, only commands on `transports.bash_exec.allow` run, never
 through a shell."""
 from __future__ import annotations

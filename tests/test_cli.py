@@ -1,4 +1,4 @@
-"""The client commands of the CLI (operations.md §4.2–4.7), run as subprocesses against a live server.
+"""The client commands of the CLI (docs/operations.md), run as subprocesses against a live server.
 
 One in-memory server for the module; every test uses its own ids. JSON-mode output is parsed and
 compared with what the server itself answers; error exits are checked against the reference's texts.

@@ -1,4 +1,4 @@
-"""Configuration (operations.md §2, §17): layers, file discovery, legacy YAML, errors, the CLI."""
+"""Configuration (docs/operations.md): layers, file discovery, legacy YAML, errors, the CLI."""
 from __future__ import annotations
 
 import itertools
@@ -16,7 +16,7 @@ from shared.config import Config, ConfigError, load
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# §2.3: key -> (default, CLI flag)
+# the key table (shared/config.py): key -> (default, CLI flag)
 SPEC: dict[str, tuple[Any, str]] = {
     "level": ("info", "--level"),
     "debug": (False, "--debug"),
@@ -185,7 +185,7 @@ def test_environment_names_and_values() -> None:
                     "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317", "RESONATE_OBSERVABILITY__OTLP_ENDPOINT": "x:1"})
     assert cfg.server.port == 9000 and cfg.debug is True
     assert cfg.server.cors.allow_origins == ("https://a", "https://b")
-    assert cfg.observability.otlp_endpoint == "collector:4317"  # OTEL_… beats RESONATE_… (§2.1)
+    assert cfg.observability.otlp_endpoint == "collector:4317"  # OTEL_… beats RESONATE_…
 
 
 # ------------------------------------------------------------------------------------ discovery
@@ -225,7 +225,7 @@ def test_unknown_file_keys_warn_with_their_line(tmp_path: Path, caplog: pytest.L
 
 
 def test_full_reference_layout(tmp_path: Path) -> None:
-    """The illustrative file of §2.6 (minus the sections this server refuses: auth, MySQL)."""
+    """The illustrative configuration file of docs/operations.md (minus the sections this server refuses: auth, MySQL)."""
     (tmp_path / "resonate.toml").write_text('''
 level = "info"
 debug = false
@@ -447,7 +447,7 @@ def test_cli_exits_non_zero_with_the_message(tmp_path: Path) -> None:
 @pytest.mark.process  # runs the CLI in a subprocess
 def test_dev_keeps_memory_unless_told(tmp_path: Path) -> None:
     """dev: debug on; SQLite becomes the in-memory store unless --storage-sqlite-path is given;
-    a Postgres type from the environment is kept (§2.4)."""
+    a Postgres type from the environment is kept."""
     cfg = json.loads(run_cli("dev", cwd=tmp_path, dump=True).stdout)
     assert cfg["storage"]["type"] == "memory" and cfg["debug"] is True
     cfg = json.loads(run_cli("dev", "--storage-sqlite-path", "x.db", cwd=tmp_path, dump=True).stdout)

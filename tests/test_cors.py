@@ -1,4 +1,4 @@
-"""CORS (operations.md §10) on a live local server: preflights and simple requests, allowed and
+"""CORS (docs/operations.md) on a live local server: preflights and simple requests, allowed and
 disallowed origins, explicit lists and `*`, and off by default."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cron dialects of protocol §4.7 (compat: Vixie; strict: the reference's library)."""
+"""Cron dialects of docs/protocol.md (compat: Vixie; strict: the reference's library)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime

@@ -4,8 +4,7 @@ One `Service` per adapter (memory is the reference; SQLite on a fresh file; more
 added through the registry and `RESONATE_DIFF_BACKENDS`). Inside a debug session, a seeded
 generator drives requests of all 26 kinds over a small id pool with a logical clock
 (`head["resonate:debug_time"]`). After every step the full response and the full `debug.snap`
-must be identical across adapters, and the snapshot must satisfy the cheap invariants of
-protocol §11. A run lasts until every kind has succeeded at least once (plus a minimum number of
+must be identical across adapters, and the snapshot must satisfy the cheap snapshot invariants. A run lasts until every kind has succeeded at least once (plus a minimum number of
 steps); if some kind never succeeded within the step cap the test fails and names them.
 
 Reproduce a failure: RESONATE_DIFF_SEED=<seed> pytest tests/test_differential.py
@@ -117,7 +116,7 @@ MAX_STEPS = int(os.environ.get("RESONATE_DIFF_MAX_STEPS", "20000"))
 
 ALL_KINDS = tuple(KINDS)  # every kind the server declares (shared/kinds.py): each must succeed in a run
 
-# Statuses each kind may answer (§5.0); anything else — 500 above all — is a failure.
+# Statuses each kind may answer; anything else — 500 above all — is a failure.
 ALLOWED_STATUS: dict[str, set[int]] = {
     "promise.get": {200, 400, 404},
     "promise.create": {200, 400},
@@ -583,7 +582,7 @@ class Gen:
 
 
 def check_invariants(snap: dict[str, Any], prev: dict[str, Any] | None, reset: bool) -> list[str]:
-    """Cheap checks of protocol §11 on one snapshot (and against the previous one)."""
+    """Cheap checks of the snapshot invariants on one snapshot (and against the previous one)."""
     errs: list[str] = []
     promises = {p["id"]: p for p in snap["promises"]}
     tasks = {t["id"]: t for t in snap["tasks"]}

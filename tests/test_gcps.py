@@ -1,5 +1,5 @@
-"""`gcps://project/topic` delivery against the REAL Google Pub/Sub emulator (protocol.md §8.4.3,
-operations.md §8.5), on SQLite and on Postgres (cluster delivery).
+"""`gcps://project/topic` delivery against the REAL Google Pub/Sub emulator (docs/protocol.md,
+docs/operations.md), on SQLite and on Postgres (cluster delivery).
 
 The server is a real subprocess with PUBSUB_EMULATOR_HOST set; topics and pull subscriptions are
 made and read with the real google-cloud-pubsub clients. When the emulator cannot run here,
@@ -83,7 +83,7 @@ def test_execute_is_published_as_the_message_json(server: ServerProc, pubsub_emu
     _, sub, address = topic(pubsub_emulator)
     create(server, "gcps-exec-1", address)
     msg, attributes = one_message(pubsub_emulator, sub)
-    assert attributes == {}  # §8.4.3: no attributes
+    assert attributes == {}  # no attributes
     assert msg["kind"] == "execute" and msg["data"] == {"task": {"id": "gcps-exec-1", "version": 0}}
     assert isinstance(msg["head"], dict) and msg["head"].get("serverUrl", "x")  # never an empty serverUrl
     assert wait_until(lambda: outbox(server) == [], 10), outbox(server)  # published: the row is gone
@@ -134,7 +134,7 @@ def test_missing_topic_keeps_the_row_and_the_outage_is_recovered(server: ServerP
 
 
 def test_disabled_transport_drops_the_message(tmp_path: Path, pubsub_emulator: Emulator) -> None:
-    """Off (the default): logged and dropped (§8.4.5), nothing is published."""
+    """Off (the default): logged and dropped, nothing is published."""
     _, sub, address = topic(pubsub_emulator)
     srv = start_server("sqlite", tmp_path, debug=False, env=pubsub_emulator.env())
     try:

@@ -1,4 +1,4 @@
-"""Logs (operations.md §13): the text lines of startup and shutdown, the JSON mode's Cloud Logging
+"""Logs (docs/operations.md): the text lines of startup and shutdown, the JSON mode's Cloud Logging
 fields (also inside a function, with the request's trace), and level control."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics (operations.md §12): a live local server scraped before and after real
+"""Prometheus metrics (docs/operations.md): a live local server scraped before and after real
 traffic, the `api` function's `GET /metrics`, and the engine's schedule/timer reports in-process."""
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_requests_are_counted_by_kind_and_status(live):
     assert srv.rpc("promise.settle", {"id": "m1", "state": "resolved", "value": {}})[0] == 200
     assert srv.rpc("no.such.kind", {})[0] == 400
     assert srv.rpc("other.bogus", {})[0] == 400
-    # rejected before the reference counts (§12.2): malformed JSON, wrong version, non-object data
+    # rejected before the reference counts: malformed JSON, wrong version, non-object data
     assert srv.post(b"{nope", raw=True).status_code == 400
     assert srv.post({"kind": "promise.get", "head": {"corrId": "x", "version": "1999"}, "data": {}}).status_code == 400
     assert srv.post({"kind": "promise.get", "head": {"corrId": "x", "version": VERSION}, "data": []}).status_code == 400
@@ -161,7 +161,7 @@ def test_sse_task_dispatch_outbox_and_timeout(live):
         assert 0 < val(s, "resonate_dispatch_latency_seconds_sum", transport="poll") < 5
         assert val(s, "resonate_messages_total", kind="execute") - val(before, "resonate_messages_total",
                                                                         kind="execute") == 1
-        # poll deliveries are not push deliveries (§8.4: no delivery metrics for poll)
+        # poll deliveries are not push deliveries (no delivery metrics for poll)
         assert sum(val(s, "resonate_deliveries_total", status=x) for x in ("success", "error", "dropped")) == 0
 
         # a task for a group nobody serves waits in the outbox
@@ -209,7 +209,7 @@ def test_metrics_port_serves_only_get_metrics(live):
     assert requests.get(base + "/", timeout=5).status_code == 404
     assert requests.get(base + "/metricsx", timeout=5).status_code == 404
     assert requests.post(base + "/metrics", timeout=5).status_code == 404
-    # and the API port does not serve it (the reference keeps it on its own port, §3)
+    # and the API port does not serve it (the reference keeps it on its own port)
     assert requests.get(srv.url + "/metrics", timeout=5).status_code == 404
     assert f"Metrics server listening port={mport}" in srv.logs()
 

@@ -1,4 +1,4 @@
-"""Outbound auth for HTTP pushes (operations.md §8.3.4), end to end and offline.
+"""Outbound auth for HTTP pushes (docs/operations.md), end to end and offline.
 
 A live server (SQLite: in-process delivery; Postgres: cluster delivery) pushes the execute
 message of a promise whose `resonate:target` is a loopback worker. In `gcp` mode the server

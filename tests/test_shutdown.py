@@ -1,4 +1,4 @@
-"""Graceful shutdown (operations.md §14): SIGTERM under load loses no acknowledged write, ends SSE
+"""Graceful shutdown (docs/operations.md): SIGTERM under load loses no acknowledged write, ends SSE
 streams and exits 0 within `server.shutdown_timeout`; work that would outlast the timeout (a
 client that never finishes its request, a push to a worker that never answers) does not hold
 the process past it."""

@@ -1,4 +1,4 @@
-"""The strict profile (protocol §1 C4–C8, C10; §4.7, §4.8) against the compat default.
+"""The strict profile (docs/protocol.md, profiles) against the compat default.
 
 Every rule is shown twice: the strict server answers 400 with the spec's message as a JSON
 string, and the compat server (the session `server` fixture) accepts the very same request.
@@ -72,7 +72,7 @@ def acquire_new(srv: ServerProc, id: str, pid: str = "w", ttl: int = 1000, time:
     assert body["task"]["state"] == "acquired" and body["task"]["version"] == 1
 
 
-# ---- §4.8 promise-create payload rules, on all three carriers ----------------------------
+# ---- promise.create payload rules, on all three carriers ----------------------------
 
 def create_request(srv: ServerProc, carrier: str, id: str, tags: dict[str, str]) -> tuple[str, dict]:
     """The (kind, data) that creates promise `id` with `tags` (plus a target) via `carrier`."""
@@ -146,14 +146,14 @@ def test_strict_accepts_well_formed_ids(pair, carrier, case):
 
 
 def test_strict_checks_lineage_even_when_the_promise_exists(pair):
-    """Validation precedes the idempotent lookup: an existing id does not bypass §4.8."""
+    """Validation precedes the idempotent lookup: an existing id does not bypass the strict rules"""
     strict, _ = pair
     ok(strict, "promise.create", {"id": "root:1", "timeoutAt": FAR})
     strict_rejects(pair, "promise.create", {"id": "root:1", "timeoutAt": FAR, "tags": {"resonate:origin": "root"}},
                    ORIGIN_MSG)
 
 
-# ---- §4.8 same-origin rules (C5) -----------------------------------------------------------
+# ---- same-origin rules -----------------------------------------------------------
 
 def test_register_callback_across_origins(pair):
     for srv in pair:
@@ -256,7 +256,7 @@ def test_cron_day_zero_is_invalid_in_strict(pair):
     strict_rejects(pair, "schedule.create", schedule("t", "0 9 * * 0-2"), "Invalid cron expression", time=SUNDAY)
 
 
-# ---- background promise timeouts (C8 / decision Q1) -----------------------------------------
+# ---- background promise timeouts (C8 /) -----------------------------------------
 
 def test_strict_background_timeouts_are_target_gated(pair):
     """Outside a debug session strict keeps the reference rule: only promises with a target time out."""
@@ -280,7 +280,7 @@ def test_strict_background_timeouts_are_target_gated(pair):
         assert stored("targeted")["settledAt"] == deadline
         time.sleep(max(0.0, deadline / 1000 + 1.5 - time.time()))
         assert stored("bare")["state"] == "pending"
-        # it still times out lazily on the next touch (§4.2)
+        # it still times out lazily on the next touch
         st, body = strict.rpc("promise.get", {"id": "bare"})
         assert st == 200 and body["promise"]["state"] == "rejected_timedout"
         assert body["promise"]["settledAt"] == deadline

@@ -1,4 +1,4 @@
-"""Shared constants and helpers for the conformance scenarios of protocol spec §14."""
+"""Shared constants and helpers for the conformance scenarios of docs/protocol.md"""
 from __future__ import annotations
 
 import json
@@ -125,7 +125,7 @@ def tick(rs: ServerProc, t: int) -> Any:
 
 
 def execute(id: str, version: int, address: str = A) -> dict:
-    """A queued execute as listed in debug.snap (§10.1: head is {})."""
+    """A queued execute as listed in debug.snap (its head is {})."""
     return {"address": address, "message": {"kind": "execute", "head": {}, "data": {"task": {"id": id, "version": version}}}}
 
 
@@ -245,7 +245,7 @@ class SseClient:
         return [json.loads(p[len(b"data: "):].decode()) for p in parts if p.startswith(b"data: ")]
 
     def assert_framing(self) -> None:
-        """§9.2/§9.3 byte rules: LF only, one `data: ` line of compact single-line JSON per event,
+        """Byte rules: LF only, one `data: ` line of compact single-line JSON per event,
         events end with a blank line, comments start with ':'; no event:/id:/retry: fields."""
         data = self.raw()
         assert b"\r" not in data, data[:500]

@@ -1,4 +1,4 @@
-"""§14.7 Debug (scenarios 103–104)."""
+"""Debug."""
 from __future__ import annotations
 
 from tests.conformance.helpers import (
@@ -49,7 +49,7 @@ def test_s103_reset(rs):
 def test_s103_snap_shape(rs):
     _busy_state(rs)
     s = snap(rs)
-    assert set(s) == SNAP_KEYS, s.keys()   # schedules/scheduleTimeouts omitted (§10.1)
+    assert set(s) == SNAP_KEYS, s.keys()   # schedules/scheduleTimeouts omitted
 
 
 def test_s104_snap_lists_only_not_ready_callbacks(rs):
@@ -90,7 +90,7 @@ def test_s104_snap_messages_executes_first(rs):
 
 
 def test_s104_snap_message_order_within_kind(rs):
-    """§10.1: executes by task id, then unblocks by (promise id, address)."""
+    """Executes by task id, then unblocks by (promise id, address)."""
     u1, u2 = _order_fixture(rs)
     assert snap(rs)["messages"] == [
         execute("x1", 0, "poll://any@h"),

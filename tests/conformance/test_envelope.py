@@ -1,4 +1,4 @@
-"""§14.1 Envelope and transport (scenarios 1–12) plus the request body limit (§2.9, §13.4 Q5)."""
+"""Envelope and transport plus the request body limit (10 MiB)."""
 from __future__ import annotations
 
 import json
@@ -137,7 +137,7 @@ def test_s9_timeout_at_type_errors(rs, bad):
 
 @pytest.mark.parametrize("literal", [b"1.0", b"1e3", b"9223372036854775808", b"false", b"null"])
 def test_s9_timeout_at_integer_strictness_extra(rs, literal):
-    """§2.2: floats in any notation, out-of-range integers, booleans (and a missing required value) are 400."""
+    """Floats in any notation, out-of-range integers, booleans (and a missing required value) are 400."""
     body = (b'{"kind":"promise.create","head":{"corrId":"c9","version":"' + VERSION.encode()
             + b'","resonate:debug_time":' + str(T).encode() + b'},"data":{"id":"p","timeoutAt":' + literal + b'}}')
     r = raw_post(rs, body)
@@ -190,7 +190,7 @@ def test_ready(rs):
 
 
 def test_body_limit_413(rs):
-    """§13.4 Q5: bodies up to 10 MiB are accepted; an 11 MiB body gets 413 with a JSON envelope whose
+    """bodies up to 10 MiB are accepted; an 11 MiB body gets 413 with a JSON envelope whose
     data is a string, and the connection is not reset."""
     big = "A" * (11 * 1024 * 1024)
     body = json.dumps({"kind": "promise.create", "head": {"corrId": "big", "version": VERSION,

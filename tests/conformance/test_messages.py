@@ -1,5 +1,5 @@
-"""§14.6 Messages and SSE (scenarios 94–102), run with the background loops active, plus this server's
-delivery decisions (§13.4 Q4: at-least-once; executes to poll targets wait for a matching worker)."""
+"""Messages and SSE, run with the background loops active, plus this server's
+delivery decisions (at-least-once; executes to poll targets wait for a matching worker)."""
 from __future__ import annotations
 
 import json
@@ -357,8 +357,8 @@ def test_s102_debug_session_holds_messages(rs, g):
 
 
 def test_closed_connection_is_not_routed_to(live, g):
-    """§9.1: a poll connection is deregistered when the client disconnects; with at-least-once delivery
-    (§13.4 Q4) no execute may be 'delivered' to a client that already hung up. w1 closes, w2 connects a
+    """A poll connection is deregistered when the client disconnects; with at-least-once delivery
+    () no execute may be 'delivered' to a client that already hung up. w1 closes, w2 connects a
     second later; every anycast execute to the group must reach w2 promptly (not wait for the 30 s retry)."""
     c1 = SseClient(live.url, g, "w1")
     assert c1.status == 200

@@ -1,4 +1,4 @@
-"""§14.2 Promises (scenarios 13–39)."""
+"""Promises."""
 from __future__ import annotations
 
 import pytest

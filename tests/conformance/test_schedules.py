@@ -1,4 +1,4 @@
-"""§14.5 Schedules (scenarios 85–93)."""
+"""Schedules."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -168,6 +168,6 @@ def test_s93_cron_vixie_day_of_week(rs):
 
 
 def test_s93_cron_six_field_seconds(rs):
-    """§13.4 Q3: the 6-field seconds-first form is accepted."""
+    """the 6-field seconds-first form is accepted."""
     s = make(rs, time=1_000, id="sec", cron="30 * * * * *")
     assert s["nextRunAt"] == 30_000

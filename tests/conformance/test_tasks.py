@@ -1,4 +1,4 @@
-"""§14.3 Tasks (scenarios 40–75)."""
+"""Tasks."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""§14.4 Timeouts, retries, leases, delay (scenarios 76–84) and decision Q1 (§13.4)."""
+"""Timeouts, retries, leases, delay and."""
 from __future__ import annotations
 
 import pytest
@@ -152,7 +152,7 @@ def test_s84_tick_validation(rs):
 
 
 def test_q1_bare_promise_times_out_in_background(live):
-    """§13.4 Q1: outside a debug session every expired pending promise times out in the background,
+    """outside a debug session every expired pending promise times out in the background,
     target or not (no touch needed); a listener gets the unblock queued/delivered."""
     deadline = now_ms() + 400
     create(live, "bare", timeout=deadline, time=None)

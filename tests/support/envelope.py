@@ -1,4 +1,4 @@
-"""The RPC envelope (protocol §2.2–§2.3), built and checked in one place for every suite.
+"""The RPC envelope (docs/protocol.md), built and checked in one place for every suite.
 
 `envelope()` builds a request, `check_reply()` asserts the echo rules every answer obeys
 (kind and corrId echoed, head.status equal to the HTTP status, head.version). The servers of
@@ -26,7 +26,7 @@ def envelope(kind: Any, data: Any, *, corr: Any = None, time: int | None = None,
 
 
 def check_reply(reply: Any, kind: Any, corr: Any, status: int) -> None:
-    """The echo rules of §2.3 for a request whose kind and corrId could be read."""
+    """The echo rules of docs/protocol.md for a request whose kind and corrId could be read."""
     assert isinstance(reply, dict) and isinstance(reply.get("head"), dict), reply
     assert reply["kind"] == kind, reply
     assert reply["head"]["corrId"] == corr, reply
