@@ -1,8 +1,13 @@
 """The Resonate stack: `deploy()` declares every resource and returns the stack outputs.
 
-Order (no cycles): APIs -> service accounts, topics, database, reserved IP -> functions (told the
-base URL from the IP, the other functions' URLs from their deterministic cloudfunctions.net
-form) -> load balancer, push subscription, scheduler job, invoker grants.
+Three shapes (infra/README.md): the default, one `api` function whose own URL is the base URL;
+the load balancer (`loadBalancer=true` or `domain`): api + poll behind one reserved IP; and
+`runtime=cloudrun`: the container image as a Cloud Run service in place of the api function.
+
+Order (no cycles): APIs -> service accounts, topics, database, reserved IP (LB shape) -> functions
+and the Cloud Run service (told the base URL and the other functions' URLs in their deterministic
+forms, cloudfunctions.net / run.app) -> load balancer, push subscription, scheduler job, invoker
+grants.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from pathlib import Path
 import pulumi
 from pulumi_gcp import compute, projects, secretmanager
 
-from . import config, database, functions, iam, pubsub, routing, scheduler
+from . import cloudrun, config, database, functions, iam, pubsub, routing, scheduler
 
 APIS = ("run.googleapis.com", "cloudfunctions.googleapis.com", "cloudbuild.googleapis.com",
         "artifactregistry.googleapis.com", "sqladmin.googleapis.com", "secretmanager.googleapis.com",
@@ -32,6 +37,8 @@ def environment(s: config.Settings, base_url: pulumi.Input[str], connection_name
         "RESONATE_STORAGE__POSTGRES__POOL_SIZE": "5",
         "RESONATE_SERVER__URL": base_url,
         "RESONATE_SWEEPER__URL": functions.function_url(s, "sweeper"),
+        # the waker calls the sweeper with an ID token (audience = that URL): sweeper is private
+        "RESONATE_SWEEPER__AUTH": "gcp",
         "RESONATE_DISPATCH__TOPIC": topic_path,
         "RESONATE_DISPATCH__AUDIENCE": functions.function_url(s, "dispatch"),
         "RESONATE_DISPATCH__SERVICE_ACCOUNTS": pulumi.Output.from_input(pusher_email).apply(lambda e: json.dumps([e])),
@@ -54,6 +61,15 @@ def environment(s: config.Settings, base_url: pulumi.Input[str], connection_name
     return env
 
 
+def base_url(s: config.Settings, ip: compute.GlobalAddress | None) -> pulumi.Output[str]:
+    """Where callers (and the SDKs) reach the server, known before anything serves it."""
+    if ip is not None:  # the load balancer: https://domain, else http://IP
+        return routing.base_url(s, ip)
+    if s.cloudrun:
+        return cloudrun.service_url(s)
+    return pulumi.Output.from_input(functions.function_url(s, "api"))
+
+
 def deploy(source_archive: Path | None = None) -> dict[str, pulumi.Output]:
     s = config.load()
     config.check(s)
@@ -61,7 +77,7 @@ def deploy(source_archive: Path | None = None) -> dict[str, pulumi.Output]:
             for a in APIS]
     opts = pulumi.ResourceOptions(depends_on=apis)
 
-    sas = iam.accounts(opts)
+    sas = iam.accounts(s, opts)
     topics = pubsub.create_topics(s, opts)
     db = database.create(s, opts)
     key_secret = None
@@ -73,8 +89,8 @@ def deploy(source_archive: Path | None = None) -> dict[str, pulumi.Output]:
         key_version = secretmanager.SecretVersion("resonate-auth-key-v", secret=key_secret.id,
                                                   secret_data=s.auth_publickey, opts=opts)
     iam.grant_data(s, sas, db.url_secret, topics.dispatch, key_secret, opts)
-    ip = routing.address(opts)
-    base = routing.base_url(s, ip)
+    ip = routing.address(opts) if s.load_balancer else None
+    base = base_url(s, ip)
 
     bucket, obj = functions.source_object(s, source_archive, opts)
     env = environment(s, base, db.connection_name, topics.dispatch_path, sas["pusher"].email)
@@ -82,17 +98,32 @@ def deploy(source_archive: Path | None = None) -> dict[str, pulumi.Output]:
     fns = functions.create(s, env, db.url_secret, key_secret, sas, bucket, obj, fn_opts)
     # the Cloud Run service of a gen2 function has the function's name
     services: dict[str, pulumi.Input[str]] = {k: f.name for k, f in fns.items()}
+    out: dict[str, pulumi.Output] = {"baseUrl": base}
+    if s.cloudrun:
+        repo = cloudrun.repository(s, opts)
+        out["imageRepository"] = repo.name.apply(lambda _: cloudrun.image_path(s))
+        if s.image:
+            svc = cloudrun.create(s, env, db.url_secret, key_secret, sas["api"], fn_opts)
+            services["api"] = svc.name
+            out["serviceUrl"] = svc.uri
+        else:
+            pulumi.log.warn("runtime=cloudrun without image: created the Artifact Registry repository only; push "
+                            f"the image to {cloudrun.image_path(s)} (gcloud builds submit --tag "
+                            f"{cloudrun.image_path(s)}), pulumi config set image {cloudrun.image_path(s)}:TAG, "
+                            "and run pulumi up again")
 
     iam.grant_invokers(s, sas, services, opts)
-    lb = routing.create(s, ip, services, opts)
+    if ip is not None:
+        lb = routing.create(s, ip, services, opts)
+        url_map = lb["url_map"]
+        assert isinstance(url_map, compute.URLMap)
+        out["ipAddress"] = ip.address
+        out["urlMap"] = url_map.name
     sub = pubsub.subscribe(s, topics, fns["dispatch"].url, functions.function_url(s, "dispatch"),
                            sas["pusher"].email, opts)
     job = scheduler.create(s, fns["sweeper"].url, sas["scheduler"].email, opts)
-    url_map = lb["url_map"]
-    assert isinstance(url_map, compute.URLMap)
     return {
-        "baseUrl": base,
-        "ipAddress": ip.address,
+        **out,
         "sweeperUrl": fns["sweeper"].url,
         "dispatchUrl": fns["dispatch"].url,
         "dispatchTopic": topics.dispatch.name,
@@ -102,5 +133,4 @@ def deploy(source_archive: Path | None = None) -> dict[str, pulumi.Output]:
         "databaseConnectionName": db.connection_name,
         "databaseUrlSecret": db.url_secret.secret_id,
         "sourceBucket": bucket.name,
-        "urlMap": url_map.name,
     }

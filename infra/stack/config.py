@@ -16,16 +16,19 @@ class Settings:
     db_name: str = "resonate"
     db_user: str = "resonate"
     deletion_protection: bool = True
-    public: bool = False  # allUsers may invoke api/poll
-    invokers: tuple[str, ...] = ()  # members allowed to invoke api/poll when not public
-    domain: str | None = None  # managed certificate + HTTPS; without: plain HTTP on the IP
+    public: bool = False  # allUsers may invoke the entry services (api, and poll behind a load balancer)
+    invokers: tuple[str, ...] = ()  # members allowed to invoke them when not public
+    domain: str | None = None  # managed certificate + HTTPS on a load balancer (implies load_balancer)
+    load_balancer_requested: bool = False  # `loadBalancer=true`: the LB shape even without a domain
+    runtime: str = "functions"  # functions (gen2 api function) | cloudrun (a Cloud Run service from `image`)
+    image: str | None = None  # runtime=cloudrun: the full image reference to run
     auth_publickey: str | None = None  # PEM text of the JWT verification key (mounted as a file)
     auth_iss: str | None = None
     auth_aud: str | None = None
     auth_google_service_accounts: tuple[str, ...] = ()  # Google identities with full access
     dispatch_max_attempts: int = 5  # = RESONATE_DISPATCH__MAX_ATTEMPTS = max_delivery_attempts
     push_timeout_s: int = 180  # transports.http_push.request_timeout (the server's default)
-    poll_concurrency: int = 1000
+    poll_concurrency: int = 1000  # SSE streams per instance of whatever serves /poll
     poll_max_instances: int = 10
     api_max_instances: int = 20
     extra_env: dict[str, str] = field(default_factory=dict)  # more RESONATE_* (non-secret) settings
@@ -34,6 +37,15 @@ class Settings:
     @property
     def project_env(self) -> dict[str, str]:
         return {"GOOGLE_CLOUD_PROJECT": self.project}
+
+    @property
+    def load_balancer(self) -> bool:
+        """The load-balancer shape: `loadBalancer=true`, or implied by `domain`."""
+        return self.load_balancer_requested or bool(self.domain)
+
+    @property
+    def cloudrun(self) -> bool:
+        return self.runtime == "cloudrun"
 
     @property
     def resonate_auth(self) -> bool:
@@ -47,15 +59,35 @@ def insecure(s: Settings) -> list[str]:
     if s.public and not s.resonate_auth:
         found.append("public=true without authPublickey or authGoogleServiceAccounts: anyone on the internet "
                      "could create, settle and read every promise (set an auth key, or public=false)")
-    if s.resonate_auth and not s.domain:
-        found.append("auth is on (authPublickey or authGoogleServiceAccounts) but domain is not set: tokens "
-                     "would travel over plain HTTP on port 80 (set domain for a managed certificate and HTTPS)")
+    if s.resonate_auth and s.load_balancer and not s.domain:  # the default shape is HTTPS (its own URL)
+        found.append("auth is on (authPublickey or authGoogleServiceAccounts) with loadBalancer=true but domain "
+                     "is not set: tokens would travel over plain HTTP on port 80 (set domain for a managed "
+                     "certificate and HTTPS, or drop loadBalancer to use the HTTPS function URL)")
+    return found
+
+
+RUNTIMES = ("functions", "cloudrun")
+
+
+def invalid(s: Settings) -> list[str]:
+    """Settings that cannot be deployed at all (no allowInsecure for these)."""
+    found = []
+    if s.runtime not in RUNTIMES:
+        found.append(f"runtime={s.runtime!r}: expected 'functions' or 'cloudrun'")
+    if s.image and not s.cloudrun:
+        found.append("image is set but runtime is not cloudrun (pulumi config set runtime cloudrun)")
+    if s.cloudrun and s.load_balancer:
+        found.append("runtime=cloudrun serves on its own run.app URL: loadBalancer and domain are for "
+                     "runtime=functions")
     return found
 
 
 def check(s: Settings) -> None:
     """Fail `pulumi up` (a RunError: the message, no traceback) on an insecure stack unless
     `allowInsecure=true` says it is meant."""
+    bad = invalid(s)
+    if bad:
+        raise pulumi.RunError("invalid stack settings: " + "; ".join(bad))
     found = insecure(s)
     if found and not s.allow_insecure:
         raise pulumi.RunError("refusing to deploy an insecure stack: " + "; ".join(found)
@@ -88,6 +120,9 @@ def load() -> Settings:
         public=bool(cfg.get_bool("public")),
         invokers=_list(cfg, "invokers"),
         domain=cfg.get("domain") or None,
+        load_balancer_requested=bool(cfg.get_bool("loadBalancer")),
+        runtime=(cfg.get("runtime") or "functions").strip().lower(),
+        image=cfg.get("image") or None,
         auth_publickey=cfg.get("authPublickey") or None,
         auth_iss=cfg.get("authIss") or None,
         auth_aud=cfg.get("authAud") or None,

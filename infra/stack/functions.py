@@ -1,4 +1,7 @@
-"""The four gen2 Cloud Functions, all from one source archive in a bucket."""
+"""The gen2 Cloud Functions, all from one source archive in a bucket: `api` (every route: POST /,
+the SSE streams under /poll, /health, /ready, /metrics), `sweeper`, `dispatch`; behind a load
+balancer `poll` serves /poll and `api` the rest; with runtime=cloudrun a Cloud Run service
+(stack/cloudrun.py) replaces `api` and only sweeper and dispatch are functions."""
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +16,7 @@ from infra.package import build_source  # the deterministic source archive of th
 
 from .config import Settings
 
-ENTRY_POINTS = ("api", "poll", "sweeper", "dispatch")
+ENTRY_SERVICES = ("api", "poll")  # what callers reach (the rest is called by Google's services)
 KEY_MOUNT = "/etc/resonate-auth"  # the auth public key secret is mounted here as public.pem
 
 
@@ -28,20 +31,32 @@ class Shape:
     ingress: str
 
 
+STREAM_TIMEOUT_S = 3600  # the longest request Cloud Run allows a function: one SSE stream's life
+
+
+def stream_shape(s: Settings, max_instances: int, ingress: str) -> Shape:
+    """Whatever serves /poll: SSE streams, one request per worker for up to an hour; a gthread
+    pool sized to the concurrency (THREADS), so >= 1 vCPU. min 0: an idle deployment costs
+    nothing, a worker reconnects after a cold start (the SDKs retry the stream)."""
+    return Shape("1Gi", "1", STREAM_TIMEOUT_S, s.poll_concurrency, 0, max_instances, ingress)
+
+
 def shapes(s: Settings) -> dict[str, Shape]:
-    lb_only = "ALLOW_INTERNAL_AND_GCLB"  # api/poll are reached through the load balancer only
-    return {
+    """The functions of this stack and their shapes."""
+    out: dict[str, Shape] = {}
+    if s.load_balancer:
+        lb_only = "ALLOW_INTERNAL_AND_GCLB"  # api/poll are reached through the load balancer only
         # POST / requests are short; 1 vCPU lets one instance serve 80 at once
-        "api": Shape("512Mi", "1", 60, 80, 0, s.api_max_instances, lb_only),
-        # SSE streams: one request per worker for up to an hour; gevent-free gthread pool sized
-        # to the concurrency (THREADS), so >= 1 vCPU. min 0: an idle deployment costs nothing,
-        # a worker reconnects after a cold start (the SDKs retry the stream)
-        "poll": Shape("1Gi", "1", 3600, s.poll_concurrency, 0, s.poll_max_instances, lb_only),
-        # one call a minute holding a 65 s window: timeout above it; the overlap may run 2 at once
-        "sweeper": Shape("512Mi", "1", 180, 4, 0, 3, "ALLOW_ALL"),
-        # one Pub/Sub push per outbox row: the worker push (push_timeout_s) plus a margin
-        "dispatch": Shape("512Mi", "1", s.push_timeout_s + 60, 40, 0, 20, "ALLOW_ALL"),
-    }
+        out["api"] = Shape("512Mi", "1", 60, 80, 0, s.api_max_instances, lb_only)
+        out["poll"] = stream_shape(s, s.poll_max_instances, lb_only)
+    elif not s.cloudrun:
+        # one URL: api answers POST / and holds the /poll streams too; its own URL is the entry
+        out["api"] = stream_shape(s, s.api_max_instances, "ALLOW_ALL")
+    # one call a minute holding a 65 s window: timeout above it; the overlap may run 2 at once
+    out["sweeper"] = Shape("512Mi", "1", 180, 4, 0, 3, "ALLOW_ALL")
+    # one Pub/Sub push per outbox row: the worker push (push_timeout_s) plus a margin
+    out["dispatch"] = Shape("512Mi", "1", s.push_timeout_s + 60, 40, 0, 20, "ALLOW_ALL")
+    return out
 
 
 def function_url(s: Settings, name: str) -> str:
@@ -73,7 +88,7 @@ def create(s: Settings, env: dict[str, pulumi.Input[str]], db_secret: secretmana
             version="latest")]
         volumes = None
         fn_env = {**env, "THREADS": str(shape.concurrency)}
-        if key_secret is not None and name in ("api", "poll"):
+        if key_secret is not None and name in ENTRY_SERVICES:
             volumes = [cloudfunctionsv2.FunctionServiceConfigSecretVolumeArgs(
                 mount_path=KEY_MOUNT, project_id=s.project, secret=key_secret.secret_id,
                 versions=[cloudfunctionsv2.FunctionServiceConfigSecretVolumeVersionArgs(

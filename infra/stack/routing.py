@@ -1,5 +1,7 @@
-"""One base URL: a global external HTTP(S) load balancer, a serverless NEG per function behind
-it, `/poll/*` to poll and everything else (/, /health, /ready, /metrics, ...) to api."""
+"""The load-balancer shape (`loadBalancer=true`, implied by `domain`): one base URL on a reserved
+IP, a global external HTTP(S) load balancer, a serverless NEG per function behind it, `/poll/*` to
+poll and everything else (/, /health, /ready, /metrics, ...) to api. The default shape needs none
+of this: the api function's own URL is the base URL."""
 from __future__ import annotations
 
 import pulumi
