@@ -41,6 +41,7 @@ CLOUDSQL_INSTANCE = re.compile(r"[^:/\s]+(?::[^:/\s]+)?:[^:/\s]+:[^:/\s]+")
 
 STORAGE_TYPES = ("sqlite", "postgres", "mysql", "memory")  # memory: this server's in-memory store (dev)
 PUSH_AUTH_MODES = ("none", "bearer", "gcp")
+SWEEPER_AUTH_MODES = ("none", "gcp")
 
 # integer ranges other than the default 0 .. 2**63-1 (u16 ports, u32 pool sizes)
 LIMITS: dict[str, tuple[int, int]] = {
@@ -223,6 +224,10 @@ class Sweeper(_Section):
     window: int = 65000  # ms one sweeper call keeps handling deadlines (> the 60 s tick: overlap)
     poll_interval: int = 250  # ms between looks for deadlines other instances wrote meanwhile
     url: str | None = None  # the sweeper function, called when a near deadline finds no sweeper running
+    # how that call authenticates: none, or gcp (a Google ID token, audience = url, from the
+    # instance's own identity, as transports.http_push.auth.mode=gcp mints them; the deployed
+    # sweeper admits only run.invoker callers)
+    auth: str = "none"
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -394,7 +399,8 @@ def _validate(cfg: Config, where: Callable[[str], str]) -> None:
     choices: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("storage.postgres.ip_type", pg.ip_type, CLOUDSQL_IP_TYPES),
         ("profile", cfg.profile, ("compat", "strict")),
-        ("log_format", cfg.log_format, ("text", "json")))
+        ("log_format", cfg.log_format, ("text", "json")),
+        ("sweeper.auth", cfg.sweeper.auth, SWEEPER_AUTH_MODES))
     if cfg.transports.http_push.auth is not None:
         choices += (("transports.http_push.auth.mode", cfg.transports.http_push.auth.mode, PUSH_AUTH_MODES),)
     for key, val, allowed in choices:

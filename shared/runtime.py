@@ -132,7 +132,12 @@ class Runtime:
         from shared.sweeper import SweeperWaker
 
         sw = self.cfg.sweeper
-        return SweeperWaker(self.store, self.service.clock, url, sw.window, sw.window / 1000 + 30)
+        auth = None
+        if sw.auth == "gcp":  # the deployed sweeper admits run.invoker callers only: an ID token for its URL
+            from shared.delivery.push_auth import GoogleIdTokens
+
+            auth = GoogleIdTokens(audience=url)
+        return SweeperWaker(self.store, self.service.clock, url, sw.window, sw.window / 1000 + 30, auth)
 
     def start(self) -> None:
         self.delivery.start()

@@ -9,7 +9,9 @@ due rows are claimed with SKIP LOCKED on Postgres and serialized by the single w
 A deadline written while no sweeper runs (an idle system that gets a 2 s durable sleep) would
 wait for the next tick; `SweeperWaker` closes that gap: a running sweeper advertises how long
 it stays (meta `sweeper_until`), and the instance that commits a nearer deadline calls the
-sweeper function at once. Nothing stays up between bursts of work.
+sweeper function at once. Nothing stays up between bursts of work. Deployed, the sweeper admits
+only `run.invoker` callers: with `sweeper.auth = gcp` the waker sends a Google ID token for the
+sweeper URL, minted from the instance's identity like the `gcp` push auth (shared/delivery/push_auth.py).
 """
 from __future__ import annotations
 
@@ -18,13 +20,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import urllib3
 
 from shared.clock import Clock
 from shared.records import Effects
 from shared.storage.base import Store, Tx
+
+if TYPE_CHECKING:
+    from shared.delivery.push_auth import PushAuth
 
 log = logging.getLogger("resonate.sweeper")
 
@@ -104,11 +109,13 @@ class SweeperWaker:
     """After a commit that wrote a deadline inside the coming window: if no sweeper is running
     until then, claim the wake-up (one instance wins) and call the sweeper function."""
 
-    def __init__(self, store: Store, clock: Clock, url: str, window_ms: int, timeout_s: float) -> None:
+    def __init__(self, store: Store, clock: Clock, url: str, window_ms: int, timeout_s: float,
+                 auth: PushAuth | None = None) -> None:
         self.store = store
         self.clock = clock
         self.url = url
         self.window_ms = window_ms
+        self.auth = auth  # credentials for the call (a Google ID token for the sweeper URL), or none
         self._http = urllib3.PoolManager(num_pools=2, maxsize=4, retries=False,
                                          timeout=urllib3.Timeout(connect=5.0, read=timeout_s))
 
@@ -136,7 +143,10 @@ class SweeperWaker:
     def _call(self) -> None:
         """Holds the request open for the whole window: the sweeper works while it is served."""
         try:
-            r = self._http.request("POST", self.url, body=b"{}", headers={"Content-Type": "application/json"})
+            headers = {"Content-Type": "application/json"}
+            if self.auth is not None:  # a mint that fails fails the call (logged): never sent without it
+                headers[self.auth.header] = self.auth.value(self.url)
+            r = self._http.request("POST", self.url, body=b"{}", headers=headers)
             if r.status >= 300:
                 log.warning("waking the sweeper at %s: HTTP %d", self.url, r.status)
         except Exception as e:
