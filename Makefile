@@ -2,18 +2,29 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-PYTHON312 := $(shell bash .ci/find-python312)
+PYTHON := $(shell bash .ci/find-python)
 PORT ?= 8001
 
-.PHONY: install serve dev cloud-sim test test-fast lint bench sdk-ts clean
+.PHONY: install install-test serve dev cloud-sim test test-fast lint bench sdk-ts clean
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
+# two stamps: `make serve` installs only what the server needs (`pip install -e .`); the test,
+# lint and bench targets add the `test` extra (pytest, the SDKs, ruff, mypy, and through
+# `resonate-gcp[infra]` the Pulumi packages tests/test_infra.py needs)
+$(VENV)/.installed-runtime: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e .
 	touch $@
 
-install: $(VENV)/.installed
+$(VENV)/.installed-test: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed-runtime
+
+install: $(VENV)/.installed-runtime  ## the server's runtime dependencies only
+
+install-test: $(VENV)/.installed-test  ## plus the test extra (includes the infra extra)
 
 serve: install  ## start the server on SQLite (resonate.db) at :8001
 	$(PY) -m local serve --server-port $(PORT)
@@ -27,20 +38,20 @@ cloud-sim: install  ## the functions as separate processes over Postgres behind 
 sdk-ts:  ## Node 22 + the official TypeScript SDK for the SDK tests
 	bash tests/sdk/install_ts.sh
 
-test: install sdk-ts  ## the whole suite, every backend (what CI runs)
+test: install-test sdk-ts  ## the whole suite, every backend (what CI runs)
 	$(PY) -m pytest -q
 
-lint: install  ## ruff (style, imports, likely bugs) and mypy (types), as CI runs them
+lint: install-test  ## ruff (style, imports, likely bugs) and mypy (types), as CI runs them
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
 # the edit-run loop: engine + memory store in process (flask test client), the store contract on
 # memory and SQLite; no server processes, no Postgres (the `process` and `postgres` marks)
-test-fast: install
+test-fast: install-test
 	RESONATE_TEST_BACKENDS=inproc RESONATE_DIFF_BACKENDS=memory,sqlite RESONATE_DIFF_SEEDS=2 \
 	  $(PY) -m pytest -q -m "not process and not postgres"
 
-bench: install  ## benchmarks; prints ratios against baselines measured in the same run
+bench: install-test  ## benchmarks (they reuse the suite's launchers); ratios against baselines measured in the same run
 	$(PY) -m bench
 
 clean:
