@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.logs import q
 from shared.protocol import parse_address
@@ -153,6 +153,12 @@ CREDENTIAL_HEADER = "Authorization"
 INVOKER_HEADER = "X-Serverless-Authorization"
 
 
+class HeaderLookup(Protocol):
+    """A request's headers: werkzeug's (case-insensitive) `Headers`, or a dict."""
+
+    def get(self, key: str) -> str | None: ...
+
+
 def bearer(header: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header (scheme case-insensitive)."""
     if header and header[:7].lower() == "bearer ":
@@ -160,13 +166,13 @@ def bearer(header: str | None) -> str | None:
     return None
 
 
-def header_credential(headers: Mapping[str, str]) -> str | None:
+def header_credential(headers: HeaderLookup) -> str | None:
     """The Resonate token of a route other than `POST /`: `Authorization: Bearer` only (never
     `X-Serverless-Authorization`, the invoker check's header)."""
     return bearer(headers.get(CREDENTIAL_HEADER))
 
 
-def _invoker_note(headers: Mapping[str, str] | None) -> str:
+def _invoker_note(headers: HeaderLookup | None) -> str:
     """A hint for the refusal's log line when the only credential-looking header is Cloud Run's."""
     if headers is not None and headers.get(INVOKER_HEADER) and not headers.get(CREDENTIAL_HEADER):
         return " note=" + q("X-Serverless-Authorization is Cloud Run's invoker check, never a Resonate credential")
@@ -274,7 +280,7 @@ class Authenticator:
                     q(claims.get("prefix")), q(outside(claims, touched)))
         return FORBIDDEN
 
-    def check_poll(self, headers: Mapping[str, str], group: str) -> Refusal | str:
+    def check_poll(self, headers: HeaderLookup, group: str) -> Refusal | str:
         """`GET /poll/{group}/{id}` (token from `Authorization: Bearer`, `header_credential`): the
         principal that may hold the stream, or the refusal (401 no valid token, 403 a group it is
         not entitled to)."""
@@ -287,7 +293,7 @@ class Authenticator:
             return FORBIDDEN
         return principal_of(claims)
 
-    def check_admin(self, headers: Mapping[str, str], endpoint: str) -> Refusal | None:
+    def check_admin(self, headers: HeaderLookup, endpoint: str) -> Refusal | None:
         """An operator route (`/metrics` on the API port): a valid token with role admin, from
         `Authorization: Bearer` (`header_credential`)."""
         claims = self._authenticate(header_credential(headers), f"endpoint={endpoint}" + _invoker_note(headers))

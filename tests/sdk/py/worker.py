@@ -33,10 +33,9 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-
-from collections.abc import Callable
 
 import aiohttp
 from resonate.connections import HttpConnection, SSEConnection
