@@ -27,8 +27,10 @@ pytestmark = [pytest.mark.process, pytest.mark.postgres]  # the cloud simulation
 
 @pytest.fixture(scope="module")
 def stream_sim(tmp_path_factory):
+    # keep-alives every second: a stream whose worker is gone is noticed (and uncounted) within one
     srv = start_cloudsim(tmp_path_factory.mktemp("sim-stream"), tick=60.0, window_ms=65_000, dispatch=0,
-                         env={"RESONATE_TASKS__RETRY_TIMEOUT": "1000"})
+                         env={"RESONATE_TASKS__RETRY_TIMEOUT": "1000",
+                              "RESONATE_TRANSPORTS__HTTP_POLL__KEEPALIVE_INTERVAL": "1000"})
     yield srv
     srv.stop()
 
