@@ -3,6 +3,14 @@
 Each function builds the core once per instance, from environment variables only, on its first
 request (so importing this module stays cheap for cold starts), and hands every request to
 the same flask routes the local server uses.
+
+By default one function, `api`, serves everything at its own URL: `POST /`, the SSE streams
+of `GET /poll/{group}/{id}`, `/health`, `/ready` and `/metrics`. `poll` is the same routes
+under another name, for the optional load-balancer shape that sends `/poll/...` to a function
+of its own. Either way an SSE stream holds one gunicorn gthread thread for its whole life, so
+the function serving streams needs `THREADS` (functions-framework's thread pool) at least its
+Cloud Run concurrency: functions-framework reads `THREADS` and `WORKERS` itself, identically
+for every entry point, and nothing here overrides them.
 """
 from __future__ import annotations
 
@@ -78,13 +86,15 @@ def _route(request: flask.Request) -> flask.Response:
 
 @functions_framework.http
 def api(request: flask.Request) -> flask.Response:
-    """POST /, /health, /ready, GET /metrics (this instance's counters), and the legacy 410 paths."""
+    """The base URL: POST /, GET /poll/{group}/{id} (SSE), /health, /ready, GET /metrics (this
+    instance's counters; admin token with auth on), and the legacy 410 paths."""
     return _route(request)
 
 
 @functions_framework.http
 def poll(request: flask.Request) -> flask.Response:
-    """GET /poll/{group}/{id}: the SSE stream of a worker."""
+    """The load-balancer shape only: GET /poll/{group}/{id}, the SSE stream of a worker (the load
+    balancer sends nothing else here; every route is served the same as `api`'s)."""
     return _route(request)
 
 

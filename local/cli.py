@@ -142,11 +142,17 @@ def _parser() -> argparse.ArgumentParser:
     for name, help in (("serve", "start the server (SQLite, resonate.db by default)"),
                        ("dev", "start the server in memory with debug operations on")):
         _serve_flags(sub.add_parser(name, help=help, description=help))
-    h = "simulate the cloud: each function its own process over Postgres, behind one router"
+    h = "simulate the cloud: each function its own process over Postgres, one base URL served by the api function"
     sp = sub.add_parser("cloud-sim", help=h, description=h)
-    sp.add_argument("--port", "--server-port", type=int, default=8001, help="router (base URL) port, default 8001")
-    for role, n in (("api", 2), ("poll", 2), ("sweeper", 1), ("dispatch", 1)):
+    sp.add_argument("--port", "--server-port", type=int, default=8001, help="base URL port, default 8001")
+    for role, n in (("api", 2), ("sweeper", 1), ("dispatch", 1)):
         sp.add_argument(f"--{role}", type=int, default=n, help=f"{role} instances (default {n})")
+    sp.add_argument("--load-balancer", action="store_true",
+                    help="the load-balancer shape: the base URL sends GET /poll/... to poll instances, the rest to api")
+    sp.add_argument("--poll", type=int, default=None, help="poll instances (with --load-balancer; default 2)")
+    sp.add_argument("--private", action="store_true",
+                    help="Cloud Run's invoker check: callers need an identity token for the base URL"
+                         " (X-Serverless-Authorization or Authorization)")
     sp.add_argument("--tick", type=float, default=60.0,
                     help="seconds between sweeper calls, as Cloud Scheduler (default 60; 0: none)")
     sp.add_argument("--storage-postgres-url", default=None,
@@ -168,8 +174,12 @@ def cloud_sim(args: argparse.Namespace) -> int:
     from local.cloudsim import CloudSim
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.poll and not args.load_balancer:
+        print("Fatal: --poll needs --load-balancer (without it the api function serves the streams)", file=sys.stderr)
+        return 2
     sim = CloudSim(args.storage_postgres_url, args.port, api=args.api, poll=args.poll, sweeper=args.sweeper,
-                   dispatch=args.dispatch, tick=args.tick, debug=args.debug, log_dir=args.log_dir)
+                   dispatch=args.dispatch, tick=args.tick, debug=args.debug, log_dir=args.log_dir,
+                   load_balancer=args.load_balancer, private=args.private)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     code = 0

@@ -3,8 +3,23 @@
 Each function of `functions/main.py` runs as its own `functions-framework` process (gunicorn
 gthread, as on Cloud Run), several instances per role, with no shared memory: only Postgres
 connects them. A supervisor restarts an instance that dies (a new instance, on a new port); a
-router (`local.router`, its own process) is the load balancer on one base URL; a ticker calls
+router (`local.router`, its own process) is the front end of every function URL; a ticker calls
 the sweeper every `tick` seconds as Cloud Scheduler does, without waiting for the previous call.
+
+Two arrangements, as the deployment has:
+
+* default: one base URL, the `api` function's own URL: every route (`POST /`, the SSE streams
+  of `GET /poll/...`, `/health`, `/ready`, `/metrics`) is served by `api` instances, and the
+  router is only what Cloud Run's front end is for a function URL (round robin over the live
+  instances, streaming, 502 when an instance dies mid-request, requests held during a cold
+  start). No `poll` instances.
+* `load_balancer=True`: the optional load-balancer shape: the base URL splits paths, `GET
+  /poll/...` to `poll` instances, everything else to `api` instances.
+
+`private=True` adds Cloud Run's invoker check of a private service on the base URL (see
+`local.router`): callers present an identity token for the base URL in
+`X-Serverless-Authorization` (or `Authorization`), which reaches the instances without its
+signature.
 
     with CloudSim(pg_url, port=8001) as sim:      # or sim = CloudSim(...).start(); sim.stop()
         sim.url, sim.instances, sim.kill("api"), sim.wait_ready(), sim.ticks
@@ -74,22 +89,36 @@ class Instance:
 
 class CloudSim:
     """The simulated deployment. `start()` returns once every instance is ready; `url` is the
-    router; `instances` / `ready(role)` list the live instances (role, pid, port, url);
-    `kill(role)` crashes one; `wait_ready()` waits for replacements; `ticks` holds every
-    sweeper call's result; `events` every instance start, ready and exit; `stop()` ends it all."""
+    base URL (the router); `instances` / `ready(role)` list the live instances (role, pid, port,
+    url); `stream_role` is the role holding the SSE streams (`api`, or `poll` behind the load
+    balancer); `kill(role)` crashes one; `wait_ready()` waits for replacements; `ticks` holds
+    every sweeper call's result; `events` every instance start, ready and exit; `stop()` ends it
+    all. `poll` defaults to 2 behind the load balancer and must be 0 without one (a poll
+    function has no URL of its own in the one-URL shape)."""
 
-    def __init__(self, pg_url: str | None = None, port: int | None = 8001, *, api: int = 2, poll: int = 2,
+    def __init__(self, pg_url: str | None = None, port: int | None = 8001, *, api: int = 2, poll: int | None = None,
                  sweeper: int = 1, dispatch: int = 1, tick: float = 60.0, env: dict[str, str] | None = None,
                  debug: bool = False, threads: dict[str, int] | None = None, log_dir: str | Path | None = None,
-                 restart_delay: float = 0.5, grace: float = 3.0, create_db: bool = True) -> None:
+                 restart_delay: float = 0.5, grace: float = 3.0, create_db: bool = True,
+                 load_balancer: bool = False, private: bool = False) -> None:
+        if poll is None:
+            poll = 2 if load_balancer else 0
+        if poll and not load_balancer:
+            raise ValueError("poll instances need the load-balancer arrangement (load_balancer=True): "
+                             "without it the api function serves the streams")
         self.pg_url = pg_url or os.environ.get("RESONATE_STORAGE__POSTGRES__URL") or DEFAULT_PG_URL
         self.port = port or free_port()
+        self.load_balancer = load_balancer
+        self.private = private
         self.service_ports = {"sweeper": free_port(), "dispatch": free_port()}  # each function's own URL
         self.counts = {"api": api, "poll": poll, "sweeper": sweeper, "dispatch": dispatch}
         self.tick = tick
         self.extra_env = dict(env or {})
         self.debug = debug
-        self.threads = {"api": 64, "poll": 1100, "sweeper": 16, "dispatch": 64, **(threads or {})}
+        # gthread: one thread per request in flight, an SSE stream included; the instances that
+        # hold the streams get poll's pool (Cloud Run's concurrency is THREADS)
+        self.threads = {"api": 1100 if not load_balancer else 64, "poll": 1100, "sweeper": 16, "dispatch": 64,
+                        **(threads or {})}
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="cloudsim-"))
         self.restart_delay = restart_delay
         self.grace = grace
@@ -130,12 +159,18 @@ class CloudSim:
         """Started and not stopped (a router that died stops the whole simulation)."""
         return self._started.is_set() and not self._stopping.is_set()
 
+    @property
+    def stream_role(self) -> str:
+        """The role whose instances hold the workers' SSE streams."""
+        return "poll" if self.load_balancer else "api"
+
     def urls(self, role: str) -> list[str]:
         """The ready instances' own addresses."""
         return [i.url for i in self.ready(role)]
 
     def service_url(self, role: str) -> str:
-        """A function's stable URL (through the router): `url` for api and poll, its own for the others."""
+        """A function's stable URL (through the router): `url` for api (and poll behind the load
+        balancer), its own for the others."""
         return self.url if role in ("api", "poll") else f"http://127.0.0.1:{self.service_ports[role]}"
 
     def start(self, timeout: float = 60.0) -> CloudSim:
@@ -164,7 +199,9 @@ class CloudSim:
         except TimeoutError:
             self.stop()
             raise
-        log.info("cloud sim ready on %s in %.2f s (logs in %s)", self.url, time.monotonic() - t0, self.log_dir)
+        log.info("cloud sim ready on %s (%s%s) in %.2f s (logs in %s)", self.url,
+                 "load balancer: /poll to poll, the rest to api" if self.load_balancer else "one URL: the api function",
+                 ", private" if self.private else "", time.monotonic() - t0, self.log_dir)
         if self.counts["sweeper"] and self.tick > 0:
             tk = threading.Thread(target=self._ticker, name="cloudsim-ticker", daemon=True)
             tk.start()
@@ -269,6 +306,8 @@ class CloudSim:
         try:
             with open(self.log_dir / "router.log", "ab") as fh:
                 cmd = [sys.executable, "-m", "local.router", "--port", str(self.port)]
+                cmd += ["--load-balancer"] if self.load_balancer else []
+                cmd += ["--private", self.url] if self.private else []
                 for role, port in self.service_ports.items():
                     cmd += ["--service", f"{role}={port}"] if self.counts[role] else []
                 self.router = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=fh,

@@ -1,18 +1,27 @@
-"""The cloud simulation's load balancer: one base URL in front of the function instances.
+"""The cloud simulation's front end: what Google puts in front of the function instances.
 
-`python -m local.router --port N [--service sweeper=M ...]` (started by `local.cloudsim.CloudSim`,
-one process): on the public port, `GET /poll/...` goes to a `poll` instance and everything else
-to an `api` instance; each `--service role=port` is that function's own URL (every path to an
-instance of the role, as each Cloud Function has its URL). Round robin over the live ones. The
-supervisor writes the table of ready instances to stdin as JSON lines,
-`{"api": [[port, pid], ...], "poll": [...], ...}`; end of stdin (the supervisor died or stopped)
-ends the router.
+`python -m local.router --port N [--load-balancer] [--private AUDIENCE] [--service sweeper=M ...]`
+(started by `local.cloudsim.CloudSim`, one process). By default the public port is what Cloud
+Run's own front end is for the `api` function's URL: every path (`POST /`, `GET /poll/...`,
+`/health`, ...) to an `api` instance. With `--load-balancer` it is the optional external load
+balancer instead: `GET /poll/...` to a `poll` instance, everything else to an `api` instance.
+Each `--service role=port` is that function's own URL (every path to an instance of the role).
+Round robin over the live ones. The supervisor writes the table of ready instances to stdin as
+JSON lines, `{"api": [[port, pid], ...], "poll": [...], ...}`; end of stdin (the supervisor died
+or stopped) ends the router.
 
-Like a cloud load balancer it streams responses as they arrive (SSE), keeps pooled upstream
+Like Cloud Run's front end it streams responses as they arrive (SSE), keeps pooled upstream
 connections, tries the next instance when one refuses a connection (and, when none is up,
 holds the request a while as Cloud Run does during a cold start), answers 502 when an instance
 dies in the middle of a request, and ends an SSE stream whose instance died (the client
 reconnects).
+
+`--private AUDIENCE` plays Cloud Run's invoker check of a private service (`public=false`) on
+the public port: a request needs a Google-style identity token, `Bearer <JWT>` in
+`X-Serverless-Authorization` (checked first when present) or else in `Authorization`, whose
+`aud` is AUDIENCE and whose `exp` is ahead (claims only: the simulation has no Google keys);
+otherwise 403 before any instance sees it. The checked header goes on to the instance with the
+token's signature removed, as Cloud Run forwards it; the other header goes on untouched.
 """
 from __future__ import annotations
 
@@ -21,6 +30,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse
+import base64
 import http.client
 import json
 import logging
@@ -125,9 +135,44 @@ def _forward_headers(environ: dict[str, Any], body_len: int) -> dict[str, str]:
     return headers
 
 
+def _claims(token: str) -> dict[str, Any] | None:
+    """The payload of a JWT, unverified (None when it is not one)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, TypeError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def invoker_check(headers: dict[str, str], audience: str) -> str | None:
+    """Cloud Run's check of a private service, on the forwarded headers (changed in place): None
+    when the caller presented an identity token for `audience` (its header now carries the token
+    without its signature), else why not."""
+    name = "X-Serverless-Authorization" if "X-Serverless-Authorization" in headers else "Authorization"
+    value = headers.get(name, "")
+    if value[:7].lower() != "bearer ":
+        return f"no identity token in {name}"
+    token = value[7:].strip()
+    claims = _claims(token)
+    if claims is None:
+        return f"{name} holds no JWT"
+    aud = claims.get("aud")
+    if aud != audience and not (isinstance(aud, list) and audience in aud):
+        return f"{name}: audience {aud!r} is not {audience!r}"
+    exp = claims.get("exp")
+    if not isinstance(exp, (int, float)) or exp < time.time():
+        return f"{name}: token expired"
+    head, body, _signature = token.split(".")
+    headers[name] = f"Bearer {head}.{body}."  # signature removed
+    return None
+
+
 def _error(start_response: Callable, status: int, message: str, path: str, body: bytes) -> list[bytes]:
-    reason = {413: "Payload Too Large", 502: "Bad Gateway", 503: "Service Unavailable"}[status]
-    if path == "/":  # an RPC client expects an envelope: echo what it sent, as far as it parses
+    reason = {403: "Forbidden", 413: "Payload Too Large", 502: "Bad Gateway", 503: "Service Unavailable"}[status]
+    if path == "/" and status != 403:  # an RPC client expects an envelope: echo what it sent, as far as it parses
         try:
             req = json.loads(body)
             head = req.get("head") or {}
@@ -158,8 +203,10 @@ def _stream(resp: http.client.HTTPResponse, conn: http.client.HTTPConnection) ->
         conn.close()
 
 
-def make_app(upstreams: Upstreams, pool: Pool, service: str | None = None) -> Callable:
-    """The public URL (service None: api and poll) or one function's URL."""
+def make_app(upstreams: Upstreams, pool: Pool, service: str | None = None, private: str | None = None
+             ) -> Callable:
+    """One function's URL (`service`: every path to that role), or the load balancer (service
+    None: `GET /poll/...` to poll, the rest to api). `private`: the invoker check's audience."""
 
     def app(environ: dict[str, Any], start_response: Callable) -> Any:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
@@ -169,6 +216,11 @@ def make_app(upstreams: Upstreams, pool: Pool, service: str | None = None) -> Ca
         if len(body) > MAX_BODY:
             return _error(start_response, 413, "request body too large", path, b"")
         headers = _forward_headers(environ, len(body))
+        if private is not None:
+            why = invoker_check(headers, private)
+            if why is not None:
+                log.info("invoker check refused %s %s: %s", q(method), q(path), why)
+                return _error(start_response, 403, "Forbidden: the invoker check refused the request", path, body)
         deadline = time.monotonic() + WAIT_S
         while True:
             changed = upstreams.changed
@@ -250,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m local.router")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--load-balancer", action="store_true",
+                   help="the public port splits paths: GET /poll/... to poll, the rest to api (default: all to api)")
+    p.add_argument("--private", default=None, metavar="AUDIENCE",
+                   help="Cloud Run's invoker check on the public port: an identity token for AUDIENCE")
     p.add_argument("--service", action="append", default=[], metavar="ROLE=PORT", help="a function's own URL")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -259,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError):
         pass
     upstreams, pool = Upstreams(), Pool()
-    servers = [Server((args.bind, args.port), make_app(upstreams, pool), log=None, error_log=log)]
+    public = make_app(upstreams, pool, None if args.load_balancer else "api", args.private)
+    servers = [Server((args.bind, args.port), public, log=None, error_log=log)]
     for spec in args.service:
         role, port = spec.split("=", 1)
         servers.append(Server((args.bind, int(port)), make_app(upstreams, pool, role), log=None, error_log=log))

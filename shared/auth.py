@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.logs import q
 from shared.protocol import parse_address
@@ -143,11 +143,40 @@ def outside(claims: Claims, touched: Touched) -> str:
                  and not may_use_group(claims, p.group)), "")
 
 
+# Where a Resonate credential is read (docs/security.md#private-deployments), and nowhere else:
+# `POST /` the envelope's `head.auth` (its HTTP headers are not read), every other route
+# `Authorization: Bearer`. A private Cloud Run service (`public=false`) checks the caller's
+# Google identity itself, taken from `X-Serverless-Authorization` when that header is present
+# (else from `Authorization`), and forwards the header with the token's signature removed: it is
+# never a Resonate credential, present or not, valid-looking or not.
+CREDENTIAL_HEADER = "Authorization"
+INVOKER_HEADER = "X-Serverless-Authorization"
+
+
+class HeaderLookup(Protocol):
+    """A request's headers: werkzeug's (case-insensitive) `Headers`, or a dict."""
+
+    def get(self, key: str) -> str | None: ...
+
+
 def bearer(header: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header (scheme case-insensitive)."""
     if header and header[:7].lower() == "bearer ":
         return header[7:].strip() or None
     return None
+
+
+def header_credential(headers: HeaderLookup) -> str | None:
+    """The Resonate token of a route other than `POST /`: `Authorization: Bearer` only (never
+    `X-Serverless-Authorization`, the invoker check's header)."""
+    return bearer(headers.get(CREDENTIAL_HEADER))
+
+
+def _invoker_note(headers: HeaderLookup | None) -> str:
+    """A hint for the refusal's log line when the only credential-looking header is Cloud Run's."""
+    if headers is not None and headers.get(INVOKER_HEADER) and not headers.get(CREDENTIAL_HEADER):
+        return " note=" + q("X-Serverless-Authorization is Cloud Run's invoker check, never a Resonate credential")
+    return ""
 
 
 def _load_key(path: str) -> tuple[Any, str]:
@@ -238,7 +267,8 @@ class Authenticator:
 
     def authenticate(self, token: str | None, kind: str) -> dict[str, Any] | Refusal:
         """Step 3 of the request pipeline (docs/protocol.md#24-request-pipeline) for `POST /` (token
-        from `head.auth`): the claims, or the refusal."""
+        from `head.auth` only: the request's HTTP headers, `Authorization` included, are not
+        read): the claims, or the refusal."""
         return self._authenticate(token, f"kind={q(kind)}")
 
     def authorize(self, claims: Claims, kind: str, touched: Touched) -> Refusal | None:
@@ -250,10 +280,11 @@ class Authenticator:
                     q(claims.get("prefix")), q(outside(claims, touched)))
         return FORBIDDEN
 
-    def check_poll(self, header: str | None, group: str) -> Refusal | str:
-        """`GET /poll/{group}/{id}` (token from `Authorization: Bearer`): the principal that may
-        hold the stream, or the refusal (401 no valid token, 403 a group it is not entitled to)."""
-        claims = self._authenticate(bearer(header), "endpoint=poll")
+    def check_poll(self, headers: HeaderLookup, group: str) -> Refusal | str:
+        """`GET /poll/{group}/{id}` (token from `Authorization: Bearer`, `header_credential`): the
+        principal that may hold the stream, or the refusal (401 no valid token, 403 a group it is
+        not entitled to)."""
+        claims = self._authenticate(header_credential(headers), "endpoint=poll" + _invoker_note(headers))
         if isinstance(claims, tuple):
             return claims
         if not may_use_group(claims, group):
@@ -262,9 +293,10 @@ class Authenticator:
             return FORBIDDEN
         return principal_of(claims)
 
-    def check_admin(self, header: str | None, endpoint: str) -> Refusal | None:
-        """An operator route (`/metrics` on the API port): a valid token with role admin."""
-        claims = self._authenticate(bearer(header), f"endpoint={endpoint}")
+    def check_admin(self, headers: HeaderLookup, endpoint: str) -> Refusal | None:
+        """An operator route (`/metrics` on the API port): a valid token with role admin, from
+        `Authorization: Bearer` (`header_credential`)."""
+        claims = self._authenticate(header_credential(headers), f"endpoint={endpoint}" + _invoker_note(headers))
         if isinstance(claims, tuple):
             return claims
         role = claims.get("role")

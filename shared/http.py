@@ -3,8 +3,9 @@
 `POST /` (RPC), `GET /poll/{group}/{id}` (SSE), `/health`, `/ready`, legacy 410s
 (docs/protocol.md#21-endpoints), and `GET /metrics` where the API port must carry it (the `api`
 function; the local server has its own metrics port). Inbound auth (`shared.auth`): `POST /`
-checks `head.auth` in the service, the poll stream and `/metrics` check `Authorization: Bearer`
-here. CORS (`shared.cors`) wraps every route.
+checks `head.auth` in the service (its headers are not read), the poll stream and `/metrics`
+check `Authorization: Bearer` here; `X-Serverless-Authorization` (Cloud Run's invoker check of a
+private deployment) is never read as a credential. CORS (`shared.cors`) wraps every route.
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def poll(hub: PollHub, keepalive_ms: int, group: str, id: str, auth: Authenticat
         return Response("Invalid poll address", 400, mimetype="text/plain")
     principal: str | None = None
     if auth is not None:  # `Authorization: Bearer`, checked before registering
-        held = auth.check_poll(request.headers.get("Authorization"), group)
+        held = auth.check_poll(request.headers, group)
         if isinstance(held, tuple):
             return Response(held[1], held[0], mimetype="text/plain")
         principal = held
@@ -119,7 +120,7 @@ def operator_check(service: Service, req: Request) -> Response | None:
     with a valid token of role admin (401 without a valid token, 403 with another role)."""
     if service.auth is None:
         return None
-    refused = service.auth.check_admin(req.headers.get("Authorization"), q(req.path))
+    refused = service.auth.check_admin(req.headers, q(req.path))
     return None if refused is None else Response(refused[1], refused[0], mimetype="text/plain")
 
 

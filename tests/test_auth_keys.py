@@ -112,7 +112,7 @@ def test_auth_keys_from_file_and_environment(tmp_path: Path) -> None:
 
 @pytest.mark.postgres  # the cloud simulation
 def test_cloud_functions_topology(tmp_path: Path) -> None:
-    """The same gates in the functions (api, poll) behind the cloud simulation's router."""
+    """The same gates in the api function (every route, SSE included) behind the cloud simulation's router."""
     import requests
 
     from tests.support.cloudsim import start_cloudsim

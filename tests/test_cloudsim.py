@@ -1,8 +1,10 @@
 """The cloud simulation: every function its own process over one Postgres, behind one router.
 
 What a client of the deployed product sees, faithfully enough to catch multi-instance bugs:
-requests spread over stateless api instances, SSE streams through the load balancer, instances
-that die and are replaced, and timers fired only by the scheduled sweeper.
+requests spread over stateless api instances, SSE streams through the front end, instances that
+die and are replaced, and timers fired only by the scheduled sweeper. The module's tests run on
+both arrangements: `function-url` (the default: one base URL, the api function serves every
+route, streams included) and `load-balancer` (`/poll/...` to poll instances, the rest to api).
 """
 from __future__ import annotations
 
@@ -31,9 +33,10 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.process, pytest.mark.postgre
 KEEPALIVE_MS = 300
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory) -> SimServer:
+@pytest.fixture(scope="module", params=["function-url", "load-balancer"])
+def sim(request, tmp_path_factory) -> SimServer:
     srv = start_cloudsim(tmp_path_factory.mktemp("cloudsim"), tick=2.0, window_ms=5000,
+                         load_balancer=request.param == "load-balancer",
                          env={"RESONATE_TRANSPORTS__HTTP_POLL__KEEPALIVE_INTERVAL": str(KEEPALIVE_MS)})
     yield srv
     srv.stop()
@@ -78,7 +81,7 @@ def test_sse_stream_through_the_router(sim: SimServer):
     s = SSE(sim.url + "/poll/g1/w1")
     try:
         assert s.status == 200 and s.headers["Content-Type"].startswith("text/event-stream")
-        assert s.headers["X-Sim-Instance"].startswith("poll/")
+        assert s.headers["X-Sim-Instance"].startswith(f"{sim.sim.stream_role}/")  # api on the function URL
         deadline = time.monotonic() + 5
         while s.comments < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -91,7 +94,8 @@ def test_sse_stream_through_the_router(sim: SimServer):
 def test_a_thousand_sse_streams(sim: SimServer):
     # one stream per poll instance first: concurrent first requests race in functions/main.py's
     # lazily built runtime (functools.cache does not lock), which is not what this test is about
-    warm = [requests.get(f"{i.url}/poll/warm/{i.pid}", stream=True, timeout=10) for i in sim.sim.ready("poll")]
+    warm = [requests.get(f"{i.url}/poll/warm/{i.pid}", stream=True, timeout=10)
+            for i in sim.sim.ready(sim.sim.stream_role)]
     assert all(w.status_code == 200 for w in warm)
     sel = selectors.DefaultSelector()
     socks = []
@@ -179,11 +183,11 @@ def test_kill_under_concurrent_load(sim: SimServer):
     sim.sim.wait_ready(20)
 
 
-def test_killed_poll_instance_ends_its_streams_and_workers_reconnect(sim: SimServer):
+def test_killed_stream_instance_ends_its_streams_and_workers_reconnect(sim: SimServer):
     s = SSE(sim.url + "/poll/g2/w2")
     pid = int(s.headers["X-Sim-Instance"].split("/")[1])
     time.sleep(0.2)
-    sim.sim.kill("poll", pid=pid)
+    sim.sim.kill(sim.sim.stream_role, pid=pid)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and s.resp.fp is not None and not s.resp.isclosed():
         time.sleep(0.05)
@@ -256,13 +260,16 @@ def _alive(pids: set[int]) -> set[int]:
     return out
 
 
-def test_cli_children_die_with_the_simulator(tmp_path):
+@pytest.mark.parametrize("shape", ["function-url", "load-balancer"])
+def test_cli_children_die_with_the_simulator(tmp_path, shape):
     """`python -m local cloud-sim` SIGKILLed: no instance, gunicorn worker or router outlives it."""
     url = template_clone_url()
     port = free_port()
     log = open(tmp_path / "cli.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "local", "cloud-sim", "--port", str(port), "--api", "1",
-                             "--poll", "1", "--dispatch", "0", "--tick", "0", "--storage-postgres-url", url,
+    lb = ["--load-balancer", "--poll", "1"] if shape == "load-balancer" else []
+    expected = 7 if lb else 5  # router + (gunicorn arbiter + worker) per api, sweeper (and poll) instance
+    proc = subprocess.Popen([sys.executable, "-m", "local", "cloud-sim", "--port", str(port), "--api", "1", *lb,
+                             "--dispatch", "0", "--tick", "0", "--storage-postgres-url", url,
                              "--log-dir", str(tmp_path / "logs")], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "RESONATE_SWEEPER__WINDOW": "1000"})
     try:
@@ -276,9 +283,9 @@ def test_cli_children_die_with_the_simulator(tmp_path):
         assert requests.post(f"http://127.0.0.1:{port}/", json=envelope("promise.get", {"id": "none"}),
                              timeout=10).status_code == 404
         deadline = time.monotonic() + 20  # the router answers as soon as one api instance is ready
-        while len(children := _group_pids(proc.pid) - {proc.pid}) < 7 and time.monotonic() < deadline:
+        while len(children := _group_pids(proc.pid) - {proc.pid}) < expected and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert len(children) >= 7, children  # router + 3 x (gunicorn arbiter + worker)
+        assert len(children) >= expected, children
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 10
@@ -293,14 +300,15 @@ def test_cli_children_die_with_the_simulator(tmp_path):
 
 
 def test_stop_terminates_everything(tmp_path):
-    srv = start_cloudsim(tmp_path, api=1, poll=1, dispatch=0, tick=0)
+    srv = start_cloudsim(tmp_path, api=1, dispatch=0, tick=0)
     try:
+        assert {i.role for i in srv.sim.instances} == {"api", "sweeper"}  # no poll function by default
         pids = _group_pids(srv.sim.router.pid)
         for inst in srv.sim.instances:
             pids |= _group_pids(inst.pid)
-        assert len(pids) == 7, pids
+        assert len(pids) == 5, pids
         log_lines = json.dumps([list(e) for e in srv.sim.events])
-        assert log_lines.count('"start"') == 3 and log_lines.count('"ready"') == 3
+        assert log_lines.count('"start"') == 2 and log_lines.count('"ready"') == 2
     finally:
         t0 = time.monotonic()
         srv.stop()
@@ -309,13 +317,13 @@ def test_stop_terminates_everything(tmp_path):
 
 
 def test_with_auth_on_an_unauthenticated_client_can_neither_read_nor_write(tmp_path):
-    """Inbound auth in the cloud shape: every api and poll instance refuses a caller without a
+    """Inbound auth in the cloud shape: every api instance refuses a caller without a
     valid token (401, nothing changed); an admin token works through the same router."""
     from tests.support.sse import SSE
     from tests.support.tokens import KeyPair, claims
 
     key = KeyPair("ed25519")
-    srv = start_cloudsim(tmp_path, api=2, poll=1, dispatch=0, tick=0,
+    srv = start_cloudsim(tmp_path, api=2, dispatch=0, tick=0,
                          env={"RESONATE_AUTH__PUBLICKEY": key.write(tmp_path), "RESONATE_AUTH__AUD": "resonate"})
     try:
         admin = key.sign(claims(600, role="admin", aud="resonate"))

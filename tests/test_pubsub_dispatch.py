@@ -85,7 +85,7 @@ def worker() -> Iterator[Worker]:
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory, pubsub_emulator: Emulator) -> Iterator[SimServer]:
     srv = start_pubsub_cloudsim(tmp_path_factory.mktemp("pubsub-sim"), pubsub_emulator, max_attempts=MAX_ATTEMPTS,
-                                api=1, poll=1, tick=2)
+                                api=1, tick=2)
     yield srv
     srv.stop()
 

@@ -51,8 +51,9 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="module", params=[marks.param("sqlite"), marks.param("cloudsim")])
 def main_server(request, tmp_path_factory):
     """Every scenario runs against a SQLite server (the local server: one gevent process, the
-    outbox delivery) and the cloud simulation (separate api/poll/sweeper/dispatch function
-    processes on one Postgres database behind a router, claims and NOTIFY across processes, the
+    outbox delivery) and the cloud simulation as deployed by default (one base URL served by
+    the api function's instances, SSE streams included, no path split; separate sweeper and
+    dispatch function processes; one Postgres database, claims and NOTIFY across processes, the
     sweeper called every 60 s as Cloud Scheduler would). A local server over Postgres adds
     nothing an SDK can see: its delivery is the cloud's (conformance and tests/test_cluster_delivery.py
     run it), its HTTP and SSE the SQLite server's."""

@@ -181,6 +181,9 @@ class Harness:
     # head.auth and as the SSE stream's Bearer header); `tokens` overrides it per process name.
     token: str | None = None
     tokens: dict[str, str | None] = field(default_factory=dict)
+    # A private deployment: the Google identity every process sends as X-Serverless-Authorization
+    # (`--identity-token`) for Cloud Run's invoker check (the cloud simulation's `private` mode).
+    identity: str | None = None
 
     def __post_init__(self) -> None:
         self.data = self.workdir / "data"
@@ -205,6 +208,8 @@ class Harness:
         token = self.tokens.get(name, self.token)
         if token is not None:
             cmd += ["--token", token]
+        if self.identity is not None:
+            cmd += ["--identity-token", self.identity]
         if ops is not None:
             cmd += ["--ops", json.dumps(ops), "--out", str(out)]
         fh = open(log, "ab")

@@ -138,7 +138,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, pubsub_emulator: Emulator,
     certs = Certs(issuer)
     started: list[Any] = [md, certs]
     try:
-        sim = start_pubsub_cloudsim(workdir, pubsub_emulator, api=1, poll=1, tick=2, env={
+        sim = start_pubsub_cloudsim(workdir, pubsub_emulator, api=1, tick=2, env={
             # pushes carry a Google-signed ID token minted from the (fake) metadata server
             "RESONATE_TRANSPORTS__HTTP_PUSH__AUTH__MODE": "gcp", "GCE_METADATA_HOST": md.host,
             "GOOGLE_APPLICATION_CREDENTIALS": ""})

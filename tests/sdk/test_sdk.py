@@ -3,7 +3,7 @@
 `lang`: `py` (resonate-sdk 0.8.1, workers in tests/sdk/py/worker.py) and `ts` (@resonatehq/sdk
 0.11.5 on Node 22, tests/sdk/ts/worker.mjs, installed by tests/sdk/install_ts.sh; a missing
 toolchain is a FAIL). Servers (`main_server`, one per module and backend): SQLite and the cloud
-simulation over Postgres, debug off, --tasks-retry-timeout 1000; `test_nested_steps_memory_backend`
+simulation over Postgres (one base URL served by the api function), debug off, --tasks-retry-timeout 1000; `test_nested_steps_memory_backend`
 repeats the first scenario on the in-memory backend. Scenarios: tests/sdk/scenarios.py.
 Test ids read `[sqlite-py-nested_steps]`.
 """

@@ -64,3 +64,48 @@ def test_py_worker_without_a_token_is_refused(request, auth_server, tmp_path: Pa
     finally:
         h.stop_all()
     assert "Auth rejected: no token provided endpoint=poll" in auth_server.logs()[start:]
+
+
+# ── private deployments (docs/security.md#private-deployments) ─────────────────────────────────
+# The cloud simulation in its default shape (one base URL, the api function) with Cloud Run's
+# invoker check (`private=True`): the router refuses (403) any request without an identity
+# token for the base URL and forwards X-Serverless-Authorization without its signature. Each
+# SDK process sends that identity in X-Serverless-Authorization (tests/sdk/py/worker.py
+# `identity_connections`, tests/sdk/ts/worker.mjs `withIdentity`) and its Resonate JWT as ever.
+
+
+@pytest.fixture(scope="module")
+def private_sim(tmp_path_factory):
+    from tests.support.cloudsim import start_cloudsim
+    from tests.support.tokens import KeyPair
+
+    key = KeyPair("ed25519")
+    work = tmp_path_factory.mktemp("sdk-private")
+    srv = start_cloudsim(work, tick=60.0, window_ms=65_000, dispatch=0, private=True,
+                         env={"RESONATE_AUTH__PUBLICKEY": key.write(work), "RESONATE_AUTH__AUD": auth_suite.AUTH_AUD,
+                              "RESONATE_TASKS__RETRY_TIMEOUT": "1000"})
+    google = KeyPair("rsa")  # plays Google: the simulated invoker check reads claims, not signatures
+    srv.identity = google.sign(claims(3600, iss="https://accounts.google.com", aud=srv.url,  # type: ignore[attr-defined]
+                                      email="sdk@proj.iam.gserviceaccount.com"))
+    srv.session.headers["X-Serverless-Authorization"] = f"Bearer {srv.identity}"  # type: ignore[attr-defined]
+    srv.token = key.sign(claims(3600, role="admin", aud=auth_suite.AUTH_AUD))
+    srv.key = key  # type: ignore[attr-defined]
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.postgres
+def test_private_deployment_sdk_sends_x_serverless_authorization(request, lang, private_sim, tmp_path: Path) -> None:
+    h = Harness(lang, private_sim, tmp_path)
+    request.node._sdk_harness = h
+    try:
+        h.worker("anon", f"gx-{h.uid}", ready=False)  # no identity: Cloud Run refuses it before Resonate sees it
+        with pytest.raises(AssertionError, match="refused its SSE stream"):
+            h.workers[0].wait_ready(timeout=20)
+        assert "invoker check refused GET" in (private_sim.sim.log_dir / "router.log").read_text()
+        h.workers[0].stop()
+        h.workers.clear()
+        h.identity = private_sim.identity  # type: ignore[attr-defined]
+        auth_suite.run_case(h, "nested_steps")  # a prefix token in head.auth / Authorization; no refusal
+    finally:
+        h.stop_all()

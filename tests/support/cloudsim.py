@@ -67,7 +67,7 @@ def start_cloudsim(workdir: Path, *, pg_url: str | None = None, tick: float = 2.
 
     The sweeper's window is shortened to `window_ms` (set RESONATE_SWEEPER__WINDOW in env to
     override) so that frequent test ticks do not pile up calls that run for 65 s each; `kw`
-    goes to CloudSim (api=, poll=, sweeper=, dispatch=, threads=, restart_delay=, grace=...).
+    goes to CloudSim (api=, sweeper=, dispatch=, threads=, restart_delay=, grace=, load_balancer= and poll=, private=...).
     """
     from tests.support import marks
     from tests.support.pg import drop_database, require_postgres, template_clone_url

