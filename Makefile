@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTHON := $(shell bash .ci/find-python)
 PORT ?= 8001
+# pytest-xdist workers for `make test` (each starts its own servers; 2 suits a 2-core machine)
+TEST_WORKERS ?= 2
 
 .PHONY: install install-test serve dev cloud-sim test test-fast lint bench sdk-ts clean
 
@@ -39,7 +41,7 @@ sdk-ts:  ## Node 22 + the official TypeScript SDK for the SDK tests
 	bash tests/sdk/install_ts.sh
 
 test: install-test sdk-ts  ## the whole suite, every backend (what CI runs)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 lint: install-test  ## ruff (style, imports, likely bugs) and mypy (types), as CI runs them
 	$(PY) -m ruff check .

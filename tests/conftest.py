@@ -40,6 +40,17 @@ def pytest_runtest_protocol(item, nextitem):
         marks.set_current(None)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Captured output with lone surrogates (the hostile-input tests log them, escaped or not)
+    travels escaped: pytest-xdist sends reports between processes as UTF-8."""
+    outcome = yield
+    rep = outcome.get_result()
+    rep.sections = [(name, text.encode("utf-8", "backslashreplace").decode("utf-8")) for name, text in rep.sections]
+    if isinstance(rep.longrepr, str):
+        rep.longrepr = rep.longrepr.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @pytest.fixture(scope="session", params=backends())
 def server(request, tmp_path_factory) -> ServerProc:
     """One debug-enabled server per backend, shared by the conformance tests."""
