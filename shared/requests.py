@@ -1,16 +1,16 @@
 """The typed request of each kind, and its decoding and validation from `data`.
 
-Each `decode_*` function returns its kind's frozen dataclass or raises `Reject(400, ...)`; the
+Each `decode_*` function returns its kind's frozen record (`shared.frozen`) or raises `Reject(400, ...)`; the
 registry (`shared.kinds`) pairs them with their operations. Decoding runs before any
 transaction opens, so a rejected request never reads or changes state.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from shared import cron
+from shared.frozen import frozen
 from shared.protocol import (
     DecodeError,
     Reject,
@@ -37,7 +37,7 @@ def _bounded(v: str, what: str) -> str:
     return v
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CreateData:
     id: str
     timeout_at: int
@@ -45,7 +45,7 @@ class CreateData:
     tags: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SettleData:
     id: str
     state: str
@@ -53,7 +53,7 @@ class SettleData:
 
 
 class Request:
-    """A decoded request: one frozen dataclass per kind (below), its fields checked by the
+    """A decoded request: one frozen record per kind (below), its fields checked by the
     type checker wherever the engine reads them. `kind` names the registry entry
     (`shared.kinds`)."""
 
@@ -191,39 +191,39 @@ def _callback(d: dict[str, Any], strict: bool) -> tuple[str, str]:
 Data = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PromiseGet(Request):
     kind: ClassVar[str] = "promise.get"
     id: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PromiseCreate(Request):
     kind: ClassVar[str] = "promise.create"
     create: CreateData
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PromiseSettle(Request):
     kind: ClassVar[str] = "promise.settle"
     settle: SettleData
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RegisterCallback(Request):
     kind: ClassVar[str] = "promise.register_callback"
     awaited: str
     awaiter: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RegisterListener(Request):
     kind: ClassVar[str] = "promise.register_listener"
     awaited: str
     address: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PromiseSearch(Request):
     kind: ClassVar[str] = "promise.search"
     state: str | None
@@ -232,13 +232,13 @@ class PromiseSearch(Request):
     cursor: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskGet(Request):
     kind: ClassVar[str] = "task.get"
     id: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskCreate(Request):
     kind: ClassVar[str] = "task.create"
     pid: str
@@ -246,7 +246,7 @@ class TaskCreate(Request):
     create: CreateData
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskAcquire(Request):
     kind: ClassVar[str] = "task.acquire"
     id: str
@@ -255,14 +255,14 @@ class TaskAcquire(Request):
     ttl: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskRelease(Request):
     kind: ClassVar[str] = "task.release"
     id: str
     version: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskFulfill(Request):
     kind: ClassVar[str] = "task.fulfill"
     id: str
@@ -270,7 +270,7 @@ class TaskFulfill(Request):
     settle: SettleData
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskSuspend(Request):
     kind: ClassVar[str] = "task.suspend"
     id: str
@@ -278,7 +278,7 @@ class TaskSuspend(Request):
     awaited: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskFence(Request):
     kind: ClassVar[str] = "task.fence"
     id: str
@@ -287,26 +287,26 @@ class TaskFence(Request):
     op: CreateData | SettleData
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskHeartbeat(Request):
     kind: ClassVar[str] = "task.heartbeat"
     pid: str
     tasks: tuple[tuple[str, int], ...]  # (task id, version)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskHalt(Request):
     kind: ClassVar[str] = "task.halt"
     id: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskContinue(Request):
     kind: ClassVar[str] = "task.continue"
     id: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskSearch(Request):
     kind: ClassVar[str] = "task.search"
     state: str | None
@@ -314,13 +314,13 @@ class TaskSearch(Request):
     cursor: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ScheduleGet(Request):
     kind: ClassVar[str] = "schedule.get"
     id: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ScheduleCreate(Request):
     kind: ClassVar[str] = "schedule.create"
     id: str
@@ -331,13 +331,13 @@ class ScheduleCreate(Request):
     promise_tags: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ScheduleDelete(Request):
     kind: ClassVar[str] = "schedule.delete"
     id: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ScheduleSearch(Request):
     kind: ClassVar[str] = "schedule.search"
     tags: dict[str, str]
@@ -345,27 +345,27 @@ class ScheduleSearch(Request):
     cursor: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DebugStart(Request):
     kind: ClassVar[str] = "debug.start"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DebugStop(Request):
     kind: ClassVar[str] = "debug.stop"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DebugReset(Request):
     kind: ClassVar[str] = "debug.reset"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DebugSnap(Request):
     kind: ClassVar[str] = "debug.snap"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DebugTick(Request):
     kind: ClassVar[str] = "debug.tick"
     time: int
