@@ -7,7 +7,7 @@ PORT ?= 8001
 # pytest-xdist workers for `make test` (each starts its own servers; 2 suits a 2-core machine)
 TEST_WORKERS ?= 2
 
-.PHONY: install install-test serve dev cloud-sim test test-fast lint bench sdk-ts clean
+.PHONY: install install-test serve dev cloud-sim test test-fast lint bench docs sdk-ts clean
 
 # two stamps: `make serve` installs only what the server needs (`pip install -e .`); the test,
 # lint and bench targets add the `test` extra (pytest, the SDKs, ruff, mypy, and through
@@ -55,6 +55,9 @@ test-fast: install-test
 
 bench: install-test  ## benchmarks (they reuse the suite's launchers); ratios against baselines measured in the same run
 	$(PY) -m bench
+
+docs: install  ## regenerate the key table of docs/configuration.md from shared/config.py
+	$(PY) -m local.config_doc --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache

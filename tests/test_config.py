@@ -225,7 +225,7 @@ def test_unknown_file_keys_warn_with_their_line(tmp_path: Path, caplog: pytest.L
 
 
 def test_full_reference_layout(tmp_path: Path) -> None:
-    """The illustrative configuration file of docs/operations.md (minus the sections this server refuses: auth, MySQL)."""
+    """A full configuration file in the layout of docs/configuration.md (minus the sections this server refuses: auth, MySQL)."""
     (tmp_path / "resonate.toml").write_text('''
 level = "info"
 debug = false

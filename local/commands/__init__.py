@@ -1,4 +1,4 @@
-"""Client commands of the `resonate` CLI (README.md#cli): promises, tasks, schedules, invoke, tree.
+"""Client commands of the `resonate` CLI (docs/cli.md): promises, tasks, schedules, invoke, tree.
 
 `local/cli.py` calls `register` from `_parser()` and hands a parsed namespace to `run` when
 `is_client(args)`; everything else about these commands lives in this package.

@@ -1,4 +1,4 @@
-"""The client side of the protocol for the CLI: one envelope per command over HTTP (README.md#cli).
+"""The client side of the protocol for the CLI: one envelope per command over HTTP (docs/cli.md).
 
 Errors are raised as `CliError(message)`; `run` turns them into the reference's `Error: <message>`
 on stderr and exit status 1, so every command shares the same outcome handling.

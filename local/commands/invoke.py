@@ -49,7 +49,7 @@ def invoke(args: argparse.Namespace) -> None:
 def register(sub: Any) -> None:
     h = "invoke a function via a durable promise that a worker group executes"
     p = sub.add_parser("invoke", help=h, description=h,
-                       epilog="example: resonate invoke countdown.1 --func countdown --arg 5 --arg 60")
+                       epilog="example: resonate invoke hello-cli --func workflow --arg world (docs/cli.md)")
     add_common(p, leaf=False)
     p.set_defaults(client_handler=invoke)
     p.add_argument("id", metavar="ID", help="promise id (the invocation's id)")
