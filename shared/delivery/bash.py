@@ -1,4 +1,4 @@
-"""The built-in `bash://` executor (docs/protocol.md#4-addresses; README, "Bash exec"): the server runs a
+"""The built-in `bash://` executor (docs/protocol.md#4-addresses; docs/transports.md): the server runs a
 task itself. DANGEROUS: whoever may create a promise chooses what runs. Off by default; when on,
 only commands on `transports.bash_exec.allow` run.
 
