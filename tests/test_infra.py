@@ -7,7 +7,7 @@ its (camelCase) inputs and fills the computed outputs (email, url, uri, connecti
 `Deployment` holds the complete list of one stack's resources; each stack shape is deployed once
 per session and shared by the tests that read it.
 
-Shapes (infra/README.md): DEFAULT (one `api` function, its own URL the base URL, no load
+Shapes (docs/deploy-gcp.md): DEFAULT (one `api` function, its own URL the base URL, no load
 balancer), LB (`domain` implies the load balancer: api + poll behind one IP), CLOUDRUN (the
 container image as a Cloud Run service in place of the api function).
 """
@@ -362,7 +362,7 @@ def test_scheduler(stack):
 
 
 def expected_grants(shape: str, callers: tuple[str, ...]) -> dict[str, set[tuple[str, str]]]:
-    """The table in infra/README.md: each account's only grants, per shape; `callers` (allUsers,
+    """The table in docs/deploy-gcp.md: each account's only grants, per shape; `callers` (allUsers,
     or the invokers) may invoke the entry services (api, plus poll behind the load balancer)."""
     db = {("roles/cloudsql.client", f"project:{PROJECT}"),
           ("roles/secretmanager.secretAccessor", "secret:resonate-db-url-id")}

@@ -1,6 +1,6 @@
 """The Resonate stack: `deploy()` declares every resource and returns the stack outputs.
 
-Three shapes (infra/README.md): the default, one `api` function whose own URL is the base URL;
+Three shapes (docs/deploy-gcp.md): the default, one `api` function whose own URL is the base URL;
 the load balancer (`loadBalancer=true` or `domain`): api + poll behind one reserved IP; and
 `runtime=cloudrun`: the container image as a Cloud Run service in place of the api function.
 
