@@ -117,12 +117,12 @@ def _defaults() -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     def walk(cls: type, prefix: str) -> None:
-        for f in fields(cls):  # type: ignore[arg-type]
+        for f in fields(cls):
             key = prefix + f.name
             if key in schema().sections:
                 walk(schema().sections[key][0], key + ".")
             else:
-                out[key] = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+                out[key] = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
 
     walk(Config, "")
     return out
