@@ -165,3 +165,12 @@ def test_version_is_the_installed_package_version():
     r = subprocess.run([sys.executable, "-m", "local", "--version"], cwd=ROOT, capture_output=True, text=True,
                        timeout=60)
     assert (r.returncode, r.stdout) == (0, f"resonate {dist_version('resonate-gcp')}\n")
+
+
+@pytest.mark.process  # reads the log of the examples' server process
+def test_startup_banner_names_the_url_the_storage_and_the_sdk_lines(examples_server: ServerProc):
+    url = f"http://localhost:{examples_server.port}"
+    logs = examples_server.logs()
+    assert f"INFO resonate: Ready url={url} storage=sqlite path={examples_server.db}\n" in logs, logs
+    assert f'from resonate.resonate import Resonate; resonate = Resonate(url="{url}")\n' in logs, logs
+    assert f'const resonate = new Resonate({{ url: "{url}" }})\n' in logs, logs
