@@ -187,7 +187,9 @@ def _storage_summary(cfg: Config) -> str:
     if kind == "sqlite":
         return f"storage=sqlite path={q(os.path.abspath(cfg.storage.sqlite.path))}"
     if kind == "postgres":
-        return f"storage=postgres instance={pg.instance}" if pg.instance else f"storage=postgres url={q(_redact(pg.url or ''))}"
+        if pg.instance:
+            return f"storage=postgres instance={pg.instance}"
+        return f"storage=postgres url={q(_redact(pg.url or ''))}"
     if kind == "memory":
         return "storage=memory (data is lost at exit)"
     return f"storage={kind}"
