@@ -13,12 +13,15 @@ TEST_WORKERS ?= 2
 # lint and bench targets add the `test` extra (pytest, the SDKs, ruff, mypy, and through
 # `resonate-gcp[infra]` the Pulumi packages tests/test_infra.py needs)
 $(VENV)/.installed-runtime: pyproject.toml
+	@echo "Installing the server's runtime dependencies into $(VENV) (first run, or pyproject.toml changed): about 150 MB, 1-3 minutes, mostly downloads..."
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
+	@echo "Installed: $$($(PY) -m local --version) in $(VENV)"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml
+	@echo "Installing the server and the test extra (pytest, both SDKs, ruff, mypy, Pulumi) into $(VENV) (first run, or pyproject.toml changed): about 580 MB, several minutes, mostly downloads..."
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

@@ -181,6 +181,30 @@ def _log_transports(cfg: Config) -> None:
         log.info("HTTP poll transport disabled")
 
 
+def _storage_summary(cfg: Config) -> str:
+    """Where the data lives, as the ready banner's fields."""
+    kind, pg = cfg.storage.type, cfg.storage.postgres
+    if kind == "sqlite":
+        return f"storage=sqlite path={q(os.path.abspath(cfg.storage.sqlite.path))}"
+    if kind == "postgres":
+        if pg.instance:
+            return f"storage=postgres instance={pg.instance}"
+        return f"storage=postgres url={q(_redact(pg.url or ''))}"
+    if kind == "memory":
+        return "storage=memory (data is lost at exit)"
+    return f"storage={kind}"
+
+
+def _log_ready(cfg: Config) -> None:
+    """The banner after the listen line: the URL, the storage, and how to point each SDK at it
+    (the versions the suite tests; on resonate-sdk 0.8.1 the import is resonate.resonate)."""
+    url = cfg.server_url
+    log.info("Ready url=%s %s", url, _storage_summary(cfg))
+    log.info('Python SDK (resonate-sdk 0.8.1): from resonate.resonate import Resonate; resonate = Resonate(url="%s")',
+             url)
+    log.info('TypeScript SDK (@resonatehq/sdk 0.11.5): const resonate = new Resonate({ url: "%s" })', url)
+
+
 def _fatal(message: str) -> int:
     """`Fatal: <message>` on stderr, status 1."""
     print(f"Fatal: {message}", file=sys.stderr, flush=True)
@@ -260,6 +284,7 @@ def serve(cfg: Config) -> int:
     scrape = (metrics_listener.start(rt.metrics, cfg.observability.metrics_port, cfg.server.bind)
               if rt.metrics is not None else None)
     log.info("Server listening bind=%s port=%d server_url=%s", cfg.server.bind, cfg.server.port, cfg.server_url)
+    _log_ready(cfg)
     name = received.get()
     log.info("Received %s, initiating graceful shutdown...", name)
     if scrape is not None:

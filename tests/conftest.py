@@ -13,12 +13,58 @@ from __future__ import annotations
 import pytest
 
 from tests.support import marks
-from tests.support.server import ServerProc, backends, process_backends, start_server
+from tests.support.server import DEFAULT_BACKENDS, ServerProc, backend_names, backends, process_backends, start_server
 
 # fixtures that start processes, open real sockets or need Postgres: their users are marked
 PROCESS_FIXTURES = {"process_server", "process_rs", "main_server", "memory_server",
                     "auth_server", "ts_toolchain", "pubsub_emulator", "cloudsim"}
 POSTGRES_FIXTURES = {"pg_url", "pg_template"}
+
+
+def _tiers(markexpr: str) -> tuple[bool, bool]:
+    """Whether `-m` leaves tests marked `process` and tests marked `postgres` in the run."""
+    if not markexpr:
+        return True, True
+    from _pytest.mark.expression import Expression  # pytest's own `-m` evaluator
+
+    expr = Expression.compile(markexpr)
+    return (expr.evaluate(lambda name, **_: name == "process"),
+            expr.evaluate(lambda name, **_: name in ("process", "postgres")))
+
+
+def pytest_report_header(config) -> list[str]:
+    """What this run covers (the environment and `-m`, as the suites will read them)."""
+    import os
+    import re
+
+    from tests.sdk.harness import check_ts_toolchain
+
+    process, postgres = _tiers(config.option.markexpr or "")
+    tiers = ["in-process"] + (["process (server processes, both SDKs)"] if process else []) + \
+        (["postgres"] if postgres else [])
+    names = [b for b in backend_names() if (b != "postgres" or postgres) and (b in ("inproc",) or process)]
+    lines = [f"resonate: tiers {', '.join(tiers)}; server suites on {', '.join(names) or 'none'} "
+             f"(RESONATE_TEST_BACKENDS={os.environ.get('RESONATE_TEST_BACKENDS', DEFAULT_BACKENDS)})"]
+    if postgres:
+        from tests.support.pg import ADMIN_URL
+
+        lines.append(f"resonate: Postgres at {re.sub(r'(://[^:/@]*):[^@]*@', r'\1:***@', ADMIN_URL)} "
+                     "(RESONATE_TEST_PG_URL)")
+    if process:
+        err = check_ts_toolchain()
+        lines.append("resonate: TypeScript SDK " + (f"MISSING, its tests will fail: {err}" if err
+                                                    else "@resonatehq/sdk 0.11.5 on Node 22"))
+    return lines
+
+
+def pytest_sessionstart(session) -> None:
+    """`-q` (make test, make test-fast) hides pytest's header: print the lines above anyway, once
+    (in the controller when pytest-xdist runs workers)."""
+    config = session.config
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if config.get_verbosity() == -1 and reporter is not None and not hasattr(config, "workerinput"):
+        for line in pytest_report_header(config):
+            reporter.write_line(line)
 
 
 @pytest.hookimpl(tryfirst=True)
