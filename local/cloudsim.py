@@ -52,6 +52,7 @@ from local.simprocs import (
     ensure_database,
     free_port,
     group_running,
+    listens,
     raise_fd_limit,
     signal_group,
     wait_accept,
@@ -364,6 +365,8 @@ class CloudSim:
 
     @staticmethod
     def _probe(inst: Instance) -> bool:
+        if not listens(inst.pid, inst.port):  # not yet, or another process took the port first
+            return False
         try:
             if inst.role == "api":  # api: /health answers 200 (and the first request built the runtime)
                 conn = http.client.HTTPConnection("127.0.0.1", inst.port, timeout=5)

@@ -87,16 +87,57 @@ def group_running(pgid: int) -> bool:
     return False
 
 
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself holds a listening TCP socket on `port`.
+
+    A port from `free_port()` is only free when it is picked: another process (a second
+    simulation, a test server) may bind it first. Then the new instance fails to bind (gunicorn
+    retries for five seconds before it exits) while the other process answers every probe, and a
+    readiness check that only connects would route requests to a stranger. Read from Linux's
+    /proc (the listening sockets' inodes, then the process's descriptors); where /proc does not
+    tell, True."""
+    inodes: set[str] = set()
+    readable = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                rows = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for row in rows:
+            f = row.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f[9])
+    if not readable:
+        return True
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
 def wait_accept(port: int, proc: subprocess.Popen, timeout: float) -> None:
+    """Until `proc` listens on `port` and a connection is accepted (`listens`: its own socket)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
+        if listens(proc.pid, port):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return
+            except OSError:
+                pass
+        time.sleep(0.05)
     raise TimeoutError(f"nothing accepts on port {port}")
 
 

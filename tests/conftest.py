@@ -19,6 +19,8 @@ from tests.support.server import DEFAULT_BACKENDS, ServerProc, backend_names, ba
 PROCESS_FIXTURES = {"process_server", "process_rs", "main_server", "memory_server",
                     "auth_server", "ts_toolchain", "pubsub_emulator", "cloudsim"}
 POSTGRES_FIXTURES = {"pg_url", "pg_template"}
+# fixtures that start a cloud simulation: their users are marked `cloudsim`
+CLOUDSIM_FIXTURES = {"cloudsim", "chaos_sim", "stream_sim", "private_sim"}
 
 
 def _tiers(markexpr: str) -> tuple[bool, bool]:
@@ -75,6 +77,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.process)
         if names & POSTGRES_FIXTURES:
             item.add_marker(pytest.mark.postgres)
+        if names & CLOUDSIM_FIXTURES:
+            item.add_marker(pytest.mark.cloudsim)
+        if item.get_closest_marker(marks.CLOUDSIM) is not None:  # pytest-xdist: one worker, in turn
+            item.add_marker(pytest.mark.xdist_group("cloudsim"))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -111,6 +111,7 @@ def test_auth_keys_from_file_and_environment(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres  # the cloud simulation
+@pytest.mark.cloudsim
 def test_cloud_functions_topology(tmp_path: Path) -> None:
     """The same gates in the api function (every route, SSE included) behind the cloud simulation's router."""
     import requests
@@ -142,6 +143,7 @@ def test_cloud_functions_topology(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres  # the cloud simulation
+@pytest.mark.cloudsim
 def test_poll_authorization_in_the_cloud_topology(tmp_path: Path) -> None:
     """Poll authorization across the poll instances behind the router: a foreign group is 403, a
     worker id held on one instance is refused (409) to another principal on whichever instance

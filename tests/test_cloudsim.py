@@ -29,7 +29,7 @@ from tests.support.pg import drop_database, template_clone_url
 from tests.support.server import ROOT, VERSION, free_port
 from tests.support.sse import SSE
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.process, pytest.mark.postgres]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.process, pytest.mark.postgres, pytest.mark.cloudsim]
 KEEPALIVE_MS = 300
 
 

@@ -267,6 +267,7 @@ def test_an_empty_heartbeat_renews_only_the_callers_tasks(srv: ServerProc, key: 
 
 @pytest.mark.process
 @pytest.mark.postgres
+@pytest.mark.cloudsim
 def test_matrix_in_the_cloud_simulation(key: KeyPair, tmp_path: Path) -> None:
     from tests.support.cloudsim import start_cloudsim
 

@@ -22,7 +22,7 @@ from tests.sdk import scenarios
 from tests.sdk.harness import Harness, wait_until
 from tests.support.cloudsim import SimServer, start_cloudsim
 
-pytestmark = [pytest.mark.process, pytest.mark.postgres]  # the cloud simulation
+pytestmark = [pytest.mark.process, pytest.mark.postgres, pytest.mark.cloudsim]
 
 
 @pytest.fixture(scope="module")

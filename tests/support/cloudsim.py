@@ -73,6 +73,7 @@ def start_cloudsim(workdir: Path, *, pg_url: str | None = None, tick: float = 2.
     from tests.support.pg import drop_database, require_postgres, template_clone_url
 
     marks.require(marks.PROCESS, "starts the cloud simulation")
+    marks.require(marks.CLOUDSIM, "starts the cloud simulation")
     require_postgres()
     owned = pg_url is None
     url = pg_url or template_clone_url()

@@ -1,4 +1,6 @@
-"""Test selection: `process` (real processes or sockets) and `postgres` (a Postgres server).
+"""Test selection: `process` (real processes or sockets) and `postgres` (a Postgres server);
+`cloudsim` (starts a cloud simulation: under pytest-xdist they all run on one worker, one at a
+time, as two simulations side by side on a loaded 2-core machine disturbed each other).
 
 Both are set at collection time (module `pytestmark`, marks on backend params, or the hook in
 tests/conftest.py from the fixtures a test uses), so `make test-fast` (`-m "not process and not
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 PROCESS = "process"
+CLOUDSIM = "cloudsim"
 POSTGRES = "postgres"
 _item: Any = None  # the test being set up or run (tests/conftest.py keeps it current)
 
@@ -31,7 +34,7 @@ def require(mark: str, what: str) -> None:
 
 BACKEND_MARKS = {"inproc": [], "memory": [pytest.mark.process], "sqlite": [pytest.mark.process],
                  "postgres": [pytest.mark.process, pytest.mark.postgres],
-                 "cloudsim": [pytest.mark.process, pytest.mark.postgres]}
+                 "cloudsim": [pytest.mark.process, pytest.mark.postgres, pytest.mark.cloudsim]}
 
 
 def param(backend: str, value: Any = None, id: str | None = None) -> Any:

@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import requests
 
+from local.simprocs import listens
 from tests.support import marks
 from tests.support.envelope import VERSION, check_reply, envelope
 
@@ -132,6 +133,7 @@ def start_server(backend: str, workdir: Path, debug: bool = True, args: list[str
         # the suites use the RPC half of ServerProc's interface, which InprocServer has too
         return cast(ServerProc, InprocServer(workdir, debug=debug, args=args, env=env))
     marks.require(marks.PROCESS, "starts a server process")
+    chosen = port is not None
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "local"]
@@ -153,7 +155,21 @@ def start_server(backend: str, workdir: Path, debug: bool = True, args: list[str
             cmd.append("--debug")
     else:
         raise ValueError(f"unknown backend {backend}")
-    cmd += ["--server-port", str(port), "--observability-metrics-port", "0"] + (args or [])
+    for _attempt in range(3):
+        srv = _launch(backend, cmd, args or [], workdir, port, env, db, pg_url)
+        if srv is not None or chosen:
+            break
+        port = free_port()  # another process bound the free port first: take another one
+    if srv is None:
+        raise RuntimeError(f"server could not bind port {port}")
+    return srv
+
+
+def _launch(backend: str, cmd: list[str], args: list[str], workdir: Path, port: int, env: dict[str, str] | None, db: Path | None,
+            pg_url: str | None) -> ServerProc | None:
+    """Start the server on `port`; the ServerProc once it answers /health on its own socket, None
+    when the port was taken by another process (`listens`: a stranger's /health does not count)."""
+    cmd = [*cmd, "--server-port", str(port), "--observability-metrics-port", "0", *args]
     log = workdir / f"server-{port}.log"
     fh = open(log, "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
@@ -162,9 +178,11 @@ def start_server(backend: str, workdir: Path, debug: bool = True, args: list[str
     deadline = time.time() + 30
     while time.time() < deadline:
         if proc.poll() is not None:
+            if "Failed to bind" in srv.logs():
+                return None
             raise RuntimeError(f"server exited {proc.returncode}:\n{srv.logs()}")
         try:
-            if requests.get(srv.url + "/health", timeout=1).status_code == 200:
+            if listens(proc.pid, port) and requests.get(srv.url + "/health", timeout=1).status_code == 200:
                 return srv
         except requests.RequestException:
             pass
