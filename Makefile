@@ -44,7 +44,8 @@ sdk-ts:  ## Node 22 + the official TypeScript SDK for the SDK tests
 	bash tests/sdk/install_ts.sh
 
 test: install-test sdk-ts  ## the whole suite, every backend (what CI runs)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not solo"
+	$(PY) -m pytest -q -m solo
 
 lint: install-test  ## ruff (style, imports, likely bugs) and mypy (types), as CI runs them
 	$(PY) -m ruff check .

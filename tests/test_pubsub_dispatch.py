@@ -35,7 +35,7 @@ from tests.support.pg import pg_template, pg_url  # noqa: F401 (fixtures)
 from tests.support.pubsub import Emulator, pubsub_emulator  # noqa: F401 (fixture)
 from tests.support.wait import wait_until
 
-pytestmark = [pytest.mark.process, pytest.mark.postgres]
+pytestmark = [pytest.mark.process, pytest.mark.postgres, pytest.mark.cloudsim]
 
 HOUR = 3_600_000
 MAX_ATTEMPTS = 5

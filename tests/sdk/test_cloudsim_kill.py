@@ -88,6 +88,7 @@ def chaos_sim(tmp_path):
     srv.stop()
 
 
+@pytest.mark.solo  # `make test` runs it alone after the parallel suite (pyproject.toml markers)
 def test_random_sigkills_during_100_workflows(request, chaos_sim, tmp_path):
     h = Harness("py", chaos_sim, tmp_path)
     request.node._sdk_harness = h

@@ -47,7 +47,7 @@ from tests.support.pg import pg_template  # noqa: F401 (fixture)
 from tests.support.pubsub import Emulator, pubsub_emulator  # noqa: F401 (fixture)
 from tests.support.server import free_port
 
-pytestmark = [pytest.mark.process, pytest.mark.postgres]  # the cloud simulation
+pytestmark = [pytest.mark.process, pytest.mark.postgres, pytest.mark.cloudsim]  # the cloud simulation
 
 AWS_WORKER = Path(__file__).resolve().parent / "aws" / "push_worker.py"
 FAIL_FIRST = 2
