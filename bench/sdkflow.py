@@ -141,7 +141,7 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
         await one()
         lat.append((time.perf_counter() - t0) * 1000)
     out: dict[str, Any] = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "mean_ms": sum(lat) / len(lat),
-                           "n": len(lat)}
+                           "n": len(lat), "lat_ms": lat}
     if http is not None:
         http.on = False
         out["requests"] = dict(http.kinds)
