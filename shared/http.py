@@ -79,15 +79,17 @@ def _read_exact(stream: Any, n: int) -> bytes | None:
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _JSON_HEADER = ("Content-Type", JSON)
+# a request carrying a trace: the JSON log lines take it from flask's request context (shared.logs)
+_TRACED = frozenset({"HTTP_X_CLOUD_TRACE_CONTEXT", "HTTP_TRACEPARENT"})
 
 
 def fast_rpc(app: WSGIApp, service: Service) -> WSGIApp:
     """`POST /` with a Content-Length straight to `Service.rpc`; everything else (other routes,
-    chunked or oversized bodies, CORS on) through the flask `app`. The same answers as the flask
-    route `rpc` (status line, Content-Type and Content-Length headers, envelope bytes) without
-    flask's per-request context, routing and response objects: about a fifth of the CPU a small
-    RPC costs the local server. Only the local server's listener uses it; the functions keep the
-    flask app that functions-framework requires."""
+    chunked or oversized bodies, CORS on, a request with trace headers) through the flask `app`.
+    The same answers as the flask route `rpc` (status line, Content-Type and Content-Length
+    headers, envelope bytes) without flask's per-request context, routing and response objects:
+    about a fifth of the CPU a small RPC costs the local server. Only the local server's listener
+    uses it; the functions keep the flask app that functions-framework requires."""
     if service.cfg.server.cors.allow_origins:  # the CORS headers are added by flask hooks
         return app
     limit = service.cfg.server.max_body
@@ -96,7 +98,7 @@ def fast_rpc(app: WSGIApp, service: Service) -> WSGIApp:
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         length = environ.get("CONTENT_LENGTH") or ""
         if environ["PATH_INFO"] != "/" or environ["REQUEST_METHOD"] != "POST" or not length.isdigit() \
-                or int(length) > limit:
+                or int(length) > limit or _TRACED.intersection(environ):
             return app(environ, start_response)
         try:
             raw = _read_exact(environ["wsgi.input"], int(length))

@@ -91,6 +91,28 @@ def _call(app: Any, body: bytes, length: str | None) -> tuple[str, list, bytes]:
     return seen[0], seen[1], out
 
 
+def test_a_traced_request_takes_the_flask_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its log lines carry the trace, which `shared.logs` reads from flask's request context."""
+    import shared.http
+
+    service = Service(MemoryStore(), load({}, env={}))
+    seen: list[bool] = []
+
+    def rpc(service: Service, req: Any) -> Any:
+        seen.append(True)
+        return real(service, req)
+
+    real = shared.http.rpc
+    monkeypatch.setattr(shared.http, "rpc", rpc)
+    app = fast_rpc(create_app(service, None), service)
+    for header in ("X-Cloud-Trace-Context", "traceparent"):
+        r = Client(app).post("/", data=BODIES[3], headers={header: "x"})
+        assert r.status_code == 404
+    assert seen == [True, True]
+    Client(app).post("/", data=BODIES[3])
+    assert seen == [True, True]  # untraced: the fast path
+
+
 def test_a_body_without_length_takes_the_flask_route() -> None:
     service = Service(MemoryStore(), load({}, env={}))
     status, _, out = _call(fast_rpc(create_app(service, None), service), BODIES[3], None)  # chunked upload
