@@ -105,7 +105,7 @@ def sdk_rows(m: dict, log: Callable[[str], None]) -> list[Row]:
     nreq = res["SQLite"].get("per_workflow", 10.0)
     floor = lp50 + nreq * (commit + rtt)
     log(f"(h) floor: in-process p50 {lp50:.2f} ms + {nreq:.0f} x (fsync'd commit {commit:.3f} ms + no-op round trip "
-        f"{rtt:.3f} ms) = {floor:.1f} ms; target SQLite p50 <= {1.25 * floor:.1f} ms")
+        f"{rtt:.3f} ms, aiohttp) = {floor:.1f} ms; target SQLite p50 <= {1.25 * floor:.1f} ms")
     rows = [Row("(h) SDK workflow p50: in-process", _ms(lp50), "-", "-", "-", "info")]
     for b, e in res.items():
         if b == "in-process":
