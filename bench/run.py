@@ -110,6 +110,9 @@ def sdk_rows(m: dict, log: Callable[[str], None]) -> list[Row]:
     for b, e in res.items():
         if b == "in-process":
             continue
+        if "error" in e:
+            rows.append(Row(f"(h) SDK workflow p50: {b}", "error", "-", f"floor {floor:.1f} ms", "-", "MISS"))
+            continue
         p50, p99, rate = figures.pct(e["lat"], 50), figures.pct(e["lat"], 99), _mean(e["rates"])
         target = b == "SQLite"
         verdict = _verdict(p50 <= 1.25 * floor) if target else "info"

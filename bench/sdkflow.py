@@ -125,7 +125,7 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
     async def one() -> None:
         nonlocal n
         n += 1
-        v = await r.run(f"wf-{run_id}-{n}", workflow, 1).result()
+        v = await asyncio.wait_for(r.run(f"wf-{run_id}-{n}", workflow, 1).result(), 120)
         if v != 4:
             raise RuntimeError(f"workflow returned {v!r}")
 
