@@ -8,11 +8,12 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import coldstart, figures
+from bench import coldstart, figures, sdkbench
 from bench import pg as pgdb
 from bench.cloudtimers import cloud_timer_lateness
 from bench.rawsqlite import commits_per_second
@@ -93,6 +94,79 @@ def cold_start_rows(pg_url: str, dbs: ExitStack, workdir: Path, reps: int) -> li
     return rows
 
 
+def sdk_rows(m: dict, log: Callable[[str], None]) -> list[Row]:
+    """(h)'s rows from `sdkbench.measure`: p50 against the floor of the same run, p99 and
+    workflows/s against the SDK's in-process mode, requests and commits per workflow, the
+    server's share of each request's client-observed time."""
+    res, commit = m["res"], m["commit_ms"]
+    rtt = figures.pct(m["health"], 50)
+    local = res["in-process"]
+    lp50, lp99, lrate = figures.pct(local["lat"], 50), figures.pct(local["lat"], 99), _mean(local["rates"])
+    nreq = res["SQLite"].get("per_workflow", 10.0)
+    floor = lp50 + nreq * (commit + rtt)
+    log(f"(h) floor: in-process p50 {lp50:.2f} ms + {nreq:.0f} x (fsync'd commit {commit:.3f} ms + no-op round trip "
+        f"{rtt:.3f} ms, aiohttp) = {floor:.1f} ms; target SQLite p50 <= {1.25 * floor:.1f} ms")
+    rows = [Row("(h) SDK workflow p50: in-process", _ms(lp50), "-", "-", "-", "info")]
+    for b, e in res.items():
+        if b == "in-process":
+            continue
+        if "error" in e:
+            rows.append(Row(f"(h) SDK workflow p50: {b}", "error", "-", f"floor {floor:.1f} ms", "-", "MISS"))
+            continue
+        p50, p99, rate = figures.pct(e["lat"], 50), figures.pct(e["lat"], 99), _mean(e["rates"])
+        target = b == "SQLite"
+        verdict = _verdict(p50 <= 1.25 * floor) if target else "info"
+        rows.append(Row(f"(h) SDK workflow p50: {b}", _ms(p50), "ratio <= 1.25" if target else "-",
+                        f"floor {floor:.1f} ms", f"{p50 / floor:.2f}", verdict))
+        rows.append(Row(f"(h) SDK workflow p99: {b}", _ms(p99), "-", f"in-process p99 {_ms(lp99)}",
+                        f"{p99 / lp99:.2f}", "info"))
+        rows.append(Row(f"(h) SDK workflows/s, {m['conc']} at once: {b}", _fmt_rate(rate), "-",
+                        f"in-process {_fmt_rate(lrate)}", f"{rate / lrate:.2f}", "info"))
+        kinds = ", ".join(f"{k} {v / len(e['lat']) * m['rounds']:.0f}" for k, v in sorted(e["requests"].items()))
+        durable = (f"; {e['fsyncs']:.1f} fsyncs" if "fsyncs" in e else
+                   f"; {e['xacts']:.1f} transactions (read-only ones too)" if "xacts" in e else "")
+        log(f"(h) {b}: {e.get('per_workflow', float('nan')):.1f} requests per workflow ({kinds}){durable}")
+        if e["srv"] and e["rtt"]:
+            srv, cli = _mean(e["srv"]), _mean(e["rtt"])
+            rows.append(Row(f"(h) server share of a request: {b}", f"{srv:.2f} ms", "-",
+                            f"client-observed {cli:.2f} ms", f"{srv / cli:.2f}", "info"))
+    return rows
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def print_table(rows: list[Row], title: str) -> None:
+    print()
+    print(title)
+    cols = ("figure", "value", "target", "baseline (same run)", "ratio", "result")
+    widths = [max(len(c), *(len(getattr(r, f)) for r in rows)) for c, f in
+              zip(cols, ("name", "value", "target", "baseline", "ratio", "result"), strict=True)]
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
+    print(line)
+    print("-" * len(line))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip((r.name, r.value, r.target, r.baseline, r.ratio, r.result),
+                                                    widths, strict=True)))
+
+
+def run_sdk(args: argparse.Namespace, workdir: Path, dbs: ExitStack, with_pg: bool) -> list[Row]:
+    """(h) on SQLite, and on Postgres and the cloud simulation when `with_pg` (fresh databases)."""
+    why = sdkbench.unavailable()
+    if why is not None:
+        log(f"(h) skipped: {why}")
+        return []
+    pg_url = sim_url = None
+    if with_pg:
+        pg_url = pgdb.new_database(dbs, log)
+        sim_url = pgdb.new_database(dbs, log)
+        pgdb.migrate(sim_url)
+    m = sdkbench.measure(workdir, pg_url, sim_url, args.sdk_rounds, args.sdk_seq, args.sdk_conc, log)
+    m["conc"], m["rounds"] = args.sdk_conc, args.sdk_rounds
+    return sdk_rows(m, log)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--conns", type=int, default=32, help="keep-alive connections per load-generator process")
@@ -110,8 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cold-reps", type=int, default=5, help="cold starts per function, median reported (f)")
     p.add_argument("--cloud-timers", type=int, default=300, help="promises timed out in the cloud simulation (g)")
     p.add_argument("--cloud-timer-span", type=int, default=30, help="latest deadline in seconds for (g) (< 60)")
-    p.add_argument("--no-postgres", action="store_true", help="skip the Postgres figures (e) and (f)")
+    p.add_argument("--no-postgres", action="store_true", help="skip the Postgres figures (e), (f), (g) and (h)'s")
+    p.add_argument("--sdk-rounds", type=int, default=3, help="rounds of (h), the backends taking turns in each")
+    p.add_argument("--sdk-seq", type=int, default=100, help="sequential SDK workflows per backend and round (h)")
+    p.add_argument("--sdk-conc", type=int, default=200, help="SDK workflows started at once (h)")
+    p.add_argument("--no-sdk", action="store_true", help="skip (h) (the SDK workflow)")
+    p.add_argument("--only", choices=["h"], help="run only this figure (h: about a minute and a half)")
     args = p.parse_args(argv)
+    if args.only == "h":
+        return main_sdk_only(args)
 
     from tests.support.server import start_server  # the suite's launcher: same command line as users run
 
@@ -248,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(Row("(g) cloud-sim timer lateness p99", _ms(g["p99_ms"]), "< 1000 ms",
                             f"local (c) p99 {_ms(t['p99_ms'])}", f"{g['p99_ms'] / t['p99_ms']:.2f}",
                             _verdict(g["p99_ms"] < 1000 and done)))
+        if not args.no_sdk:  # (h) last: its servers start after the others stopped
+            for s in (srv, pg_srv):
+                if s is not None:
+                    s.stop(drop=False)
+            srv = pg_srv = None
+            rows += run_sdk(args, workdir, dbs, pg_url is not None)
     except BaseException:
         args.keep = True  # leave the evidence
         for s in (srv, pg_srv):
@@ -264,17 +351,36 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    print()
-    stores = "SQLite; Postgres for (e), (f), (g)" if cold_rows else "SQLite"
-    print(f"Resonate server benchmark ({stores}, {os.cpu_count()} CPUs, load average {load0:.2f} -> "
-          f"{os.getloadavg()[0]:.2f}, {time.perf_counter() - t_start:.0f} s)")
-    cols = ("figure", "value", "target", "baseline (same run)", "ratio", "result")
-    widths = [max(len(c), *(len(getattr(r, f)) for r in rows)) for c, f in
-              zip(cols, ("name", "value", "target", "baseline", "ratio", "result"), strict=True)]
-    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip((r.name, r.value, r.target, r.baseline, r.ratio, r.result),
-                                                    widths, strict=True)))
+    stores = "SQLite; Postgres for (e), (f), (g), (h)" if cold_rows else "SQLite"
+    print_table(rows, f"Resonate server benchmark ({stores}, {os.cpu_count()} CPUs, load average {load0:.2f} -> "
+                      f"{os.getloadavg()[0]:.2f}, {time.perf_counter() - t_start:.0f} s)")
+    return 0
+
+
+def main_sdk_only(args: argparse.Namespace) -> int:
+    """`--only h`: the SDK workflow figure alone."""
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="resonate-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    log(f"workdir {workdir} ({os.cpu_count()} CPUs, load average {load0:.2f})")
+    with_pg = not args.no_postgres and pgdb.available()
+    if not with_pg:
+        log("(h) on SQLite only (--no-postgres, or no Postgres reachable)")
+    dbs = ExitStack()
+    try:
+        rows = run_sdk(args, workdir, dbs, with_pg)
+    except BaseException:
+        args.keep = True
+        raise
+    finally:
+        dbs.close()
+        if args.keep or args.workdir:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    stores = "SQLite, Postgres, cloud simulation" if with_pg else "SQLite"
+    print_table(rows, f"Resonate SDK workflow benchmark ({stores}, "
+                      f"{os.cpu_count()} CPUs, load average {load0:.2f} -> {os.getloadavg()[0]:.2f}, "
+                      f"{time.perf_counter() - t_start:.0f} s)")
     return 0

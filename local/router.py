@@ -45,9 +45,9 @@ from typing import Any
 import gevent
 import gevent.event
 from gevent.fileobject import FileObjectPosix
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import WSGIServer
 
-from local.nodelay import NoDelayServer
+from local.nodelay import NoDelayServer, OneSendHandler
 from shared.logs import q
 
 log = logging.getLogger("resonate.router")
@@ -270,7 +270,7 @@ def make_app(upstreams: Upstreams, pool: Pool, service: str | None = None, priva
     return app
 
 
-class Handler(WSGIHandler):
+class Handler(OneSendHandler):
     def get_environ(self) -> dict[str, Any]:
         env = super().get_environ()
         env["RAW_URI"] = self.path  # PATH_INFO is unquoted: forward the path exactly as it came

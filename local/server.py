@@ -24,14 +24,14 @@ from typing import Any
 
 import gevent
 import gevent.event
-from gevent.pywsgi import LoggingLogAdapter, WSGIHandler
+from gevent.pywsgi import LoggingLogAdapter
 
 from local import metrics_listener
-from local.nodelay import NoDelayServer
+from local.nodelay import NoDelayServer, OneSendHandler
 from shared.auth import AuthError
 from shared.auth import log_startup as log_auth
 from shared.config import Config
-from shared.http import create_app
+from shared.http import create_app, fast_rpc
 from shared.logs import q, setup_logging
 from shared.runtime import Runtime
 
@@ -39,7 +39,7 @@ log = logging.getLogger("resonate")
 access = logging.getLogger("resonate.http")
 
 
-class Handler(WSGIHandler):
+class Handler(OneSendHandler):
     """pywsgi's connection handler, tracked so shutdown can tell idle keep-alive connections
     (closed at once) from requests in progress (awaited)."""
 
@@ -260,7 +260,7 @@ def serve(cfg: Config) -> int:
         return _fatal(f"{what.get(cfg.storage.type, 'Failed to open storage')}: {e}")
     _log_storage(cfg, opened=True)
     _log_transports(cfg)
-    app = create_app(rt.service, rt.hub)
+    app = fast_rpc(create_app(rt.service, rt.hub), rt.service)
     bind = cfg.server.bind.strip("[]")
     # the HTTP layer's own refusals (a malformed request line or header, bad framing: an empty 400)
     # are the client's doing: WARN, not ERROR (its messages show client bytes as Python literals)
