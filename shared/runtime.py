@@ -48,6 +48,10 @@ def open_store(cfg: Config, offload: Callable | None = None) -> Store:
         p = parse_url(url)
         dial = connector_factory(pg.instance, p["user"], p["password"], p["database"], pg.ip_type, pg.iam_auth)
         return PostgresStore(url, pg.pool_size, connect=dial)
+    if cfg.storage.type == "mysql":
+        from shared.storage.mysql import MySQLStore
+
+        return MySQLStore(cfg.storage.mysql.url or "", cfg.storage.mysql.pool_size)
     from shared.storage.sqlite import SqliteStore
 
     return SqliteStore(cfg.storage.sqlite.path, offload=offload)

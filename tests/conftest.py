@@ -5,8 +5,8 @@ answers in this process, see tests/support/server.py) and `process_server` (the 
 processes, for tests that need a socket). `rs` / `process_rs`: a fresh debug session on them; `live` / `process_live`: fresh state with
 the background loops running.
 
-Marks (tests/support/marks.py): `process` and `postgres` are set at collection from module
-`pytestmark`, the backend params and the fixtures below; `make test-fast` deselects both.
+Marks (tests/support/marks.py): `process`, `postgres` and `mysql` are set at collection from
+module `pytestmark`, the backend params and the fixtures below; `make test-fast` deselects them.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tests.support.server import ServerProc, backends, process_backends, start_s
 PROCESS_FIXTURES = {"process_server", "process_rs", "main_server", "memory_server",
                     "auth_server", "ts_toolchain", "pubsub_emulator", "cloudsim"}
 POSTGRES_FIXTURES = {"pg_url", "pg_template"}
+MYSQL_FIXTURES = {"my_url", "my_server"}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -29,6 +30,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.process)
         if names & POSTGRES_FIXTURES:
             item.add_marker(pytest.mark.postgres)
+        if names & MYSQL_FIXTURES:
+            item.add_marker(pytest.mark.mysql)
 
 
 @pytest.hookimpl(hookwrapper=True)
