@@ -23,7 +23,7 @@ def _until(pred, timeout: float = 20.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-def test_ready_reports_outage_and_server_recovers_after_database_returns(tmp_path, my_server):  # noqa: F811
+def test_ready_reports_outage_and_server_recovers_after_database_returns(tmp_path, my_server):
     url = take_database()
     proxy = TcpProxy(("127.0.0.1", 3306))
     srv = start_server("mysql", tmp_path, debug=False, my_url=proxy.url(url))
