@@ -143,7 +143,8 @@ class MySQLStore(Transactions, MyClusterOutbox):
         except pymysql.err.MySQLError as e:
             code = e.args[0] if e.args else ""
             text = e.args[1] if len(e.args) > 1 else str(e)
-            raise StorageError(f"mysql: cannot connect to {where}/{p['database']}: {code} {text}") from e
+            hint = f" (create it: CREATE DATABASE `{p['database']}`)" if code == 1049 else ""
+            raise StorageError(f"mysql: cannot connect to {where}/{p['database']}: {code} {text}{hint}") from e
         except Exception as e:
             raise StorageError(f"mysql: cannot connect to {where}: {e}") from e
         try:
