@@ -61,11 +61,11 @@ def cross_process_dispatch(backend: str, url: str, workdir: Path, samples: int =
     """Two `serve` processes of `backend` on the database at `url`: create on one, stream on the other."""
     from tests.support.server import start_server
 
-    kw = {"pg_url": url} if backend == "postgres" else {"my_url": url}
-    a = start_server(backend, workdir / f"{backend}-a", debug=False, **kw)
+    pg_url, my_url = (url, None) if backend == "postgres" else (None, url)
+    a = start_server(backend, workdir / f"{backend}-a", debug=False, pg_url=pg_url, my_url=my_url)
     b = None
     try:
-        b = start_server(backend, workdir / f"{backend}-b", debug=False, **kw)
+        b = start_server(backend, workdir / f"{backend}-b", debug=False, pg_url=pg_url, my_url=my_url)
         return asyncio.run(_cross(a.port, b.port, samples, warmup, f"{time.time_ns():x}"))
     finally:
         for s in (a, b):
