@@ -78,7 +78,7 @@ def _script(s: Any) -> list[tuple[str, Callable[[], Any]]]:
     ]
 
 
-def test_mysql_claims_answer_as_postgres_claims(pg_url: str, my_url: str) -> None:  # noqa: F811
+def test_mysql_claims_answer_as_postgres_claims(pg_url: str, my_url: str) -> None:
     from shared.storage.mysql import MySQLStore
     from shared.storage.postgres import PostgresStore
 
@@ -94,7 +94,7 @@ def test_mysql_claims_answer_as_postgres_claims(pg_url: str, my_url: str) -> Non
         my.close()
 
 
-def test_release_backoff_doubles_on_the_database_clock(my_url: str) -> None:  # noqa: F811
+def test_release_backoff_doubles_on_the_database_clock(my_url: str) -> None:
     from shared.storage.mysql import MySQLStore
 
     s = MySQLStore(my_url, pool_size=2)
