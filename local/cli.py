@@ -43,6 +43,11 @@ FLAGS: list[tuple[list[str], str, str]] = [
     (["--storage-mysql-url"], "storage.mysql.url",
      "MySQL URL mysql://user:pass@host:3306/db (TLS: ?ssl-mode=...&ssl-ca=...)" + SECRET),
     (["--storage-mysql-pool-size"], "storage.mysql.pool_size", "pooled MySQL connections (default 10)"),
+    (["--storage-mysql-instance"], "storage.mysql.instance",
+     "Cloud SQL for MySQL instance connection name project:region:instance (connects through the Cloud SQL "
+     "connector; user, password and database from the URL)"),
+    (["--storage-mysql-ip-type"], "storage.mysql.ip_type", "Cloud SQL address to use: private, public or psc"),
+    (["--storage-mysql-iam-auth"], "storage.mysql.iam_auth", "Cloud SQL IAM database login: true or false"),
     (["--auth-publickey"], "auth.publickey",
      "PEM public key for inbound JWT auth, or none (unsigned tokens; only with --debug)"),
     (["--auth-iss"], "auth.iss", "required JWT issuer"),

@@ -173,6 +173,11 @@ class Mysql(_Section):
     # certificate); ?unix_socket=/path dials a socket. MySQL 8.0+ or MariaDB 10.6+; migrated at first start
     url: str | None = field(default=None, repr=False)
     pool_size: int = 10  # pooled connections per process
+    # Cloud SQL for MySQL instance "project:region:instance": connect through the Cloud SQL Python
+    # Connector; user, password and database still come from url (its host is ignored)
+    instance: str | None = None
+    ip_type: str = "private"  # private | public | psc
+    iam_auth: bool = False  # IAM database login (the user is the service account, no password)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -396,11 +401,12 @@ def _validate(cfg: Config, where: Callable[[str], str]) -> None:
     if st == "postgres" and not pg.url and not pg.instance:
         raise fail("storage.type", "storage.type=postgres requires RESONATE_STORAGE__POSTGRES__URL "
                                    "(or RESONATE_STORAGE__POSTGRES__INSTANCE for Cloud SQL)")
-    if st == "mysql" and not my.url:
+    if st == "mysql" and not my.url and not my.instance:
         raise fail("storage.type", "MySQL storage selected but no URL configured. "
                                    "Set --storage-mysql-url or RESONATE_STORAGE__MYSQL__URL")
     choices: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("storage.postgres.ip_type", pg.ip_type, CLOUDSQL_IP_TYPES),
+        ("storage.mysql.ip_type", my.ip_type, CLOUDSQL_IP_TYPES),
         ("profile", cfg.profile, ("compat", "strict")),
         ("log_format", cfg.log_format, ("text", "json")),
         ("sweeper.auth", cfg.sweeper.auth, SWEEPER_AUTH_MODES))
@@ -413,6 +419,9 @@ def _validate(cfg: Config, where: Callable[[str], str]) -> None:
     if pg.instance and not CLOUDSQL_INSTANCE.fullmatch(pg.instance):
         raise fail("storage.postgres.instance", "storage.postgres.instance: expected a Cloud SQL instance "
                                                 f"connection name 'project:region:instance', got {pg.instance!r}")
+    if my.instance and not CLOUDSQL_INSTANCE.fullmatch(my.instance):
+        raise fail("storage.mysql.instance", "storage.mysql.instance: expected a Cloud SQL instance "
+                                             f"connection name 'project:region:instance', got {my.instance!r}")
     t = cfg.transports
     for key, v in (("storage.postgres.pool_size", pg.pool_size),
                    ("storage.mysql.pool_size", my.pool_size),

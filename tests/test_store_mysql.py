@@ -314,3 +314,40 @@ def test_notes_latency(store: MySQLStore) -> None:
         assert lat[len(lat) // 2] < 0.1, lat
     finally:
         sub.close()
+
+
+# (e) Cloud SQL for MySQL through the connector ------------------------------------------------------
+
+def test_cloud_sql_for_mysql_through_the_connector(my_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Config with storage.mysql.instance -> open_store -> MySQLStore over the real Cloud SQL
+    connector's PyMySQL connections, tunnelled (mutual TLS) by the fake instance to MariaDB: the
+    URL names user and database only, its host is never dialed."""
+    import functools
+    import ssl
+    from urllib.parse import urlsplit
+
+    from shared.runtime import open_store
+    from shared.storage import cloudsql
+    from tests.support.fake_cloudsql import FakeCloudSql, FakeCredentials
+    from tests.support.mysql import run
+
+    fake = FakeCloudSql(upstream=("127.0.0.1", 3306), database_version="MYSQL_8_0")
+    monkeypatch.setattr(cloudsql, "connector_factory", functools.partial(
+        cloudsql.connector_factory, sqladmin_api_endpoint=fake.endpoint, credentials=FakeCredentials()))
+    db = urlsplit(my_url).path.lstrip("/")
+    cfg = load(env={"RESONATE_STORAGE__TYPE": "mysql", "RESONATE_STORAGE__MYSQL__URL": f"mysql://root@db.invalid:1/{db}",
+                    "RESONATE_STORAGE__MYSQL__INSTANCE": fake.instance, "RESONATE_STORAGE__MYSQL__POOL_SIZE": "2"})
+    store = open_store(cfg)
+    try:
+        svc = Service(store, cfg)
+        assert _call(svc, "promise.create", {"id": "csql-1", "timeoutAt": 2**53})[0] == 200
+        assert _call(svc, "promise.get", {"id": "csql-1"})[1]["promise"]["id"] == "csql-1"
+        assert run("SELECT id, state FROM promises", my_url) == [("csql-1", "pending")]  # in the real database
+        pooled = [c.db for c in store._pool._idle]
+        assert pooled and all(isinstance(p._sock, ssl.SSLSocket) and p._sock.getpeername() == (fake.ip, 3307)
+                              for p in pooled)
+        assert set(fake.handshakes) == {"fake-ephemeral-client"}
+    finally:
+        store.close()
+        cloudsql.close_connectors()
+        fake.close()

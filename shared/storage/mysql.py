@@ -97,6 +97,15 @@ def parse_url(url: str) -> dict[str, Any]:
     return kw
 
 
+def connector_kwargs() -> dict[str, Any]:
+    """What the Cloud SQL connector must pass on to PyMySQL (the rest of parse_url's arguments:
+    user, password, database, TLS, come from the connector)."""
+    from pymysql.constants import CLIENT
+
+    return {"charset": "utf8mb4", "autocommit": True, "read_timeout": SOCKET_TIMEOUT_S,
+            "write_timeout": SOCKET_TIMEOUT_S, "program_name": "resonate", "client_flag": CLIENT.MULTI_STATEMENTS}
+
+
 def _close(c: Conn) -> None:
     try:
         c.db.close()
