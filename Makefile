@@ -52,10 +52,10 @@ lint: install-test  ## ruff (style, imports, likely bugs) and mypy (types), as C
 	$(PY) -m mypy
 
 # the edit-run loop: engine + memory store in process (flask test client), the store contract on
-# memory and SQLite; no server processes, no Postgres (the `process` and `postgres` marks)
+# memory and SQLite; no server processes, no Postgres or MySQL (the `process`, `postgres`, `mysql` marks)
 test-fast: install-test
 	RESONATE_TEST_BACKENDS=inproc RESONATE_DIFF_BACKENDS=memory,sqlite RESONATE_DIFF_SEEDS=2 \
-	  $(PY) -m pytest -q -m "not process and not postgres"
+	  $(PY) -m pytest -q -m "not process and not postgres and not mysql"
 
 bench: install-test  ## benchmarks (they reuse the suite's launchers); ratios against baselines measured in the same run
 	$(PY) -m bench

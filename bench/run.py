@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import coldstart, figures, sdkbench
+from bench import cluster, coldstart, figures, sdkbench
 from bench import pg as pgdb
 from bench.cloudtimers import cloud_timer_lateness
 from bench.rawsqlite import commits_per_second
@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sdk-conc", type=int, default=200, help="SDK workflows started at once (h)")
     p.add_argument("--no-sdk", action="store_true", help="skip (h) (the SDK workflow)")
     p.add_argument("--only", choices=["h"], help="run only this figure (h: about a minute and a half)")
+    p.add_argument("--no-mysql", action="store_true", help="skip the MySQL part of (e)")
+    p.add_argument("--cross-samples", type=int, default=200, help="dispatches between two processes (e)")
     args = p.parse_args(argv)
     if args.only == "h":
         return main_sdk_only(args)
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     rows: list[Row] = []
     cold_rows: list[Row] = []
-    srv = pg_srv = None
+    srv = pg_srv = my_srv = None
     dbs = ExitStack()  # the run's Postgres databases, dropped at the end whatever happens
     try:
         load0 = os.getloadavg()[0]
@@ -223,6 +225,13 @@ def main(argv: list[str] | None = None) -> int:
             # (f) first, while nothing else runs on the machine
             cold_rows = cold_start_rows(pg_url, dbs, workdir, args.cold_reps)
 
+        my_url = None  # (e) on MySQL too, when a server answers
+        if not args.no_mysql and cluster.mysql_available():
+            my_url = cluster.mysql_database(dbs)
+            log(f"{cluster.mysql_settings()}; database {my_url.rsplit('/', 1)[1]} (fresh, migrated)")
+        elif not args.no_mysql:
+            log("no MySQL reachable (RESONATE_TEST_MYSQL_URL): skipping MySQL in (e)")
+
         srv = start_server("sqlite", workdir / "server", debug=False)
         pid = srv.proc.pid
         time.sleep(0.5)
@@ -232,11 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         if pg_url is not None:  # (e): the same command line on Postgres, measured alternately with (a)
             pg_srv = start_server("postgres", workdir / "pg", debug=False, pg_url=pg_url)
             log(f"Postgres server pid {pg_srv.proc.pid} on :{pg_srv.port}")
+        if my_url is not None:
+            my_srv = start_server("mysql", workdir / "my", debug=False, my_url=my_url)
+            log(f"MySQL server pid {my_srv.proc.pid} on :{my_srv.port}")
 
         # (a) throughput: the no-op route and promise.create, same client and concurrency, alternated
         # over `rounds` so that a change in the machine's load hits both alike
         conc = f"{args.procs}x{args.conns} connections"
-        hs, cs, ps = [], [], []
+        hs, cs, ps, ms = [], [], [], []
         for i in range(args.rounds):
             h = figures.load(srv.port, "health", args.procs, args.conns, args.seconds)
             log(f"GET /health round {i + 1}: {h['rate']:,.0f}/s ({conc}, p50 {h['p50_ms']:.2f} ms, "
@@ -252,9 +264,15 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"promise.create on Postgres round {i + 1}: {c['rate']:,.0f}/s ({conc}, p50 {c['p50_ms']:.2f} ms, "
                     f"p99 {c['p99_ms']:.2f} ms, errors {c['errors']} {c['first_error']})")
                 ps.append(c)
-        if pg_srv is not None:
-            pg_srv.stop(drop=False)
-            pg_srv = None
+            if my_srv is not None:
+                c = figures.load(my_srv.port, "create", args.procs, args.conns, args.seconds, prefix=f"my{i}")
+                log(f"promise.create on MySQL round {i + 1}: {c['rate']:,.0f}/s ({conc}, p50 {c['p50_ms']:.2f} ms, "
+                    f"p99 {c['p99_ms']:.2f} ms, errors {c['errors']} {c['first_error']})")
+                ms.append(c)
+        for s in (pg_srv, my_srv):
+            if s is not None:
+                s.stop(drop=False)
+        pg_srv = my_srv = None
         health = {"rate": sum(h["ok"] for h in hs) / sum(h["seconds"] for h in hs),
                   "errors": sum(h["errors"] for h in hs)}
         create = {"rate": sum(c["ok"] for c in cs) / sum(c["seconds"] for c in cs),
@@ -274,6 +292,30 @@ def main(argv: list[str] | None = None) -> int:
             pg_row = Row("(e) promise.create on Postgres", _fmt_rate(pg_rate), "-",
                          f"SQLite {_fmt_rate(create['rate'])}", f"{pg_rate / create['rate']:.2f}",
                          "info" if pg_errors == 0 else "MISS")
+        e_rows = [pg_row] if pg_row else []
+        if ms:
+            my_rate = sum(c["ok"] for c in ms) / sum(c["seconds"] for c in ms)
+            my_errors = sum(c["errors"] for c in ms)
+            log(f"promise.create: MySQL {my_rate:,.0f}/s, SQLite {create['rate']:,.0f}/s "
+                f"(ratio {my_rate / create['rate']:.2f}, MySQL errors {my_errors})")
+            e_rows.append(Row("(e) promise.create on MySQL", _fmt_rate(my_rate), "-",
+                              f"SQLite {_fmt_rate(create['rate'])}", f"{my_rate / create['rate']:.2f}",
+                              "info" if my_errors == 0 else "MISS"))
+        if my_url is not None:  # (e) dispatch between two processes on one database: MySQL's poller vs NOTIFY
+            x_my = cluster.cross_process_dispatch("mysql", cluster.mysql_database(dbs), workdir, args.cross_samples)
+            log(f"dispatch between two processes on MySQL: p50 {x_my['p50_ms']:.2f} ms, "
+                f"p99 {x_my['p99_ms']:.2f} ms, max {x_my['max_ms']:.2f} ms")
+            x_pg = None
+            if pg_url is not None:
+                x_url = pgdb.new_database(dbs, log)
+                pgdb.migrate(x_url)
+                x_pg = cluster.cross_process_dispatch("postgres", x_url, workdir, args.cross_samples)
+                log(f"dispatch between two processes on Postgres: p50 {x_pg['p50_ms']:.2f} ms, "
+                    f"p99 {x_pg['p99_ms']:.2f} ms, max {x_pg['max_ms']:.2f} ms")
+            for p_ in ("p50", "p99"):
+                base = x_pg[f"{p_}_ms"] if x_pg else float("nan")
+                e_rows.append(Row(f"(e) MySQL dispatch A->B {p_}", _ms(x_my[f"{p_}_ms"]), "-",
+                                  f"Postgres {_ms(base)}", f"{x_my[f'{p_}_ms'] / base:.2f}", "info"))
 
         # (b) dispatch latency
         d = figures.dispatch_latency(srv.port, args.samples, args.get_samples)
@@ -315,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"server RSS after {created:,} promises: {rss:.1f} MB")
         rows.append(Row(f"(d) server RSS after {created // 1000}k promises", f"{rss:.1f} MB", "< 150 MB",
                         f"RSS at start {rss0:.1f} MB", f"{rss / rss0:.2f}", _verdict(rss < 150)))
-        rows += ([pg_row] if pg_row else []) + cold_rows
+        rows += e_rows + cold_rows
 
         # (g) timer lateness in the cloud simulation: the sweeper function is the only timer
         if pg_url is not None:
@@ -337,12 +379,12 @@ def main(argv: list[str] | None = None) -> int:
             rows += run_sdk(args, workdir, dbs, pg_url is not None)
     except BaseException:
         args.keep = True  # leave the evidence
-        for s in (srv, pg_srv):
+        for s in (srv, pg_srv, my_srv):
             if s is not None:
                 print(f"--- {s.backend} server log (tail) ---\n" + s.logs()[-3000:], file=sys.stderr)
         raise
     finally:
-        for s in (srv, pg_srv):
+        for s in (srv, pg_srv, my_srv):
             if s is not None:
                 s.stop(drop=False)
         dbs.close()
@@ -352,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     stores = "SQLite; Postgres for (e), (f), (g), (h)" if cold_rows else "SQLite"
+    if any(r.name.startswith("(e)") and "MySQL" in r.name for r in rows):
+        stores += "; MySQL for (e)"
     print_table(rows, f"Resonate server benchmark ({stores}, {os.cpu_count()} CPUs, load average {load0:.2f} -> "
                       f"{os.getloadavg()[0]:.2f}, {time.perf_counter() - t_start:.0f} s)")
     return 0

@@ -40,8 +40,8 @@ MEANINGS: dict[str, str] = {
     "profile": "`compat` (accepts both SDKs' id grammars, Vixie cron) or `strict` (the reference server's checks)",
     "server.max_body": "largest request body in bytes; a larger one gets a 413 envelope",
     "server.url": "public base URL sent to workers as `head.serverUrl`; default `http://{host}:{port}`",
-    "storage.type": "`sqlite`, `postgres`, `memory` (this server's in-memory store), or `mysql` "
-                    "(parsed, refused: not implemented yet)",
+    "storage.type": "`sqlite`, `postgres`, `mysql` (MySQL 8.0+ / MariaDB 10.6+, [mysql.md](mysql.md)) or "
+                    "`memory` (this server's in-memory store)",
     "storage.postgres.ip_type": "which Cloud SQL address to dial: `private`, `public` or `psc`",
     "storage.postgres.iam_auth": "Cloud SQL IAM database login: the URL's user is the service account "
                                  "(without `.gserviceaccount.com`, `@` as `%40`), no password",
@@ -98,8 +98,8 @@ SECTION_NOTES: dict[str, str] = {
                "`--storage-sqlite-path` is given or the type is `postgres`. Postgres with "
                "`storage.postgres.instance` connects through the Cloud SQL Python Connector "
                "([Cloud SQL](#cloud-sql) below).\n\n"
-               "MySQL: not implemented yet; its keys are parsed and validated, and `storage.type=mysql` is "
-               "refused at startup.",
+               "MySQL (`storage.type=mysql`, `storage.mysql.url` `mysql://user:pass@host:3306/db`, TLS "
+               "query options, Cloud SQL for MySQL with `storage.mysql.instance`): [mysql.md](mysql.md).",
     "auth": "Inbound auth is on when any `auth.*` key is set (the section then needs `publickey` or "
             "`google_audience`); the model: [security.md](security.md).",
     "sweeper": "Used by the serverless deployment only ([architecture.md](architecture.md#timers)).",

@@ -160,6 +160,12 @@ def _log_storage(cfg: Config, opened: bool) -> None:
                  else f"url={q(_redact(pg.url or ''))}")
         log.info("Using PostgreSQL backend %s", where)
         log.info("PostgreSQL pool configured pool_size=%d", pg.pool_size)
+    elif kind == "mysql" and opened:
+        log.info("MySQL initialized")
+        log.info("Cluster delivery enabled — outbox rows claimed in the database, poll:// announced in outbox_notes")
+    elif kind == "mysql":
+        log.info("Using MySQL backend url=%s", q(_redact(cfg.storage.mysql.url or "")))
+        log.info("MySQL pool configured pool_size=%d", cfg.storage.mysql.pool_size)
     elif not opened:
         log.info("Using %s backend%s", "in-memory" if kind == "memory" else kind,
                  " — data is lost at exit" if kind == "memory" else "")
@@ -256,7 +262,8 @@ def serve(cfg: Config) -> int:
     try:
         rt = Runtime(cfg, offload=hub.threadpool.apply, metrics=cfg.observability.metrics_port != 0)
     except Exception as e:
-        what = {"sqlite": "Failed to open SQLite database", "postgres": "Failed to connect to Postgres"}
+        what = {"sqlite": "Failed to open SQLite database", "postgres": "Failed to connect to Postgres",
+                "mysql": "Failed to connect to MySQL"}
         return _fatal(f"{what.get(cfg.storage.type, 'Failed to open storage')}: {e}")
     _log_storage(cfg, opened=True)
     _log_transports(cfg)

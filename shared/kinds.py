@@ -79,12 +79,18 @@ KINDS: dict[str, Kind[Any]] = _kinds(
 )
 
 
-def decode(kind: str, data: dict[str, Any], strict: bool = False) -> rq.Request:
-    """The typed request of a known kind; Reject(400) when `data` does not decode."""
+def decode(kind: str, data: dict[str, Any], strict: bool = False, key_limit: int | None = None) -> rq.Request:
+    """The typed request of a known kind; Reject(400) when `data` does not decode, or when an id,
+    process id, address or indexed tag is longer than `key_limit` characters (the store's
+    `max_key_length`; None: the bytes bound every store has)."""
+    token = rq.KEY_CHARS.set(key_limit) if key_limit is not None else None
     try:
         return KINDS[kind].decode(data, strict)
     except DecodeError as e:
         raise Reject(400, f"Invalid request: {e}") from None
+    finally:
+        if token is not None:
+            rq.KEY_CHARS.reset(token)
 
 
 def touches(req: rq.Request) -> Touched:

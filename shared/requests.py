@@ -7,6 +7,7 @@ transaction opens, so a rejected request never reads or changes state.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from shared import cron
@@ -31,9 +32,22 @@ SETTLE_STATES = ("resolved", "rejected", "rejected_canceled")
 MAX_KEY_BYTES = 1024  # ids, pids, addresses and indexed tags: every store's indexes must hold them
 
 
+# The store's own limit on those keys, in characters (`Store.max_key_length`: MySQL's VARCHAR(255)
+# columns), set by `shared.kinds.decode` while it decodes one request; None: no store limit.
+KEY_CHARS: ContextVar[int | None] = ContextVar("resonate_key_chars", default=None)
+
+
 def _bounded(v: str, what: str) -> str:
     if len(v) > MAX_KEY_BYTES // 4 and len(v.encode("utf-8")) > MAX_KEY_BYTES:
         raise Reject(400, f"{what} must be at most {MAX_KEY_BYTES} bytes")
+    return _store_bounded(v, what)
+
+
+def _store_bounded(v: str, what: str) -> str:
+    """The store's limit only (a value every store but one keeps unbounded, e.g. resonate:origin)."""
+    n = KEY_CHARS.get()
+    if n is not None and len(v) > n:
+        raise Reject(400, f"{what} must be at most {n} characters (the storage backend's limit)")
     return v
 
 
@@ -112,6 +126,8 @@ def create_data(d: dict[str, Any], strict: bool) -> CreateData:
     for tag in (TARGET, BRANCH):
         if tag in c.tags:
             _bounded(c.tags[tag], tag)
+    if ORIGIN in c.tags:
+        _store_bounded(c.tags[ORIGIN], ORIGIN)
     if TARGET in c.tags and parse_address(c.tags[TARGET]) is None:
         raise Reject(400, "Invalid resonate:target address")
     return c

@@ -48,6 +48,21 @@ def open_store(cfg: Config, offload: Callable | None = None) -> Store:
         p = parse_url(url)
         dial = connector_factory(pg.instance, p["user"], p["password"], p["database"], pg.ip_type, pg.iam_auth)
         return PostgresStore(url, pg.pool_size, connect=dial)
+    if cfg.storage.type == "mysql":
+        from shared.storage.mysql import MySQLStore
+
+        my = cfg.storage.mysql
+        if not my.instance:
+            return MySQLStore(my.url or "", my.pool_size)
+        from shared.storage.cloudsql import connector_factory
+        from shared.storage.mysql import connector_kwargs
+        from shared.storage.mysql import parse_url as parse_mysql_url
+
+        url = my.url or "mysql://root@/resonate"  # Cloud SQL: the URL only names user and database
+        p = parse_mysql_url(url)
+        dial = connector_factory(my.instance, p["user"], p["password"] or None, p["database"], my.ip_type,
+                                 my.iam_auth, driver="pymysql", extra=connector_kwargs())
+        return MySQLStore(url, my.pool_size, connect=dial)
     from shared.storage.sqlite import SqliteStore
 
     return SqliteStore(cfg.storage.sqlite.path, offload=offload)

@@ -56,6 +56,9 @@ class Service:
     def __init__(self, store: Store, cfg: Config, clock: Clock | None = None, metrics: Metrics | None = None) -> None:
         self.store = store
         self.cfg = cfg
+        # the store's limit on ids, addresses and indexed tags (MySQL: 255 characters), checked
+        # while decoding, before any transaction
+        self.key_limit: int | None = getattr(store, "max_key_length", None)
         self.engine_cfg = EngineConfig(retry_timeout=cfg.tasks.retry_timeout, strict=cfg.strict,
                                        max_listeners=cfg.promises.max_listeners)
         self.clock = clock or Clock()
@@ -132,7 +135,7 @@ class Service:
             if k.debug and not self.cfg.debug:
                 return 403, "Debug operations are disabled"
             debug_time = env.debug_time if self.cfg.debug else None
-            req = decode(k.name, env.data, self.cfg.strict)
+            req = decode(k.name, env.data, self.cfg.strict, self.key_limit)
             if env.nul:
                 return 400, "Invalid request: strings must not contain NUL characters"
             if isinstance(req, DebugTick) and debug_time is not None and debug_time != req.time:

@@ -1,8 +1,8 @@
-"""Delivery across processes that share one Postgres database and nothing else.
+"""Delivery across processes that share one database (Postgres, MySQL) and nothing else.
 
-Two `python -m local serve --storage-type postgres` processes on one database stand in for the
-cloud's `api` and `poll` instances: messages committed by one must reach the worker connected to
-the other (LISTEN/NOTIFY, outbox row as the truth), anycast exactly once across all instances,
+Two `python -m local serve --storage-type postgres|mysql` processes on one database stand in for
+the cloud's `api` and `poll` instances: messages committed by one must reach the worker connected
+to the other (LISTEN/NOTIFY on Postgres, the notes table on MySQL; outbox row as the truth), anycast exactly once across all instances,
 unicast unblocks to the right worker, executes waiting for a worker that reconnects elsewhere;
 with inbound auth on, a worker id held on one instance is refused to another principal on the
 other (the registry in the database), simultaneous connects admit exactly one, and a dead
@@ -16,26 +16,64 @@ import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pg8000.native
 import pytest
 
 from shared.delivery.registry import RECEIVER_TTL_MS
+from tests.support.mysql import my_server, my_url  # noqa: F401 (fixtures)
 from tests.support.pg import pg_template, pg_url  # noqa: F401 (fixtures)
 from tests.support.server import ServerProc, start_server
 from tests.support.sse import SSE, bearer_stream, refusal
 from tests.support.tokens import KeyPair, claims
 from tests.support.wait import wait_until
 
-pytestmark = [pytest.mark.process, pytest.mark.postgres]
+pytestmark = pytest.mark.process
 
 HOUR = 3_600_000
 
 
+class DB:
+    """The shared database of a test: its backend, URL and a way to run SQL on it."""
+
+    def __init__(self, backend: str, url: str) -> None:
+        self.backend, self.url = backend, url
+        self.kw = {"pg_url": url} if backend == "postgres" else {"my_url": url}
+        self.now = ("(extract(epoch from clock_timestamp()) * 1000)::bigint" if backend == "postgres"
+                    else "CAST(UNIX_TIMESTAMP(SYSDATE(3)) * 1000 AS SIGNED)")
+
+    def sql(self, sql: str) -> list[tuple]:
+        if self.backend == "mysql":
+            from tests.support.mysql import run
+
+            return [tuple(r) for r in run(sql, self.url)]
+        c = pg8000.native.Connection(user="postgres", host="127.0.0.1", database=self.url.rsplit("/", 1)[1])
+        try:
+            return [tuple(r) for r in c.run(sql) or []]
+        finally:
+            c.close()
+
+    def store(self) -> Any:
+        if self.backend == "mysql":
+            from shared.storage.mysql import MySQLStore
+
+            return MySQLStore(self.url, pool_size=2)
+        from shared.storage.postgres import PostgresStore
+
+        return PostgresStore(self.url, pool_size=2)
+
+
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres),
+                        pytest.param("mysql", marks=pytest.mark.mysql)])
+def db(request) -> DB:
+    return DB(request.param, request.getfixturevalue("pg_url" if request.param == "postgres" else "my_url"))
+
+
 @pytest.fixture
-def pair(tmp_path, pg_url) -> Iterator[tuple[ServerProc, ServerProc]]:
-    a = start_server("postgres", tmp_path / "a", debug=False, pg_url=pg_url)
-    b = start_server("postgres", tmp_path / "b", debug=False, pg_url=pg_url)
+def pair(tmp_path, db) -> Iterator[tuple[ServerProc, ServerProc]]:
+    a = start_server(db.backend, tmp_path / "a", debug=False, **db.kw)
+    b = start_server(db.backend, tmp_path / "b", debug=False, **db.kw)
     yield a, b
     a.stop(drop=False)
     b.stop(drop=False)
@@ -48,13 +86,8 @@ def create(srv: ServerProc, id: str, target: str | None = None) -> dict:
     return d
 
 
-def outbox(url: str) -> list[tuple]:
-    kw = {"user": "postgres", "host": "127.0.0.1", "database": url.rsplit("/", 1)[1]}
-    c = pg8000.native.Connection(**kw)
-    try:
-        return [tuple(r) for r in c.run("SELECT kind, id, address FROM outbox ORDER BY seq")]
-    finally:
-        c.close()
+def outbox(db: DB) -> list[tuple]:
+    return db.sql("SELECT kind, id, address FROM outbox ORDER BY seq")
 
 
 def drain(streams: list[SSE], want: int, timeout: float) -> list[dict]:
@@ -69,7 +102,7 @@ def drain(streams: list[SSE], want: int, timeout: float) -> list[dict]:
 
 
 
-def test_execute_committed_on_one_instance_reaches_worker_on_the_other(pair, pg_url):
+def test_execute_committed_on_one_instance_reaches_worker_on_the_other(pair, db):
     a, b = pair
     g = "g" + uuid.uuid4().hex[:8]
     s = SSE(f"{b.url}/poll/{g}/w1")
@@ -81,12 +114,12 @@ def test_execute_committed_on_one_instance_reaches_worker_on_the_other(pair, pg_
         latency = time.monotonic() - t0
         assert msg["kind"] == "execute" and msg["data"]["task"] == {"id": "p1", "version": 0}, msg
         assert latency < 2, latency
-        assert wait_until(lambda: outbox(pg_url) == [], 5), outbox(pg_url)  # acknowledged: row gone
+        assert wait_until(lambda: outbox(db) == [], 5), outbox(db)  # acknowledged: row gone
     finally:
         s.close()
 
 
-def test_anycast_reaches_exactly_one_worker_across_instances(pair, pg_url):
+def test_anycast_reaches_exactly_one_worker_across_instances(pair, db):
     a, b = pair
     g = "g" + uuid.uuid4().hex[:8]
     streams = [SSE(f"{srv.url}/poll/{g}/w{i}-{srv.port}") for srv in (a, b) for i in range(3)]
@@ -102,13 +135,13 @@ def test_anycast_reaches_exactly_one_worker_across_instances(pair, pg_url):
         assert ids == sorted(f"t{i}" for i in range(n)), ids
         per_stream = [s.raw.count(b"data: ") for s in streams]
         assert sum(1 for c in per_stream if c) >= 2, per_stream  # spread, not funnelled
-        assert wait_until(lambda: outbox(pg_url) == [], 5)
+        assert wait_until(lambda: outbox(db) == [], 5)
     finally:
         for s in streams:
             s.close()
 
 
-def test_unicast_unblock_goes_to_the_instance_holding_the_worker(pair, pg_url):
+def test_unicast_unblock_goes_to_the_instance_holding_the_worker(pair, db):
     a, b = pair
     g = "g" + uuid.uuid4().hex[:8]
     s1, s2 = SSE(f"{b.url}/poll/{g}/w1"), SSE(f"{a.url}/poll/{g}/w2")
@@ -130,7 +163,7 @@ def test_unicast_unblock_goes_to_the_instance_holding_the_worker(pair, pg_url):
         s2.close()
 
 
-def test_unblock_without_a_receiver_anywhere_is_dropped_at_once(pair, pg_url):
+def test_unblock_without_a_receiver_anywhere_is_dropped_at_once(pair, db):
     a, b = pair
     g = "g" + uuid.uuid4().hex[:8]
     s = SSE(f"{b.url}/poll/{g}/other")  # a receiver in the group, not the addressed one
@@ -139,14 +172,14 @@ def test_unblock_without_a_receiver_anywhere_is_dropped_at_once(pair, pg_url):
         st, _ = a.rpc("promise.register_listener", {"awaited": "p", "address": f"poll://uni@{g}/absent"})
         assert st == 200
         assert a.rpc("promise.settle", {"id": "p", "state": "resolved"})[0] == 200
-        assert wait_until(lambda: outbox(pg_url) == [], 3), outbox(pg_url)
+        assert wait_until(lambda: outbox(db) == [], 3), outbox(db)
         time.sleep(0.3)
         assert s.events.empty()
     finally:
         s.close()
 
 
-def test_worker_that_reconnects_to_another_instance_gets_what_waited(pair, pg_url):
+def test_worker_that_reconnects_to_another_instance_gets_what_waited(pair, db):
     a, b = pair
     g = "g" + uuid.uuid4().hex[:8]
     s = SSE(f"{b.url}/poll/{g}/w1")
@@ -157,7 +190,7 @@ def test_worker_that_reconnects_to_another_instance_gets_what_waited(pair, pg_ur
     for i in range(3):  # committed while no worker of the group is connected anywhere
         create(b, f"later{i}", f"poll://any@{g}")
     time.sleep(0.5)
-    assert len(outbox(pg_url)) == 3
+    assert len(outbox(db)) == 3
     s2 = SSE(f"{a.url}/poll/{g}/w1")
     try:
         got = drain([s2], 3, 60)
@@ -186,7 +219,7 @@ class _Sink(BaseHTTPRequestHandler):
         pass
 
 
-def test_http_push_is_sent_once_and_retried_after_failure(pair, pg_url):
+def test_http_push_is_sent_once_and_retried_after_failure(pair, db):
     a, b = pair
     sink = type("Sink", (_Sink,), {"bodies": [], "fail_first": 1})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), sink)
@@ -199,28 +232,23 @@ def test_http_push_is_sent_once_and_retried_after_failure(pair, pg_url):
         assert wait_until(lambda: len(sink.bodies) == 2, 20), sink.bodies
         time.sleep(1.5)
         assert sorted(m["data"]["task"]["id"] for m in sink.bodies) == ["ok1", "ok2"], sink.bodies
-        assert wait_until(lambda: outbox(pg_url) == [], 5)
+        assert wait_until(lambda: outbox(db) == [], 5)
     finally:
         httpd.shutdown()
 
 
-def test_row_claimed_by_a_dead_instance_is_delivered_once_its_lease_lapses(pair, pg_url):
+def test_row_claimed_by_a_dead_instance_is_delivered_once_its_lease_lapses(pair, db):
     a, b = pair
     g = "g" + uuid.uuid4().hex[:8]
     create(a, "orphan", f"poll://any@{g}")  # no worker anywhere yet: the row waits
-    kw = {"user": "postgres", "host": "127.0.0.1", "database": pg_url.rsplit("/", 1)[1]}
-    c = pg8000.native.Connection(**kw)
-    try:  # as if an instance claimed it and died before writing the event
-        c.run("UPDATE outbox SET claimed_until = (extract(epoch from clock_timestamp()) * 1000)::bigint + 1500")
-    finally:
-        c.close()
+    db.sql(f"UPDATE outbox SET claimed_until = {db.now} + 1500")  # as if an instance claimed it and died
     s = SSE(f"{b.url}/poll/{g}/w1")
     try:
         time.sleep(1.0)
         assert s.events.empty()  # still leased to the dead claimant
         m = s.next(timeout=8)  # the instance's periodic re-check claims it after the lease
         assert m["data"]["task"]["id"] == "orphan", m
-        assert wait_until(lambda: outbox(pg_url) == [], 5)
+        assert wait_until(lambda: outbox(db) == [], 5)
     finally:
         s.close()
 
@@ -228,12 +256,12 @@ def test_row_claimed_by_a_dead_instance_is_delivered_once_its_lease_lapses(pair,
 # ------------------------------------------------------------------- poll authorization across instances
 
 @pytest.fixture
-def auth_pair(tmp_path, pg_url):
+def auth_pair(tmp_path, db):
     """Two instances on one database with inbound auth on (one key); yields (a, b, key)."""
     key = KeyPair("ec256")
     env = {"RESONATE_AUTH__PUBLICKEY": key.write(tmp_path)}
-    a = start_server("postgres", tmp_path / "a", debug=False, pg_url=pg_url, env=env)
-    b = start_server("postgres", tmp_path / "b", debug=False, pg_url=pg_url, env=env)
+    a = start_server(db.backend, tmp_path / "a", debug=False, env=env, **db.kw)
+    b = start_server(db.backend, tmp_path / "b", debug=False, env=env, **db.kw)
     a.token = b.token = key.sign(claims(role="admin"))
     yield a, b, key
     a.stop(drop=False)
@@ -328,16 +356,14 @@ def test_a_dead_instances_registry_entry_lapses(auth_pair):
             s.close()
 
 
-def test_an_instance_whose_entry_lapsed_yields_the_worker_id_to_the_principal_that_took_it(pg_url):
+def test_an_instance_whose_entry_lapsed_yields_the_worker_id_to_the_principal_that_took_it(db):
     """In process, on the real registry: while instance 1's entry for a worker id is lapsed (its
     refresh stalled past the lease), principal A is admitted on instance 2; instance 1's next
     refresh finds A's live entry and ends its own connections of that id instead of writing a
     second holder."""
     from shared.delivery.hub import Held, PollHub
     from shared.delivery.registry import ReceiverRegistry
-    from shared.storage.postgres import PostgresStore
-
-    store = PostgresStore(pg_url, pool_size=2)
+    store = db.store()
     hubs = [PollHub(), PollHub()]
     deliveries = [ReceiverRegistry(store, hub) for hub in hubs]  # no LISTEN loop: this test refreshes itself
     for hub, registry in zip(hubs, deliveries, strict=True):
@@ -350,14 +376,12 @@ def test_an_instance_whose_entry_lapsed_yields_the_worker_id_to_the_principal_th
         deliveries[0].refresh()  # a refresh while alive keeps the entry
         with pytest.raises(Held):
             hubs[1].register("g", "w1", "sub:tenant-a")
-        store.write(lambda tx: tx._x("UPDATE poll_receivers SET expires_at = 0 WHERE instance = :i",
-                                     i=deliveries[0].instance))
+        db.sql(f"UPDATE poll_receivers SET expires_at = 0 WHERE instance = '{deliveries[0].instance}'")
         taker = hubs[1].register("g", "w1", "sub:tenant-a")
         deliveries[0].refresh()
         assert held.closed and not taker.closed
         assert not hubs[0].has_id("g", "w1") and hubs[1].has_id("g", "w1")
-        rows = store.read(lambda tx: tx._x("SELECT instance FROM poll_receivers WHERE grp = 'g' AND id = 'w1'"
-                                           " AND expires_at > 0"))
-        assert rows == [[deliveries[1].instance]], rows
+        rows = db.sql("SELECT instance FROM poll_receivers WHERE grp = 'g' AND id = 'w1' AND expires_at > 0")
+        assert rows == [(deliveries[1].instance,)], rows
     finally:
         store.close()

@@ -376,7 +376,6 @@ def test_legacy_yaml_errors_name_the_legacy_key(tmp_path: Path) -> None:
     ({"RESONATE_STORAGE__TYPE": "postgres"}, "storage.type=postgres requires RESONATE_STORAGE__POSTGRES__URL"),
     ({"RESONATE_STORAGE__TYPE": "mysql"}, "MySQL storage selected but no URL configured. Set --storage-mysql-url "
                                           "or RESONATE_STORAGE__MYSQL__URL"),
-    ({"RESONATE_STORAGE__TYPE": "mysql", "RESONATE_STORAGE__MYSQL__URL": "mysql://h/db"}, "not implemented"),
     ({"RESONATE_TRANSPORTS__HTTP_PUSH__CONCURRENCY": "0"},
      r"transports.http_push.concurrency must be at least 1 \(got 0\)"),
     ({"RESONATE_TRANSPORTS__GCPS__CONCURRENCY": "0"}, r"transports.gcps.concurrency must be at least 1 \(got 0\)"),

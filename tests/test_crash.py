@@ -1,4 +1,4 @@
-"""A crash at any instant loses no acknowledged write: SIGKILL the SQLite server under load."""
+"""A crash at any instant loses no acknowledged write: SIGKILL the server (SQLite, MySQL) under load."""
 from __future__ import annotations
 
 import threading
@@ -7,6 +7,7 @@ import time
 import pytest
 import requests
 
+from tests.support import marks
 from tests.support.server import VERSION, start_server
 
 pytestmark = pytest.mark.process
@@ -40,17 +41,36 @@ def _writer(url: str, name: str, acked: list[str], stop: threading.Event) -> Non
                     acked.append(pid + "!settled")
 
 
-def test_sigkill_under_concurrent_writes_loses_nothing_acknowledged(tmp_path):
+@pytest.mark.parametrize("backend", [marks.param("sqlite"), marks.param("mysql")])
+def test_sigkill_under_concurrent_writes_loses_nothing_acknowledged(backend, tmp_path):
     db = tmp_path / "crash.db"
+    my_url = None
+    if backend == "mysql":
+        from tests.support.mysql import take_database
+
+        my_url = take_database()
+    try:
+        _crash_rounds(backend, tmp_path, db, my_url)
+    finally:
+        if my_url is not None:
+            from tests.support.mysql import give_back
+
+            give_back(my_url)
+
+
+def _crash_rounds(backend: str, tmp_path, db, my_url: str | None) -> None:
     for round_ in range(3):
-        srv = start_server("sqlite", tmp_path, debug=False, db=db)
+        srv = start_server(backend, tmp_path, debug=False, db=db, my_url=my_url)
         acked: list[str] = []
         stop = threading.Event()
         threads = [threading.Thread(target=_writer, args=(srv.url, f"r{round_}w{i}", acked, stop))
                    for i in range(16)]
         for t in threads:
             t.start()
-        time.sleep(1.0 + 0.37 * round_)  # kill at a different instant each round
+        deadline = time.time() + 30  # a busy machine gets going slowly: kill once the load runs
+        while len(acked) < 120 and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2 + 0.37 * round_)  # kill at a different instant each round
         srv.proc.kill()
         srv.proc.wait()
         stop.set()
@@ -58,7 +78,7 @@ def test_sigkill_under_concurrent_writes_loses_nothing_acknowledged(tmp_path):
             t.join(10)
         assert len(acked) > 100, "the load never got going"
 
-        srv = start_server("sqlite", tmp_path, debug=False, db=db)
+        srv = start_server(backend, tmp_path, debug=False, db=db, my_url=my_url)
         try:
             settled = {a[:-len("!settled")] for a in acked if a.endswith("!settled")}
             for pid in (a for a in acked if not a.endswith("!settled")):
@@ -70,4 +90,4 @@ def test_sigkill_under_concurrent_writes_loses_nothing_acknowledged(tmp_path):
                 status, data = srv.rpc("task.get", {"id": pid})
                 assert status == 200 and data["task"]["state"] in ("pending", "fulfilled"), data
         finally:
-            srv.stop()
+            srv.stop(drop=False)

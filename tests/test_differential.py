@@ -16,6 +16,7 @@ Environment:
   RESONATE_DIFF_SEEDS      number of seeds to run (default 5: seeds 1..N)
   RESONATE_DIFF_PG_SEEDS   without RESONATE_DIFF_BACKENDS: how many of the first seeds also run
                            on Postgres (default 2; the others compare memory with SQLite)
+  RESONATE_DIFF_MY_SEEDS   the same for MySQL (default 1)
   RESONATE_DIFF_MIN_STEPS  minimum steps per seed (default 3000)
   RESONATE_DIFF_MAX_STEPS  step cap (default 20000)
   RESONATE_TEST_PG_URL        admin URL of the Postgres server (databases are cloned from a template)
@@ -70,22 +71,45 @@ def _postgres(tmp: Path) -> Any:
     return store
 
 
+def _mysql(tmp: Path) -> Any:
+    """A fresh migrated database, given back (wiped for reuse) when the store closes."""
+    from shared.storage.mysql import MySQLStore
+    from tests.support.mysql import give_back, take_database
+
+    url = take_database()
+    store = MySQLStore(url)
+    close = store.close
+
+    def close_and_give_back() -> None:
+        close()
+        give_back(url)
+
+    store.close = close_and_give_back  # type: ignore[method-assign]
+    return store
+
+
 # name -> factory(tmp_dir) -> Store. Add adapters here.
 ADAPTERS: dict[str, Callable[[Path], Any]] = {
     "memory": _memory,
     "sqlite": _sqlite,
     "postgres": _postgres,
+    "mysql": _mysql,
 }
+DB_MARKS = {"postgres": pytest.mark.postgres, "mysql": pytest.mark.mysql}
 
 
 def selected_backends(seed: int) -> list[str]:
     """The adapters of one seed: RESONATE_DIFF_BACKENDS, else memory, SQLite and, for the first
-    RESONATE_DIFF_PG_SEEDS seeds, Postgres (a Postgres step costs several SQLite ones; the
-    engine's answers do not depend on the seed's adapter set, the store contract suite compares
-    every adapter method by method)."""
+    RESONATE_DIFF_PG_SEEDS seeds, Postgres, for the first RESONATE_DIFF_MY_SEEDS seeds MySQL (a
+    database step costs several SQLite ones; the engine's answers do not depend on the seed's
+    adapter set, the store contract suite compares every adapter method by method)."""
     raw = os.environ.get("RESONATE_DIFF_BACKENDS")
     if raw is None:
-        raw = "memory,sqlite,postgres" if seed <= int(os.environ.get("RESONATE_DIFF_PG_SEEDS", "2")) else "memory,sqlite"
+        raw = "memory,sqlite"
+        if seed <= int(os.environ.get("RESONATE_DIFF_PG_SEEDS", "2")):
+            raw += ",postgres"
+        if seed <= int(os.environ.get("RESONATE_DIFF_MY_SEEDS", "1")):
+            raw += ",mysql"
     names = [b.strip() for b in raw.split(",") if b.strip()]
     unknown = [n for n in names if n not in ADAPTERS]
     assert not unknown, f"unknown adapters in RESONATE_DIFF_BACKENDS: {unknown}; known: {sorted(ADAPTERS)}"
@@ -100,11 +124,11 @@ def seeds() -> list[int]:
 
 
 def seed_params() -> list:
-    """Seeds as params named by their adapters; a seed with Postgres is marked `postgres`."""
+    """Seeds as params named by their adapters; a seed with Postgres (MySQL) is marked `postgres` (`mysql`)."""
     out = []
     for seed in seeds():
         names = selected_backends(seed)
-        out.append(pytest.param(seed, marks=[pytest.mark.postgres] if "postgres" in names else [],
+        out.append(pytest.param(seed, marks=[DB_MARKS[n] for n in names if n in DB_MARKS],
                                 id=f"{seed}-{'-'.join(names)}"))
     return out
 

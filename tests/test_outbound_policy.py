@@ -315,10 +315,15 @@ def _resolver_env(hosts: Path) -> dict[str, str]:
 
 
 def dead_rows(srv: ServerProc) -> list[tuple[str, int]]:
-    """(id, failures) of the outbox rows given up (SQLite, Postgres: read from the database)."""
+    """(id, failures) of the outbox rows given up (SQLite, Postgres, MySQL: read from the database)."""
     if srv.backend == "sqlite":
         with sqlite3.connect(f"file:{srv.db}?mode=ro", uri=True) as c:
             return c.execute("SELECT id, attempts FROM outbox WHERE dead = 1 ORDER BY seq").fetchall()
+    if srv.backend == "mysql":
+        from tests.support.mysql import run
+
+        return [tuple(r) for r in run("SELECT id, attempts FROM outbox WHERE claimed_until >= 4611686018427387904"
+                                      " ORDER BY seq", srv.my_url or "")]
     c = pg8000.native.Connection(**parse_url(srv.pg_url or ""))
     try:
         return [tuple(r) for r in c.run("SELECT id, attempts FROM outbox WHERE claimed_until >= 4611686018427387904 ORDER BY seq")]

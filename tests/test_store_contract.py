@@ -1,11 +1,11 @@
-"""The storage port's contract, one suite for every adapter (memory, SQLite, Postgres).
+"""The storage port's contract, one suite for every adapter (memory, SQLite, Postgres, MySQL).
 
-The scripted and the random differential runs compare SQLite and Postgres with MemoryStore (the
+The scripted and the random differential runs compare SQLite, Postgres and MySQL with MemoryStore (the
 reference) after every step; the rest holds on each adapter it names. Adapter-specific behaviour
 lives in tests/test_store_sqlite.py (group commit, WAL, crash, gevent offload) and
 tests/test_store_postgres.py (row locks and retries, SKIP LOCKED, migrations racing, connection
-loss, gevent). Postgres params need the database server (mark `postgres`); each gets a fresh
-database cloned from the migrated template.
+loss, gevent) and tests/test_store_mysql.py. Postgres and MySQL params need their database server
+(marks `postgres`, `mysql`); each gets a fresh migrated database.
 """
 from __future__ import annotations
 
@@ -19,14 +19,16 @@ import pytest
 from shared.records import BRANCH, LEASE, RETRY, TARGET, Message, Promise, Schedule, Task
 from shared.storage.base import ReadOnlyViolation, StorageError, Tx
 from shared.storage.memory import MemoryStore
+from tests.support.mysql import my_server, my_url  # noqa: F401 (fixtures)
 from tests.support.pg import pg_template, pg_url  # noqa: F401 (fixtures)
 
-ALL = ["memory", "sqlite", "postgres"]
-DURABLE = ["sqlite", "postgres"]  # compared with MemoryStore; survive a reopen
+ALL = ["memory", "sqlite", "postgres", "mysql"]
+DURABLE = ["sqlite", "postgres", "mysql"]  # compared with MemoryStore; survive a reopen
+MARKS = {"postgres": [pytest.mark.postgres], "mysql": [pytest.mark.mysql]}
 
 
 def _params(names: list[str]) -> list[Any]:
-    return [pytest.param(n, marks=[pytest.mark.postgres] if n == "postgres" else [], id=n) for n in names]
+    return [pytest.param(n, marks=MARKS.get(n, []), id=n) for n in names]
 
 
 class Adapter:
@@ -35,15 +37,17 @@ class Adapter:
     def __init__(self, name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
         self.name = name
         self.path = str(tmp_path / "contract.db")
-        self.url = request.getfixturevalue("pg_url") if name == "postgres" else ""
+        fixture = {"postgres": "pg_url", "mysql": "my_url"}.get(name)
+        self.url = request.getfixturevalue(fixture) if fixture else ""
         self.opened: list[Any] = []
 
     @property
     def module(self) -> Any:
+        import shared.storage.mysql as my_mod
         import shared.storage.postgres as pg_mod
         import shared.storage.sqlite as sqlite_mod
 
-        return {"sqlite": sqlite_mod, "postgres": pg_mod}[self.name]
+        return {"sqlite": sqlite_mod, "postgres": pg_mod, "mysql": my_mod}[self.name]
 
     def open(self) -> Any:
         if self.name == "memory":
@@ -52,6 +56,10 @@ class Adapter:
             from shared.storage.sqlite import SqliteStore
 
             s = SqliteStore(self.path)
+        elif self.name == "mysql":
+            from shared.storage.mysql import MySQLStore
+
+            s = MySQLStore(self.url, pool_size=20)
         else:
             from shared.storage.postgres import PostgresStore
 
@@ -415,7 +423,8 @@ def test_closed_store_raises(durable: Adapter) -> None:
 def test_migrations_apply_only_missing(durable: Adapter, monkeypatch: pytest.MonkeyPatch) -> None:
     mod = durable.module
     durable.open().close()
-    extra = (mod.SCHEMA_VERSION + 1, ["ALTER TABLE meta ADD COLUMN note TEXT", "CREATE INDEX meta_note ON meta (note)"])
+    index = "meta (note(16))" if durable.name == "mysql" else "meta (note)"  # MySQL indexes a TEXT prefix
+    extra = (mod.SCHEMA_VERSION + 1, ["ALTER TABLE meta ADD COLUMN note TEXT", f"CREATE INDEX meta_note ON {index}"])
     monkeypatch.setattr(mod, "MIGRATIONS", mod.MIGRATIONS + [extra])
     monkeypatch.setattr(mod, "SCHEMA_VERSION", extra[0])
     for _ in range(2):  # the second open must not re-run the ALTER (it would fail)

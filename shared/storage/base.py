@@ -167,6 +167,11 @@ class OutboxClaims(Protocol):
 
 class Store(Protocol):
     name: str
+    # The longest id, task id, process id, listener address and indexed tag value (resonate:target,
+    # resonate:origin, resonate:branch) this store holds, in characters; None: only the bytes
+    # bound every store has (shared/requests.py). The service rejects longer ones with 400
+    # before any transaction.
+    max_key_length: int | None
 
     def write(self, fn: Callable[[Tx], T]) -> T:
         """Run fn in one serialized write transaction; commit when it returns, roll back if it raises.

@@ -1,4 +1,5 @@
-"""Connections to a Cloud SQL instance through the official Cloud SQL Python Connector (pg8000).
+"""Connections to a Cloud SQL instance through the official Cloud SQL Python Connector (pg8000
+for Postgres, PyMySQL for MySQL).
 
 Why the connector: it reaches the instance's server-side proxy (port 3307) over mutual TLS with
 an ephemeral client certificate from the SQL Admin API, so a function needs neither the
@@ -135,7 +136,8 @@ class _Dialer:
 
     def __init__(self, instance: str, user: str, password: str | None, database: str, ip_type: str,
                  iam_auth: bool, timeout: float, application_name: str,
-                 sqladmin_api_endpoint: str | None, credentials: Any) -> None:
+                 sqladmin_api_endpoint: str | None, credentials: Any, driver: str = "pg8000",
+                 extra: dict[str, Any] | None = None) -> None:
         if not INSTANCE_RE.fullmatch(instance):
             raise ValueError(f"Cloud SQL instance connection name must be project:region:instance, got {instance!r}")
         if ip_type not in IP_TYPES:
@@ -145,35 +147,43 @@ class _Dialer:
         self.where = f"Cloud SQL instance {instance} ({ip_type} IP)"  # PostgresStore's error messages
         # ssl_context=False: the tunnel is already mutual TLS, so no SSLRequest inside it (the
         # Cloud SQL Auth Proxy's sslmode=disable)
+        self.driver = driver
         self.kwargs: dict[str, Any] = {"user": user, "password": password, "db": database,
-                                       "ip_type": ip_type, "enable_iam_auth": iam_auth,
-                                       "application_name": application_name, "ssl_context": False,
-                                       "timeout": timeout}
+                                       "ip_type": ip_type, "enable_iam_auth": iam_auth, "timeout": timeout}
+        if driver == "pg8000":
+            self.kwargs.update(application_name=application_name, ssl_context=False)
+        self.kwargs.update(extra or {})  # PyMySQL: charset, autocommit, client flags (MySQLStore's)
 
-    def __call__(self) -> NativeConnection:
+    def __call__(self) -> Any:
+        """A pg8000.native-like connection (pg8000), or the PyMySQL connection itself (pymysql)."""
+        wrap = NativeConnection if self.driver == "pg8000" else (lambda c: c)
         connector = _connector(self.endpoint, self.credentials)
         loop = getattr(connector, "_loop", None)
         if loop is None:  # a connector without its own loop: no deadline available
-            return NativeConnection(connector.connect(self.instance, "pg8000", **self.kwargs))
+            return wrap(connector.connect(self.instance, self.driver, **self.kwargs))
         import asyncio
 
         # Connector.connect() waits without a deadline; bound the Admin API calls and the dial
-        fut = asyncio.run_coroutine_threadsafe(connector.connect_async(self.instance, "pg8000", **self.kwargs), loop)
+        fut = asyncio.run_coroutine_threadsafe(connector.connect_async(self.instance, self.driver, **self.kwargs),
+                                               loop)
         try:
             core = fut.result(self.timeout)
         except TimeoutError:
             fut.cancel()
             raise TimeoutError(f"no connection to {self.where} within {self.timeout:g}s") from None
-        return NativeConnection(core)
+        return wrap(core)
 
 
 def connector_factory(instance: str, user: str = "postgres", password: str | None = None,
                       database: str = "postgres", ip_type: str = "private", iam_auth: bool = False, *,
                       timeout: float = CONNECT_TIMEOUT_S, application_name: str = "resonate",
                       sqladmin_api_endpoint: str | None = None,
-                      credentials: Any = None) -> Callable[[], NativeConnection]:
-    """A zero-argument callable opening pg8000.native-like connections to `instance`
-    ("project:region:instance") through the process's shared Connector. `credentials=None` means
-    Application Default Credentials; `sqladmin_api_endpoint` is for tests and private endpoints."""
+                      credentials: Any = None, driver: str = "pg8000",
+                      extra: dict[str, Any] | None = None) -> Callable[[], Any]:
+    """A zero-argument callable opening connections to `instance` ("project:region:instance")
+    through the process's shared Connector: pg8000.native-like ones (`driver="pg8000"`, Postgres)
+    or PyMySQL ones (`driver="pymysql"`, MySQL; `extra`: more PyMySQL arguments).
+    `credentials=None` means Application Default Credentials; `sqladmin_api_endpoint` is for
+    tests and private endpoints."""
     return _Dialer(instance, user, password, database, ip_type, iam_auth, timeout, application_name,
-                   sqladmin_api_endpoint, credentials)
+                   sqladmin_api_endpoint, credentials, driver, extra)

@@ -285,6 +285,7 @@ class MemoryStore:
     """Everything in one process's memory; lost at exit. Used by `dev`."""
 
     name = "memory"
+    max_key_length: int | None = None
 
     def __init__(self) -> None:
         self._st = _State()

@@ -15,9 +15,7 @@ Results must equal `MemoryStore`'s for every `Tx` method (the differential test 
 """
 from __future__ import annotations
 
-import random
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -28,24 +26,20 @@ from pg8000.exceptions import DatabaseError
 from shared.storage.base import StorageError
 from shared.storage.postgres_outbox import PgClusterOutbox
 from shared.storage.postgres_tx import (
-    BROKEN,
     MIGRATION_LOCK,
     MIGRATIONS,
-    RETRY,
     SCHEMA_VERSION,
     Busy,
     Conn,
     PgTx,
     classify,
 )
+from shared.storage.sql_pool import MAX_RETRIES, Pool, Transactions
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Busy", "PgTx", "PostgresStore", "parse_url"]
+__all__ = ["MAX_RETRIES", "MIGRATIONS", "SCHEMA_VERSION", "Busy", "PgTx", "PostgresStore", "parse_url"]
 
 T = TypeVar("T")
 
-MAX_RETRIES = 5  # contention re-runs of one write before Busy
-BACKOFF_S = 0.004  # first retry waits up to this, doubling per retry (jittered)
-POOL_WAIT_S = 30.0  # longest wait for a free pooled connection before Busy
 CONNECT_TIMEOUT_S = 10.0
 SOCKET_TIMEOUT_S = 60.0  # a half-open TCP connection must not hang a request forever
 SESSION_SETUP = ("SET lock_timeout = '10s'; SET idle_in_transaction_session_timeout = '60s';"
@@ -96,78 +90,13 @@ def _close(c: Conn) -> None:
         pass
 
 
-class _Pool:
-    """At most `size` connections, idle ones reused last-in first-out. `invalidate()` drops every
-    idle connection and marks the checked-out ones for closing on release (after a break,
-    the others most likely broke too: a server restart takes them all)."""
-
-    def __init__(self, connect: Callable[[], Any], size: int) -> None:
-        if size < 1:
-            raise ValueError("pool_size must be >= 1")
-        self._connect = connect
-        self.size = size
-        self._cond = threading.Condition()  # looked up now: gevent's under monkey patching
-        self._idle: list[Conn] = []
-        self._open = 0
-        self._gen = 0
-        self.closed = False
-
-    def acquire(self) -> Conn:
-        deadline = None
-        with self._cond:
-            while True:
-                if self.closed:
-                    raise StorageError("store is closed")
-                if self._idle:
-                    return self._idle.pop()
-                if self._open < self.size:
-                    self._open += 1
-                    gen = self._gen
-                    break
-                deadline = deadline or time.monotonic() + POOL_WAIT_S
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise Busy(f"postgres: all {self.size} pooled connections stayed busy for {POOL_WAIT_S:.0f}s")
-                self._cond.wait(left)
-        try:
-            return Conn(self._connect(), gen)
-        except BaseException:
-            with self._cond:
-                self._open -= 1
-                self._cond.notify()
-            raise
-
-    def release(self, c: Conn, healthy: bool) -> None:
-        with self._cond:
-            if healthy and not self.closed and c.gen == self._gen:
-                self._idle.append(c)
-                self._cond.notify()
-                return
-            self._open -= 1
-            self._cond.notify()
-        _close(c)
-
-    def invalidate(self) -> None:
-        with self._cond:
-            self._gen += 1
-            dead, self._idle = self._idle, []
-            self._open -= len(dead)
-            self._cond.notify_all()
-        for c in dead:
-            _close(c)
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-        self.invalidate()
-
-
-class PostgresStore(PgClusterOutbox):
+class PostgresStore(Transactions, PgClusterOutbox):
     """`Store` over one Postgres database. `lazy=True` defers connecting and migrating to the
     first read/write/ping (a cold start while the database is down then answers errors instead
     of failing to start); otherwise the constructor migrates and raises StorageError if it can't."""
 
     name = "postgres"
+    max_key_length: int | None = None  # TEXT columns: the byte bound of shared/requests.py is the only one
 
     def __init__(self, url: str, pool_size: int = 10, lazy: bool = False,
                  connect: Callable[[], Any] | None = None) -> None:
@@ -176,7 +105,7 @@ class PostgresStore(PgClusterOutbox):
         # connect: opens one pg8000.native-like connection instead of dialing the URL's host (e.g.
         # shared.storage.cloudsql.connector_factory(...)); its `where` attribute names it in errors
         self._dial = connect
-        self._pool = _Pool(self._connect, pool_size)
+        self._pool = Pool(self._connect, pool_size, Conn, _close, "postgres")
         self._schema_lock = threading.Lock()
         self._schema_ok = False
         self.retries = 0  # contention re-runs (observability)
@@ -216,48 +145,8 @@ class PostgresStore(PgClusterOutbox):
         self._ensure_schema()
         return self._transaction(fn, BEGIN_READ, False)
 
-    def _transaction(self, fn: Callable[[PgTx], T], begin: str, writable: bool) -> T:
-        conflicts = 0
-        reconnected = False
-        pause = 0.0
-        while True:
-            if pause:  # back off without holding a pooled connection
-                time.sleep(pause)
-            conn = self._pool.acquire()
-            tx = PgTx(conn, writable)
-            healthy = False
-            try:
-                tx._simple(begin)
-                result = fn(tx)
-                if tx.fail:  # fn swallowed a database error: never COMMIT a dead transaction
-                    raise tx.error  # type: ignore[misc]
-                tx.committing = True
-                tx._simple("COMMIT")
-                healthy = True
-                return result
-            except BaseException as e:
-                if tx.fail == BROKEN:
-                    self._pool.invalidate()
-                    if not isinstance(e, Exception):  # e.g. GreenletExit: stop, don't re-run
-                        raise
-                    if tx.committing:
-                        raise StorageError(f"{tx.error}; the COMMIT outcome is unknown") from e
-                    if reconnected:
-                        _reraise(tx.error, e)
-                    reconnected = True  # the break happened before COMMIT: nothing was committed
-                    self.reconnects += 1
-                    continue
-                healthy = self._rollback(tx)
-                if tx.fail == RETRY and isinstance(e, Exception):
-                    conflicts += 1
-                    if conflicts > MAX_RETRIES:
-                        raise Busy(f"{tx.error}; gave up after {MAX_RETRIES} retries") from e
-                    self.retries += 1
-                    pause = random.uniform(0, BACKOFF_S * (2 ** (conflicts - 1)))
-                    continue
-                raise  # fn's own exception, or the database error it let through, unchanged
-            finally:
-                self._pool.release(conn, healthy)
+    def _new_tx(self, conn: Conn, writable: bool) -> PgTx:
+        return PgTx(conn, writable)
 
     def _rollback(self, tx: PgTx) -> bool:
         """Roll back; False if the connection is no longer usable."""
@@ -314,9 +203,3 @@ def _version(tx: PgTx) -> int:
     if cur > SCHEMA_VERSION:
         raise StorageError(f"database schema version {cur} is newer than this server's {SCHEMA_VERSION}")
     return cur
-
-
-def _reraise(err: BaseException | None, e: BaseException) -> None:
-    if err is None or err is e:
-        raise e
-    raise err from e

@@ -24,7 +24,8 @@ from pg8000.exceptions import DatabaseError
 from shared.protocol import parse_address
 from shared.records import BRANCH, LEASE, TARGET, Message, Promise, Schedule, Task
 from shared.storage.base import ReadOnlyViolation, StorageError
-from shared.storage.sql_common import PROMISE_COLS, TASK_COLS, PortableQueries
+from shared.storage.sql_common import DEAD, PROMISE_COLS, TASK_COLS, PortableQueries
+from shared.storage.sql_pool import ABORTED, BROKEN, OK, RETRY
 
 try:
     from shared.storage.base import Busy
@@ -92,8 +93,6 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-# failure states of a transaction, by severity (PgTx.fail)
-OK, ABORTED, RETRY, BROKEN = 0, 1, 2, 3
 RETRY_CODES = frozenset({"40001", "40P01", "23505"})  # serialization failure, deadlock, unique violation
 BROKEN_CODES = frozenset({"57P01", "57P02", "57P03", "25P03"})  # admin/crash shutdown, idle-in-tx timeout
 
@@ -121,7 +120,6 @@ _ENQUEUE = ("WITH r AS (INSERT INTO outbox (key, kind, id, address, version, pol
 # task's retry timer re-enqueues it every tasks.retry_timeout) keeps its failure count, its dead
 # mark and, for a push row, its claim (in flight or backing off), so retries neither double up
 # nor revive a dead row; a poll row is unclaimed and announced again, as before
-DEAD = 2 ** 62  # claimed_until of a row given up: never claimed again (shared/storage/postgres_outbox.py)
 _SAME = "outbox.version = EXCLUDED.version AND outbox.address = EXCLUDED.address"
 _KEEP = f"{_SAME} AND (outbox.poll_group IS NULL OR outbox.claimed_until >= {DEAD})"
 _ENQUEUE_EXECUTE = _ENQUEUE.format(

@@ -1,4 +1,4 @@
-"""Statements that read the same on every SQL adapter (reset and the snapshot reads).
+"""What reads the same on every SQL adapter: reset and the snapshot reads, the dead-row mark.
 
 An adapter's Tx mixes this in and provides `_x(sql)` (run a statement, return its rows),
 `_w()` (refuse writes in a read-only transaction) and `_row_promise(row)` (decode a promise row).
@@ -12,6 +12,7 @@ from shared.records import Promise, Task
 PROMISE_COLS = "id, state, param, value, tags, timeout_at, created_at, settled_at"
 TASK_COLS = "id, state, version, timer_type, timer_at, pid, ttl"
 DATA_TABLES = ("promises", "tasks", "callbacks", "listeners", "outbox", "schedules")
+DEAD = 2 ** 62  # outbox.claimed_until of a row given up: never claimed again (the cluster outboxes)
 
 
 class PortableQueries:

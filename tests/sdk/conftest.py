@@ -48,7 +48,7 @@ def pytest_runtest_makereport(item, call):
                 rep.sections.append((title, text if text else "<empty>"))
 
 
-@pytest.fixture(scope="module", params=[marks.param("sqlite"), marks.param("cloudsim")])
+@pytest.fixture(scope="module", params=[marks.param("sqlite"), marks.param("cloudsim"), marks.param("mysql")])
 def main_server(request, tmp_path_factory):
     """Every scenario runs against a SQLite server (the local server: one gevent process, the
     outbox delivery) and the cloud simulation as deployed by default (one base URL served by
@@ -56,7 +56,8 @@ def main_server(request, tmp_path_factory):
     dispatch function processes; one Postgres database, claims and NOTIFY across processes, the
     sweeper called every 60 s as Cloud Scheduler would). A local server over Postgres adds
     nothing an SDK can see: its delivery is the cloud's (conformance and tests/test_cluster_delivery.py
-    run it), its HTTP and SSE the SQLite server's."""
+    run it), its HTTP and SSE the SQLite server's. A local server over MySQL: the same delivery
+    over another database (claims and the notes table instead of NOTIFY)."""
     backend = request.param
     workdir = tmp_path_factory.mktemp(f"sdk-{backend}")
     if backend == "cloudsim":

@@ -76,10 +76,10 @@ class FakeCloudSql:
 
     def __init__(self, project: str = "fake-project", region: str = "us-central1", instance: str = "fake-db",
                  upstream: tuple[str, int] = ("127.0.0.1", 5432), ip_types: tuple[str, ...] = ("PRIVATE",),
-                 stall: bool = False) -> None:
+                 stall: bool = False, database_version: str = "POSTGRES_16") -> None:
         self.project, self.region, self.instance_name = project, region, instance
         self.instance = f"{project}:{region}:{instance}"
-        self.upstream, self.ip_types = upstream, ip_types
+        self.upstream, self.ip_types, self.database_version = upstream, ip_types, database_version
         self.calls: list[tuple[str, str, Any]] = []
         self.handshakes: list[str] = []
         now = datetime.datetime.now(datetime.UTC)
@@ -213,7 +213,7 @@ class FakeCloudSql:
             return 401, {"error": {"code": 401, "message": "Request had invalid authentication credentials."}}
         base = f"/sql/v1beta4/projects/{self.project}/instances/{self.instance_name}"
         if method == "GET" and path == base + "/connectSettings":
-            return 200, {"kind": "sql#connectSettings", "region": self.region, "databaseVersion": "POSTGRES_16",
+            return 200, {"kind": "sql#connectSettings", "region": self.region, "databaseVersion": self.database_version,
                          "backendType": "SECOND_GEN", "serverCaCert": {"cert": _pem(self.ca_cert)},
                          "ipAddresses": [{"type": t, "ipAddress": self.ip} for t in self.ip_types]}
         if method == "POST" and path == base + ":generateEphemeralCert":

@@ -1,10 +1,10 @@
-"""Test selection: `process` (real processes or sockets) and `postgres` (a Postgres server);
+"""Test selection: `process` (real processes or sockets), `postgres` and `mysql` (a database server);
 `cloudsim` (starts a cloud simulation: under pytest-xdist they all run on one worker, one at a
 time, as two simulations side by side on a loaded 2-core machine disturbed each other).
 
-Both are set at collection time (module `pytestmark`, marks on backend params, or the hook in
+They are set at collection time (module `pytestmark`, marks on backend params, or the hook in
 tests/conftest.py from the fixtures a test uses), so `make test-fast` (`-m "not process and not
-postgres"`) deselects instead of skipping. A helper that starts a server process or creates a
+postgres and not mysql"`) deselects instead of skipping. A helper that starts a server process or creates a
 database calls `require()`: a test that does so without the mark fails at once, naming the
 mark it needs, so test-fast never silently grows a subprocess or a database.
 """
@@ -17,6 +17,7 @@ import pytest
 PROCESS = "process"
 CLOUDSIM = "cloudsim"
 POSTGRES = "postgres"
+MYSQL = "mysql"
 _item: Any = None  # the test being set up or run (tests/conftest.py keeps it current)
 
 
@@ -34,6 +35,7 @@ def require(mark: str, what: str) -> None:
 
 BACKEND_MARKS = {"inproc": [], "memory": [pytest.mark.process], "sqlite": [pytest.mark.process],
                  "postgres": [pytest.mark.process, pytest.mark.postgres],
+                 "mysql": [pytest.mark.process, pytest.mark.mysql],
                  "cloudsim": [pytest.mark.process, pytest.mark.postgres, pytest.mark.cloudsim]}
 
 

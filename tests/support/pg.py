@@ -168,7 +168,7 @@ def pg_url(pg_template: str) -> Iterator[str]:
 
 
 class TcpProxy:
-    """A TCP forwarder in front of Postgres that a test can take down (connections reset,
+    """A TCP forwarder in front of a database (Postgres by default) that a test can take down (connections reset,
     new ones refused) and bring back on the same port: a database outage without touching
     the real server."""
 

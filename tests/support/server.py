@@ -37,12 +37,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-DEFAULT_BACKENDS = "inproc,sqlite,postgres"
+DEFAULT_BACKENDS = "inproc,sqlite,postgres,mysql"
 
 
 def backend_names() -> list[str]:
     """The backends the server suites run on: RESONATE_TEST_BACKENDS (comma-separated, default
-    inproc,sqlite,postgres; `memory` is the in-memory store in a server process)."""
+    inproc,sqlite,postgres,mysql; `memory` is the in-memory store in a server process)."""
     raw = os.environ.get("RESONATE_TEST_BACKENDS", DEFAULT_BACKENDS)
     return [b.strip() for b in raw.split(",") if b.strip()]
 
@@ -53,7 +53,7 @@ def process_backend_names() -> list[str]:
 
 
 def backends() -> list[Any]:
-    """`backend_names()` as pytest params carrying their marks (`process`, `postgres`)."""
+    """`backend_names()` as pytest params carrying their marks (`process`, `postgres`, `mysql`)."""
     return [marks.param(b) for b in backend_names()]
 
 
@@ -89,6 +89,7 @@ class ServerProc(_Rpc):
     log: Path
     db: Path | None = None
     pg_url: str | None = None  # the cloned database a postgres server owns (dropped at stop)
+    my_url: str | None = None  # the database a mysql server owns (given back at stop)
     session: requests.Session = field(default_factory=requests.Session)
     token: str | None = None
 
@@ -121,14 +122,18 @@ class ServerProc(_Rpc):
             from tests.support.pg import drop_database
 
             drop_database(self.pg_url)
+        if drop and self.my_url is not None:
+            from tests.support.mysql import give_back
+
+            give_back(self.my_url)
         return self.proc.returncode
 
 
 def start_server(backend: str, workdir: Path, debug: bool = True, args: list[str] | None = None,
                  env: dict[str, str] | None = None, port: int | None = None, db: Path | None = None,
-                 pg_url: str | None = None) -> ServerProc:
+                 pg_url: str | None = None, my_url: str | None = None) -> ServerProc:
     """Start `python -m local serve|dev` on a free port and wait until /health answers (`inproc`:
-    the same server in this process; `port`, `db`, `pg_url` are for processes only)."""
+    the same server in this process; `port`, `db`, `pg_url`, `my_url` are for processes only)."""
     if backend == "inproc":
         # the suites use the RPC half of ServerProc's interface, which InprocServer has too
         return cast(ServerProc, InprocServer(workdir, debug=debug, args=args, env=env))
@@ -153,10 +158,18 @@ def start_server(backend: str, workdir: Path, debug: bool = True, args: list[str
         cmd += ["serve", "--storage-type", "postgres"]
         if debug:
             cmd.append("--debug")
+    elif backend == "mysql":
+        from tests.support.mysql import take_database
+
+        my_url = my_url or take_database()
+        env = {**(env or {}), "RESONATE_STORAGE__MYSQL__URL": my_url}
+        cmd += ["serve", "--storage-type", "mysql"]
+        if debug:
+            cmd.append("--debug")
     else:
         raise ValueError(f"unknown backend {backend}")
     for _attempt in range(3):
-        srv = _launch(backend, cmd, args or [], workdir, port, env, db, pg_url)
+        srv = _launch(backend, cmd, args or [], workdir, port, env, db, pg_url, my_url)
         if srv is not None or chosen:
             break
         port = free_port()  # another process bound the free port first: take another one
@@ -165,8 +178,8 @@ def start_server(backend: str, workdir: Path, debug: bool = True, args: list[str
     return srv
 
 
-def _launch(backend: str, cmd: list[str], args: list[str], workdir: Path, port: int, env: dict[str, str] | None, db: Path | None,
-            pg_url: str | None) -> ServerProc | None:
+def _launch(backend: str, cmd: list[str], args: list[str], workdir: Path, port: int, env: dict[str, str] | None,
+            db: Path | None, pg_url: str | None, my_url: str | None) -> ServerProc | None:
     """Start the server on `port`; the ServerProc once it answers /health on its own socket, None
     when the port was taken by another process (`listens`: a stranger's /health does not count)."""
     cmd = [*cmd, "--server-port", str(port), "--observability-metrics-port", "0", *args]
@@ -174,7 +187,8 @@ def _launch(backend: str, cmd: list[str], args: list[str], workdir: Path, port: 
     fh = open(log, "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
                             env={**os.environ, **(env or {})})
-    srv = ServerProc(backend, port, proc, log, db, pg_url if backend == "postgres" else None)
+    srv = ServerProc(backend, port, proc, log, db, pg_url if backend == "postgres" else None,
+                     my_url if backend == "mysql" else None)
     deadline = time.time() + 30
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -240,6 +254,7 @@ class InprocServer(_Rpc):
     proc = None
     db = None
     pg_url = None
+    my_url = None
 
     def __init__(self, workdir: Path | None = None, debug: bool = True, args: list[str] | None = None,
                  env: dict[str, str] | None = None) -> None:
