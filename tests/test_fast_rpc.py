@@ -4,6 +4,7 @@ and first body bytes with one send."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -167,3 +168,57 @@ def test_head_and_body_go_out_in_one_send() -> None:
     h.write(b"data: 1\n\n")
     assert h.socket.sent == [b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
                              b"d\r\n: connected\n\n\r\n", b"9\r\ndata: 1\n\n\r\n"]
+
+
+def _headers(raw: bytes) -> Any:
+    import io
+
+    from local.nodelay import RequestHeaders
+
+    return RequestHeaders(io.BytesIO(raw))
+
+
+def test_request_headers_read_as_the_email_parser_did() -> None:
+    import io
+    from http import client
+
+    raw = (b"Host: x\r\nContent-Type: application/json\r\ncontent-length:  12 \r\nX-A: 1\r\nx-a: 2\r\n"
+           b"X-Fold: a\r\n  b\r\n\r\nBODY")
+    h, ref = _headers(raw), client.parse_headers(io.BytesIO(raw))
+    for name in ("host", "CONTENT-TYPE", "Content-Length", "x-a", "X-Fold", "missing"):
+        assert (h.get(name) or "").split() == (ref.get(name) or "").split(), name
+    assert h.typeheader == "application/json" and h.getheader("content-length") == "12"
+    assert list(h.headers)[:2] == ["Host: x\r\n", "Content-Type: application/json\r\n"]
+    del h["content-length"]
+    assert h.get("Content-Length") is None and h.status == ""
+    stream = io.BytesIO(raw)
+    _ = type(h)(stream)
+    assert stream.read() == b"BODY"  # the body is left where it was
+
+
+@pytest.mark.parametrize("raw, status", [
+    (b"A: " + b"x" * 70000 + b"\r\n\r\n", "Line too long"),
+    (b"".join(b"H%d: v\r\n" % i for i in range(101)) + b"\r\n", "More than 100 header fields"),
+    (b"no colon here\r\n\r\n", "Malformed header line"),
+    (b" folded first\r\n\r\n", "Continuation line without a field"),
+    (b"Bad Name : v\r\n\r\n", "Malformed header line"),
+])
+def test_bad_header_blocks_are_refused(raw: bytes, status: str) -> None:
+    assert _headers(raw).status == status
+
+
+@pytest.mark.process
+def test_bad_headers_get_400_from_the_server(tmp_path: Path) -> None:
+    import socket
+
+    from tests.support.server import start_server
+
+    srv = start_server("sqlite", tmp_path)
+    try:
+        host, port = "127.0.0.1", srv.port
+        for raw in (b"no colon\r\n", b"".join(b"H%d: v\r\n" % i for i in range(101))):
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + raw + b"\r\n")
+                assert s.recv(100).startswith(b"HTTP/1.1 400"), raw[:20]
+    finally:
+        srv.stop()
