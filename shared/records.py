@@ -38,6 +38,10 @@ class Promise:
     timeout_at: int
     created_at: int
     settled_at: int | None = None
+    # idempotency keys of the older server's REST API (docs/legacy-api.md): the key the promise
+    # was created with and the key of the request that settled it; None for the envelope protocol
+    ikey_create: str | None = None
+    ikey_settle: str | None = None
 
     @property
     def target(self) -> str | None:
@@ -95,6 +99,11 @@ class Schedule:
     created_at: int
     next_run_at: int
     last_run_at: int | None = None
+    # the REST API's extras (docs/legacy-api.md): free text, the schedule's own tags (searchable
+    # there) and the idempotency key it was created with
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    ikey: str | None = None
 
     def wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -110,6 +119,19 @@ class Schedule:
         if self.last_run_at is not None:
             out["lastRunAt"] = self.last_run_at
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """A distributed lock of the REST API (docs/legacy-api.md#locks): `resource_id` held by
+    `execution_id` of process `process_id` until `expires_at`; a heartbeat of the process pushes
+    every one of its locks to now + its own `ttl` (ms)."""
+
+    resource_id: str
+    execution_id: str
+    process_id: str
+    ttl: int
+    expires_at: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 """The background timeout pass (docs/protocol.md#66-background-timeouts): promise timeouts, task
-retries, lease expiry, schedules."""
+retries, lease expiry, schedules, lock expiry."""
 from __future__ import annotations
 
 from shared.engine.core import Ctx, redispatch, timeout_promises
@@ -34,4 +34,8 @@ def process_timeouts(c: Ctx, target_only: bool, limit: int) -> int:
         c.fx.due.append(("schedule", s.next_run_at))
         fire_due(c, s)
     handled += len(schedules)
+    locks = c.tx.due_locks(c.now, limit)  # the REST API's locks (docs/legacy-api.md#locks)
+    for lk in locks:
+        c.tx.delete_lock(lk.resource_id)
+    handled += len(locks)
     return handled

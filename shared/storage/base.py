@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable
 from typing import Protocol, TypeVar
 
-from shared.records import Message, Promise, Schedule, Task
+from shared.records import Lock, Message, Promise, Schedule, Task
 
 T = TypeVar("T")
 
@@ -105,13 +105,36 @@ class Tx(Protocol):
     def due_schedules(self, t: int, limit: int) -> list[Schedule]:
         """Schedules with next_run_at <= t, by (next_run_at, id)."""
 
+    # the older server's REST API (docs/legacy-api.md) -----------------------------------------
+    def search_promises_by_id(self, pattern: str, states: Collection[str] | None, tags: dict[str, str],
+                              cursor: str | None, limit: int) -> list[Promise]:
+        """Promises whose id matches `pattern` (`*`: any run of characters, possibly empty; every
+        other character literal and case-sensitive), whose state is in `states` (if given) and
+        whose tags contain every pair; id > cursor, by id, at most limit."""
+    def search_schedules_by_id(self, pattern: str, tags: dict[str, str], cursor: str | None,
+                               limit: int) -> list[Schedule]:
+        """Schedules whose id matches `pattern` (as above) and whose own `tags` contain every
+        pair; id > cursor, by id, at most limit."""
+    def ready_awaited(self, awaiter: str) -> list[str]:
+        """The awaited promise ids of the awaiter's ready callbacks, by id."""
+    def get_lock(self, resource_id: str) -> Lock | None: ...
+    def put_lock(self, lock: Lock) -> None:
+        """Insert the lock, or replace the row of the same resource_id."""
+    def delete_lock(self, resource_id: str) -> bool:
+        """Delete the resource's lock; whether there was one."""
+    def locks_of_process(self, process_id: str) -> list[Lock]:
+        """Locks held by the process, by resource_id."""
+    def due_locks(self, t: int, limit: int) -> list[Lock]:
+        """Locks with expires_at <= t, by (expires_at, resource_id)."""
+
     # timers, debug, snapshots ----------------------------------------------------------------
     def next_deadline(self, target_only: bool) -> int | None:
-        """Earliest of: pending promise timeout (with target if target_only), task timer, schedule run."""
+        """Earliest of: pending promise timeout (with target if target_only), task timer, schedule
+        run, lock expiry."""
     def get_meta(self, key: str) -> str | None: ...
     def set_meta(self, key: str, value: str | None) -> None: ...
     def reset(self) -> None:
-        """Delete every promise, task, callback, listener, schedule and outbox row (not meta)."""
+        """Delete every promise, task, callback, listener, schedule, lock and outbox row (not meta)."""
     def all_promises(self) -> list[Promise]: ...
     def all_tasks(self) -> list[Task]: ...
     def all_callbacks(self) -> list[tuple[str, str, bool]]:

@@ -6,15 +6,22 @@ leaves nothing behind, exactly like a rolled-back database transaction.
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
-from shared.records import LEASE, Message, Promise, Schedule, Task
+from shared.records import LEASE, Lock, Message, Promise, Schedule, Task
 from shared.storage.base import StorageError
 
 T = TypeVar("T")
 _MISSING = object()
+
+
+def id_pattern(pattern: str) -> Callable[[str], bool]:
+    """The REST API's id pattern as a predicate: `*` any run of characters, the rest literal."""
+    rx = re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+    return lambda s: rx.fullmatch(s) is not None
 
 
 class _State:
@@ -26,6 +33,7 @@ class _State:
         self.outbox: dict[tuple, tuple[int, Message]] = {}  # key -> (seq, message)
         self.failures: dict[tuple, tuple[Message, int, bool]] = {}  # key -> (that message, failures, dead)
         self.schedules: dict[str, Schedule] = {}
+        self.locks: dict[str, Lock] = {}
         self.meta: dict[str, str] = {}
         self.seq = itertools.count(1)
 
@@ -249,11 +257,66 @@ class MemoryTx:
         return due[:limit]
 
     # timers, debug, snapshots
+    # the REST API
+    def search_promises_by_id(self, pattern, states, tags, cursor, limit):
+        match = id_pattern(pattern)
+        out = []
+        for pid in sorted(self.st.promises):
+            if (cursor is not None and pid <= cursor) or not match(pid):
+                continue
+            p = self.st.promises[pid]
+            if states is not None and p.state not in states:
+                continue
+            if any(p.tags.get(k) != v for k, v in tags.items()):
+                continue
+            out.append(p)
+            if len(out) >= limit:
+                break
+        return out
+
+    def search_schedules_by_id(self, pattern, tags, cursor, limit):
+        match = id_pattern(pattern)
+        out = []
+        for sid in sorted(self.st.schedules):
+            if (cursor is not None and sid <= cursor) or not match(sid):
+                continue
+            s = self.st.schedules[sid]
+            if any(s.tags.get(k) != v for k, v in tags.items()):
+                continue
+            out.append(s)
+            if len(out) >= limit:
+                break
+        return out
+
+    def ready_awaited(self, awaiter: str) -> list[str]:
+        return sorted(a for (a, w), ready in self.st.callbacks.items() if w == awaiter and ready)
+
+    def get_lock(self, resource_id: str) -> Lock | None:
+        return self.st.locks.get(resource_id)
+
+    def put_lock(self, lock: Lock) -> None:
+        self._set(self.st.locks, lock.resource_id, lock)
+
+    def delete_lock(self, resource_id: str) -> bool:
+        if resource_id not in self.st.locks:
+            return False
+        self._set(self.st.locks, resource_id, _MISSING)
+        return True
+
+    def locks_of_process(self, process_id: str) -> list[Lock]:
+        return [lk for _, lk in sorted(self.st.locks.items()) if lk.process_id == process_id]
+
+    def due_locks(self, t: int, limit: int) -> list[Lock]:
+        due = sorted((lk for lk in self.st.locks.values() if lk.expires_at <= t),
+                     key=lambda lk: (lk.expires_at, lk.resource_id))
+        return due[:limit]
+
     def next_deadline(self, target_only: bool) -> int | None:
         cands = [p.timeout_at for p in self.st.promises.values()
                  if p.state == "pending" and (not target_only or p.target is not None)]
         cands += [t.timer_at for t in self.st.tasks.values() if t.timer_at is not None]
         cands += [s.next_run_at for s in self.st.schedules.values()]
+        cands += [lk.expires_at for lk in self.st.locks.values()]
         return min(cands) if cands else None
 
     def get_meta(self, key: str) -> str | None:
@@ -264,7 +327,7 @@ class MemoryTx:
 
     def reset(self) -> None:
         for table in (self.st.promises, self.st.tasks, self.st.callbacks, self.st.listeners,
-                      self.st.outbox, self.st.failures, self.st.schedules):
+                      self.st.outbox, self.st.failures, self.st.schedules, self.st.locks):
             for key in list(table):
                 self._set(table, key, _MISSING)
 
