@@ -85,6 +85,8 @@ FLAGS: list[tuple[list[str], str, str]] = [
     (["--transports-bash-exec-enabled"], "transports.bash_exec.enabled",
      "bash:// executor: true or false (default false; DANGEROUS, needs transports.bash_exec.allow)"),
     (["--observability-metrics-port"], "observability.metrics_port", "Prometheus port (default 9090; 0 disables)"),
+    (["--legacy-enabled"], "legacy.enabled", "serve the older server's REST API (default true; false: 410 Gone)"),
+    (["--legacy-poll-port"], "legacy.poll_port", "the REST-era SDKs' SSE port (default 8002; 0 disables)"),
     (["--observability-otlp-endpoint"], "observability.otlp_endpoint", "OTLP endpoint (unused, as in the reference)"),
 ]
 REPEATABLE = {"server.cors.allow_origins"}  # one value per flag; the flags together replace the list

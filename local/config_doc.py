@@ -86,6 +86,12 @@ MEANINGS: dict[str, str] = {
     "transports.gcps.allow_projects": "non-empty: the only projects `gcps://` may publish to",
     "transports.bash_exec.allow": "the only programs `bash://` may run (exact paths, or names on the server's "
                                   "`PATH`); required when enabled",
+    "legacy.enabled": "serve the older server's REST API (`/promises`, `/schedules`, `/locks`, `/tasks`, "
+                      "[legacy-api.md](legacy-api.md)); `false` answers `410 Gone` on those prefixes",
+    "legacy.poll_port": "port of the REST-era SDKs' SSE listener (`GET /{group}/{id}`; local server and "
+                        "containers only, not the Cloud Functions); 0: none",
+    "legacy.claim_timeout": "ms before a task of a promise routed by the REST API's `resonate:invoke` tag "
+                            "is sent again when nobody claimed it (the `tasks.retry_timeout` of those tasks)",
     "observability.metrics_port": "port of the Prometheus `GET /metrics` listener (on `server.bind`); "
                                   "`0`: no listener, nothing collected",
     "observability.otlp_endpoint": "parsed, unused (as in the reference); `OTEL_EXPORTER_OTLP_ENDPOINT` "

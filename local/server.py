@@ -277,6 +277,18 @@ def serve(cfg: Config) -> int:
     except OSError as e:
         rt.store.close()
         return _fatal(f"Failed to bind to {cfg.server.bind}:{cfg.server.port}: {e}")
+    legacy_sse = None
+    if cfg.legacy.enabled and cfg.legacy.poll_port and rt.hub is not None:  # the REST-era SDKs' SSE port
+        from shared.legacy import sse
+
+        legacy_sse = Server((bind, cfg.legacy.poll_port), sse.create_app(rt.service, rt.hub), log=None,
+                            error_log=LoggingLogAdapter(log, logging.WARNING))
+        try:
+            legacy_sse.start()
+        except OSError as e:
+            server.stop(timeout=0)
+            rt.store.close()
+            return _fatal(f"Failed to bind to {cfg.server.bind}:{cfg.legacy.poll_port} (legacy.poll_port): {e}")
     received = gevent.event.AsyncResult()
 
     def on_signal(name: str) -> None:
@@ -291,11 +303,15 @@ def serve(cfg: Config) -> int:
     scrape = (metrics_listener.start(rt.metrics, cfg.observability.metrics_port, cfg.server.bind)
               if rt.metrics is not None else None)
     log.info("Server listening bind=%s port=%d server_url=%s", cfg.server.bind, cfg.server.port, cfg.server_url)
+    if legacy_sse is not None:
+        log.info("Legacy SSE listener (REST-era SDKs) listening bind=%s port=%d", cfg.server.bind, cfg.legacy.poll_port)
     _log_ready(cfg)
     name = received.get()
     log.info("Received %s, initiating graceful shutdown...", name)
     if scrape is not None:
         scrape.close()  # stop accepting scrapes; one in progress finishes on its own greenlet
+    if legacy_sse is not None:
+        legacy_sse.close()  # no new streams; the open ones end with the hub's close_all
     finished = shutdown(server, rt, cfg.server.shutdown_timeout / 1000)
     log.info("Resonate Server stopped")
     if not finished:  # e.g. a push still waiting for its worker: the interpreter's exit would join it

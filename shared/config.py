@@ -47,6 +47,8 @@ SWEEPER_AUTH_MODES = ("none", "gcp")
 LIMITS: dict[str, tuple[int, int]] = {
     "server.port": (0, 65535),
     "observability.metrics_port": (0, 65535),
+    "legacy.poll_port": (0, 65535),
+    "legacy.claim_timeout": (1, 2**31 - 1),
     "storage.postgres.pool_size": (0, 2 ** 32 - 1),
     "storage.mysql.pool_size": (0, 2 ** 32 - 1),
 }
@@ -132,6 +134,15 @@ class Transports(_Section):
     http_push: HttpPush = field(default_factory=HttpPush)
     gcps: Gcps = field(default_factory=Gcps)
     bash_exec: BashExec = field(default_factory=BashExec)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Legacy(_Section):
+    """The older server's REST API (docs/legacy-api.md)."""
+
+    enabled: bool = True  # false: every legacy prefix answers 410, as the current reference server
+    poll_port: int = 8002  # its SDKs' SSE listener, local server and containers only; 0: none
+    claim_timeout: int = 5000  # ms before an unclaimed task of a REST-routed promise is sent again
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -273,6 +284,7 @@ class Config(_Section):
     dispatch: Dispatch = field(default_factory=Dispatch)
     transports: Transports = field(default_factory=Transports)
     observability: Observability = field(default_factory=Observability)
+    legacy: Legacy = field(default_factory=Legacy)
 
     @property
     def server_url(self) -> str:

@@ -212,11 +212,12 @@ def create_app(service: Service, hub: PollHub | None, metrics: Metrics | None = 
     if hub is not None:
         app.add_url_rule("/poll/<group>/<id>", "poll",
                          lambda group, id: poll(hub, keepalive, group, id, service.auth), methods=["GET"])
-    for prefix in ("promises", "schedules", "tasks"):
-        app.add_url_rule(f"/{prefix}", f"legacy_{prefix}", legacy,
-                         methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-        app.add_url_rule(f"/{prefix}/<path:path>", f"legacy_{prefix}_sub", legacy,
-                         methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    from shared.legacy import rest
+
+    if service.cfg.legacy.enabled:  # the older server's REST API (docs/legacy-api.md)
+        rest.install(app, service)
+    else:
+        rest.install_gone(app)
 
     @app.errorhandler(404)
     def _not_found(e: Any) -> Response:

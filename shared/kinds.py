@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import requests as rq
+from shared import requests_rest as rr
 from shared import scope
-from shared.engine import debug, promises, schedules, tasks
+from shared.engine import debug, promises, rest, schedules, tasks
 from shared.engine.core import Ctx, Resp
 from shared.protocol import DecodeError, Reject
 from shared.scope import Touched
@@ -27,6 +28,8 @@ class Kind[R: rq.Request]:
     read_first: tried on a read snapshot first, re-run as a write only when it must change
       something (a lazy timeout); searches and snapshots never write.
     debug: served only when the server runs with `debug` on.
+    rest: a kind of the older server's REST API (docs/legacy-api.md): its routes build the
+      request, `POST /` does not know it (the SDKs' protocol surface stays as it is).
     """
 
     name: str
@@ -35,6 +38,7 @@ class Kind[R: rq.Request]:
     touches: Callable[[R], Touched]
     read_first: bool = False
     debug: bool = False
+    rest: bool = False
 
     @property
     def metric_label(self) -> str:
@@ -76,7 +80,20 @@ KINDS: dict[str, Kind[Any]] = _kinds(
     Kind("debug.snap", rq.no_fields(rq.DebugSnap), debug.debug_snap, scope.everything, read_first=True,
          debug=True),
     Kind("debug.tick", rq.decode_debug_tick, debug.debug_tick, scope.everything, debug=True),
+    # the older server's REST API (shared/legacy/rest.py)
+    Kind("rest.promise.get", rr.decode_get, rest.get, scope.by_id, read_first=True, rest=True),
+    Kind("rest.promise.create", rr.decode_create, rest.create, scope.created, rest=True),
+    Kind("rest.promise.complete", rr.decode_complete, rest.complete, scope.settled, rest=True),
+    Kind("rest.promise.search", rr.decode_search, rest.search, scope.everything, read_first=True, rest=True),
+    Kind("rest.promise.callback", rr.decode_callback, rest.callback, scope.rest_callback, rest=True),
+    Kind("rest.promise.subscribe", rr.decode_subscribe, rest.subscribe, scope.rest_subscribe, rest=True),
+    Kind("rest.task.claim", rr.decode_claim, rest.claim, scope.rest_task, rest=True),
+    Kind("rest.task.complete", rr.decode_complete_task, rest.complete_task, scope.rest_task, rest=True),
+    Kind("rest.task.drop", rr.decode_drop, rest.drop, scope.rest_task, rest=True),
+    Kind("rest.task.heartbeat", rr.decode_heartbeat, rest.heartbeat, scope.nothing, rest=True),
 )
+RPC_KINDS = {name: k for name, k in KINDS.items() if not k.rest}  # what `POST /` serves
+REST_KINDS = {name: k for name, k in KINDS.items() if k.rest}
 
 
 def decode(kind: str, data: dict[str, Any], strict: bool = False, key_limit: int | None = None) -> rq.Request:

@@ -16,6 +16,7 @@ ORIGIN = "resonate:origin"
 PARENT = "resonate:parent"
 PREFIX = "resonate:prefix"
 SCHEDULE = "resonate:schedule"
+INVOKE = "resonate:invoke"  # the REST API's routing tag (docs/legacy-api.md); it sets resonate:target
 
 # meta key, present while a debug session is on (docs/protocol.md#26-time-and-debug-mode); the
 # engine and storage read it

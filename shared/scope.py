@@ -21,6 +21,7 @@ from shared.requests import (
     TaskHeartbeat,
     TaskSuspend,
 )
+from shared.requests_rest import RestCallback, RestSubscribe, RestTaskClaim, RestTaskComplete, RestTaskDrop
 
 ID_TAGS = (ORIGIN, PARENT, BRANCH)  # tags whose value names another promise (a workflow's root, parent, branch)
 TIMESTAMP = "{{.timestamp}}"
@@ -101,6 +102,33 @@ def heartbeat(r: TaskHeartbeat) -> Touched:
 def schedule(r: ScheduleCreate) -> Touched:
     # the template's origin/parent/branch tags are replaced by the firing's own id (FIRE_SCHEDULE)
     return Touched((r.id, template_head(r.promise_id, r.id)), (r.promise_tags[TARGET],))
+
+
+# the REST API's kinds (shared/requests_rest.py) ------------------------------------------------
+
+
+def rest_callback(r: RestCallback) -> Touched:
+    return Touched((r.promise, r.root), (r.address,))
+
+
+def rest_subscribe(r: RestSubscribe) -> Touched:
+    return Touched((r.promise,), (r.address,))
+
+
+def rest_task(r: RestTaskClaim | RestTaskComplete | RestTaskDrop) -> Touched:
+    """A REST task id names its root promise (and a resume's leaf); an id this server never
+    handed out is checked as it stands (no prefix covers it)."""
+    from shared.legacy.ids import parse
+
+    ref = parse(r.id)
+    if ref is None:
+        return Touched((r.id,))
+    return Touched((ref.root,) if ref.leaf is None else (ref.root, ref.leaf))
+
+
+def nothing(r: Any) -> Touched:
+    """Kinds confined to the caller's scope by the engine itself (a process's heartbeat)."""
+    return Touched()
 
 
 def within(scope: str | None, id: str) -> bool:

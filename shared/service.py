@@ -59,7 +59,8 @@ class Service:
         # the store's limit on ids, addresses and indexed tags (MySQL: 255 characters), checked
         # while decoding, before any transaction
         self.key_limit: int | None = getattr(store, "max_key_length", None)
-        self.engine_cfg = EngineConfig(retry_timeout=cfg.tasks.retry_timeout, strict=cfg.strict,
+        self.engine_cfg = EngineConfig(retry_timeout=cfg.tasks.retry_timeout, claim_timeout=cfg.legacy.claim_timeout,
+                                       strict=cfg.strict,
                                        max_listeners=cfg.promises.max_listeners)
         self.clock = clock or Clock()
         self.metrics = metrics
@@ -126,11 +127,12 @@ class Service:
             log.exception("internal error while authenticating kind=%s", q(env.kind))
             return 500, f"Internal error: {type(e).__name__}: {e}"
 
-    def handle(self, env: Envelope, claims: Mapping[str, Any] | None = None) -> tuple[int, Any]:
-        """Decode, authorize (`claims` of an authenticated caller; None with auth off), execute."""
+    def handle(self, env: Envelope, claims: Mapping[str, Any] | None = None, rest: bool = False) -> tuple[int, Any]:
+        """Decode, authorize (`claims` of an authenticated caller; None with auth off), execute.
+        `rest`: the REST API's routes call (its kinds are served there only, never on `POST /`)."""
         try:
             k = KINDS.get(env.kind)
-            if k is None:
+            if k is None or (k.rest and not rest):
                 return 400, f"Unknown operation: {env.kind}"
             if k.debug and not self.cfg.debug:
                 return 403, "Debug operations are disabled"

@@ -15,6 +15,10 @@ import os
 import pytest
 
 from tests.support import marks
+
+# every server the suites start gets no REST-era SSE listener unless a test asks for one (its
+# fixed default port, 8002, would collide between servers running side by side)
+os.environ.setdefault("RESONATE_LEGACY__POLL_PORT", "0")
 from tests.support.server import DEFAULT_BACKENDS, ServerProc, backend_names, backends, process_backends, start_server
 
 # fixtures that start processes, open real sockets or need Postgres: their users are marked

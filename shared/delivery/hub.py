@@ -66,6 +66,8 @@ class Connection:
     closed: bool = False
     backlog: bool = False  # a message was refused because the buffer was full
     admitted: bool = True  # False while the `admit` hook runs: nothing is delivered to it yet
+    # the REST API's listener (shared/legacy/sse.py): each message's bytes in that API's shape
+    render: Callable[[bytes], bytes] | None = None
 
 
 class PollHub:
@@ -90,10 +92,12 @@ class PollHub:
     def count(self) -> int:
         return self._count
 
-    def register(self, group: str, id: str, principal: str | None = None) -> Connection:
+    def register(self, group: str, id: str, principal: str | None = None,
+                 render: Callable[[bytes], bytes] | None = None) -> Connection:
         """A new connection, or Refused. With a principal (auth on): a live connection of another
         principal with the same (group, id) refuses it (Held); the same principal's reconnect
-        is accepted (the newest connection gets unicast messages)."""
+        is accepted (the newest connection gets unicast messages). `render`: rewrites each
+        message for this connection."""
         with self._lock:
             if self._count >= self.max_connections:
                 raise AtCapacity()
@@ -103,7 +107,7 @@ class PollHub:
                 if self.max_per_principal and self._per_principal.get(principal, 0) >= self.max_per_principal:
                     raise PrincipalAtCapacity()
             conn = Connection(group, id, next(self._seq), queue.Queue(self.buffer_size), principal,
-                              admitted=self.admit is None)
+                              admitted=self.admit is None, render=render)
             self._groups.setdefault(group, []).append(conn)
             self._count += 1
             if principal is not None:
@@ -246,6 +250,8 @@ class PollHub:
                 if item is None:
                     return
                 payload, pending = item
+                if conn.render is not None:
+                    payload = conn.render(payload)
                 yield b"data: " + payload + b"\n\n"
                 done, pending = pending, None
                 if done is not None:  # the server wrote the event before resuming us

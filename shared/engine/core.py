@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.protocol import I64_MAX
-from shared.records import DELAY, LEASE, RETRY, TARGET, TIMER, Effects, Message, Promise, Task
+from shared.records import DELAY, INVOKE, LEASE, RETRY, TARGET, TIMER, Effects, Message, Promise, Task
 from shared.scope import within
 from shared.storage.base import Tx, ordered_ids
 
@@ -20,6 +20,9 @@ Resp = tuple[int, Any]
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     retry_timeout: int = 30000  # R
+    # tasks of promises routed by the REST API's `resonate:invoke` tag: re-sent sooner when
+    # nobody claims them (its SDKs drop streams without closing them; legacy.claim_timeout)
+    claim_timeout: int = 5000
     strict: bool = False  # strict profile (docs/protocol.md#12-profiles); compat otherwise
     schedule_catch_up_cap: int = 1000
     max_listeners: int = 1000  # per promise (promises.max_listeners)
@@ -110,9 +113,10 @@ def lazy_timeout(c: Ctx, ids: list[str]) -> dict[str, Promise | None]:
     return found
 
 
-def settle(c: Ctx, p: Promise, state: str, value: dict[str, Any]) -> Promise:
-    """The settle cascade (docs/protocol.md#62-settle-cascade); precondition: p is pending."""
-    p2 = replace(p, state=state, value=value, settled_at=c.now)
+def settle(c: Ctx, p: Promise, state: str, value: dict[str, Any], ikey: str | None = None) -> Promise:
+    """The settle cascade (docs/protocol.md#62-settle-cascade); precondition: p is pending.
+    `ikey`: the REST API's idempotency key of the settling request (docs/legacy-api.md)."""
+    p2 = replace(p, state=state, value=value, settled_at=c.now, ikey_settle=ikey)
     c.tx.update_promise(p2)
     fulfill_task(c, p.id)
     resume_awaiters(c, p.id)
@@ -134,12 +138,17 @@ def resume_awaiters(c: Ctx, awaited: str) -> None:
             redispatch(c, t)
 
 
+def retry_after(c: Ctx, tags: dict[str, str]) -> int:
+    """ms until an unclaimed execute is sent again."""
+    return min(c.cfg.claim_timeout, c.cfg.retry_timeout) if INVOKE in tags else c.cfg.retry_timeout
+
+
 def redispatch(c: Ctx, t: Task) -> Task:
     """Pending again, a fresh retry timer, an execute at the same version to the promise's target
     (docs/protocol.md#63-resume-and-redispatch): a resume, and equally release, continue, retry
     timeouts and lease expiry."""
-    t2 = set_timer(c, t, RETRY, c.after(c.cfg.retry_timeout), state="pending")
     p = c.tx.get_promise(t.id)
+    t2 = set_timer(c, t, RETRY, c.after(retry_after(c, p.tags if p else {})), state="pending")
     enqueue_execute(c, t.id, t.version, p.target if p else None)
     return t2
 
@@ -153,20 +162,23 @@ def unblock_listeners(c: Ctx, p: Promise) -> None:
 
 
 def create_promise(c: Ctx, id: str, timeout_at: int, param: dict[str, Any], tags: dict[str, str], *,
-                   lease: tuple[str, int] | None = None, fired_at: int | None = None) -> tuple[Promise, Task | None]:
+                   lease: tuple[str, int] | None = None, fired_at: int | None = None,
+                   ikey: str | None = None) -> tuple[Promise, Task | None]:
     """create_promise (docs/protocol.md#65-create_promise). `lease` makes the task born acquired
-    (task.create); `fired_at` marks a schedule firing (createdAt = the instant, no delay honoured)."""
+    (task.create); `fired_at` marks a schedule firing (createdAt = the instant, no delay honoured);
+    `ikey`: the REST API's idempotency key of the creating request (docs/legacy-api.md)."""
     target = tags.get(TARGET)
     now = c.now
     if now >= timeout_at:
         created = fired_at if fired_at is not None else timeout_at
-        p = Promise(id, timeout_state(tags), param, {}, tags, timeout_at, created, timeout_at)
+        p = Promise(id, timeout_state(tags), param, {}, tags, timeout_at, created, timeout_at, ikey_create=ikey)
         c.tx.insert_promise(p)
         task = Task(id, "fulfilled", 0) if target is not None else None
         if task:
             c.tx.insert_task(task)
         return p, task
-    p = Promise(id, "pending", param, {}, tags, timeout_at, fired_at if fired_at is not None else now)
+    p = Promise(id, "pending", param, {}, tags, timeout_at, fired_at if fired_at is not None else now,
+                ikey_create=ikey)
     c.tx.insert_promise(p)
     c.fx.add_deadline(timeout_at)
     if target is None:
@@ -183,7 +195,7 @@ def create_promise(c: Ctx, id: str, timeout_at: int, param: dict[str, Any], tags
         c.tx.insert_task(task)
         c.fx.add_deadline(delay)
         return p, task
-    task = Task(id, "pending", 0, RETRY, c.after(c.cfg.retry_timeout))
+    task = Task(id, "pending", 0, RETRY, c.after(retry_after(c, tags)))
     c.tx.insert_task(task)
     c.fx.add_deadline(task.timer_at)  # type: ignore[arg-type]
     enqueue_execute(c, id, 0, target)

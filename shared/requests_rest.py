@@ -1,0 +1,303 @@
+"""The typed requests of the older server's REST API (docs/legacy-api.md), decoded from the
+`data` dict its routes build (`shared/legacy/rest.py`) out of the path, the headers and the body.
+
+Every field is checked here, before any transaction: a promise's `data` must be base64, states
+are upper case on the wire, a `resonate:invoke` tag names where the promise's task goes (an
+address, or a bare group name meaning `poll://any@<name>`) and becomes the engine's
+`resonate:target`; `resonate:timeout: "true"` becomes `resonate:timer` (the promise resolves at its
+deadline). The REST rendering (`shared/legacy/wire.py`) hides the derived tags again.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, ClassVar
+
+from shared.frozen import frozen
+from shared.protocol import (
+    DecodeError,
+    Reject,
+    is_int,
+    opt_int,
+    opt_str,
+    parse_address,
+    req_int,
+    str_map,
+)
+from shared.protocol import value as value_of
+from shared.records import INVOKE, TARGET, TIMER
+from shared.requests import CreateData, Data, Request, SettleData, _bounded
+
+TIMEOUT_TAG = "resonate:timeout"  # "true": the promise resolves, not times out, at its deadline
+STATES_IN = {"RESOLVED": "resolved", "REJECTED": "rejected", "REJECTED_CANCELED": "rejected_canceled"}
+SEARCH_STATES = {"pending": ("pending",), "resolved": ("resolved",),
+                 "rejected": ("rejected", "rejected_canceled", "rejected_timedout")}
+DEFAULT_TARGET = "poll://any@default"  # the older server's default target: the poll group `default`
+MIN_LEASE_MS = 500  # a claim's lease: a ttl of 0 still lets the claimer's heartbeat count it
+MAX_LIMIT = 100
+
+
+def receiver(v: Any, what: str = "recv") -> str:
+    """A receiver as the REST API names it, as an address: `poll://…`, `http(s)://…`, a bare group
+    name (`default` → `poll://any@default`), or `{"type": "poll"|"http", "data": {…}}`."""
+    if isinstance(v, dict):
+        kind, data = v.get("type"), v.get("data")
+        if not isinstance(data, dict):
+            raise Reject(400, f"{what}.data must be an object")
+        if kind == "poll" and isinstance(data.get("group"), str) and data["group"]:
+            id = data.get("id")
+            address = f"poll://any@{data['group']}" + (f"/{id}" if isinstance(id, str) and id else "")
+        elif kind == "http" and isinstance(data.get("url"), str):
+            address = data["url"]
+        else:
+            raise Reject(400, f"{what} must be a poll or http receiver")
+    elif isinstance(v, str) and v:
+        address = v if ":" in v else f"poll://any@{v}"
+    else:
+        raise Reject(400, f"{what} is required")
+    _bounded(address, what)
+    if parse_address(address) is None:
+        raise Reject(400, f"Invalid {what} address")
+    return address
+
+
+def b64_value(v: Any, what: str) -> dict[str, Any]:
+    """A param/value: `headers` map and base64 `data`, JSON nulls allowed; empty members dropped."""
+    try:
+        out = value_of(v, what)
+    except DecodeError as e:
+        raise Reject(400, str(e)) from None
+    data = out.get("data")
+    if data == "":
+        del out["data"]
+    elif data is not None:
+        try:
+            base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise Reject(400, f"{what}.data must be base64") from None
+    if out.get("headers") == {}:
+        del out["headers"]
+    return out
+
+
+def _tags(v: Any) -> dict[str, str]:
+    try:
+        tags = str_map(v, "tags")
+    except DecodeError as e:
+        raise Reject(400, str(e)) from None
+    if INVOKE in tags:
+        tags[TARGET] = receiver(tags[INVOKE], INVOKE)
+    if tags.get(TIMEOUT_TAG) == "true":
+        tags[TIMER] = "true"
+    return tags
+
+
+def _ikey(d: Data) -> str | None:
+    try:
+        return opt_str(d, "ikey")
+    except DecodeError as e:
+        raise Reject(400, str(e)) from None
+
+
+def _int(d: Data, key: str, default: int | None = None) -> int:
+    v = d.get(key)
+    if v is None and default is not None:
+        return default
+    if not is_int(v) or int(v) < 0:  # is_int: an int (not a bool) in the 64-bit range
+        raise Reject(400, f"The field {key} must be a non-negative 64-bit integer")
+    return int(v)
+
+
+def _str(d: Data, key: str) -> str:
+    v = d.get(key)
+    if not isinstance(v, str) or v == "":
+        raise Reject(400, f"The field {key} is required")
+    return _bounded(v, key)
+
+
+def _create(d: Data) -> CreateData:
+    """A promise to create: `id`, `timeout` (epoch ms; 0 when absent: created timed out),
+    `param`, `tags`."""
+    id = _str(d, "id")
+    return CreateData(id, _int(d, "timeout", 0), b64_value(d.get("param"), "param"), _tags(d.get("tags")))
+
+
+# ---- promises ------------------------------------------------------------------------------
+
+
+@frozen
+class RestPromiseGet(Request):
+    kind: ClassVar[str] = "rest.promise.get"
+    id: str
+
+
+@frozen
+class RestPromiseCreate(Request):
+    """POST /promises (and /promises/task with `lease`: the task is born claimed by that process)."""
+
+    kind: ClassVar[str] = "rest.promise.create"
+    create: CreateData
+    ikey: str | None
+    strict: bool
+    lease: tuple[str, int] | None
+
+
+@frozen
+class RestPromiseComplete(Request):
+    """PATCH /promises/{id}; `always_timed_out`: the earliest API's rule that completing a
+    promise past its deadline is always refused."""
+
+    kind: ClassVar[str] = "rest.promise.complete"
+    settle: SettleData
+    ikey: str | None
+    strict: bool
+    always_timed_out: bool
+
+
+@frozen
+class RestPromiseSearch(Request):
+    kind: ClassVar[str] = "rest.promise.search"
+    pattern: str
+    states: tuple[str, ...] | None
+    tags: dict[str, str]
+    limit: int
+    cursor: str | None
+
+
+@frozen
+class RestCallback(Request):
+    """POST /promises/callback/{id}: resume root promise `root`'s task when `promise` settles."""
+
+    kind: ClassVar[str] = "rest.promise.callback"
+    promise: str
+    root: str
+    timeout: int
+    address: str
+
+
+@frozen
+class RestSubscribe(Request):
+    """POST /promises/subscribe/{id}: notify `address` when `promise` settles."""
+
+    kind: ClassVar[str] = "rest.promise.subscribe"
+    promise: str
+    subscriber: str
+    timeout: int
+    address: str
+
+
+def decode_get(d: Data, strict: bool) -> RestPromiseGet:
+    return RestPromiseGet(_str(d, "id"))
+
+
+def decode_create(d: Data, strict: bool) -> RestPromiseCreate:
+    lease = None
+    if d.get("task") is not None:
+        t = d["task"]
+        if not isinstance(t, dict):
+            raise Reject(400, "The field task must be an object")
+        lease = (_str(t, "processId"), max(_int(t, "ttl"), MIN_LEASE_MS))
+        body = d.get("promise")
+        if not isinstance(body, dict):
+            raise Reject(400, "The field promise is required")
+    else:
+        body = d
+    c = _create(body)
+    if lease is not None and TARGET not in c.tags:
+        c = CreateData(c.id, c.timeout_at, c.param, {**c.tags, TARGET: DEFAULT_TARGET})
+    return RestPromiseCreate(c, _ikey(d), d.get("strict") is True, lease)
+
+
+def decode_complete(d: Data, strict: bool) -> RestPromiseComplete:
+    state = d.get("state")
+    if not isinstance(state, str) or state.upper() not in STATES_IN:
+        raise Reject(400, "The field state must be one of RESOLVED, REJECTED, REJECTED_CANCELED")
+    s = SettleData(_str(d, "id"), STATES_IN[state.upper()], b64_value(d.get("value"), "value"))
+    return RestPromiseComplete(s, _ikey(d), d.get("strict") is True, d.get("variant") == "A")
+
+
+def decode_search(d: Data, strict: bool) -> RestPromiseSearch:
+    pattern = d.get("id")
+    if not isinstance(pattern, str) or pattern == "":
+        raise Reject(400, "The field id is required")
+    state = d.get("state")
+    states = None
+    if state is not None:
+        if not isinstance(state, str) or state.lower() not in SEARCH_STATES:
+            raise Reject(400, "The field state must be one of pending, resolved, rejected")
+        states = SEARCH_STATES[state.lower()]
+    try:
+        tags = str_map(d.get("tags"), "tags")
+        limit = opt_int(d, "limit") or MAX_LIMIT
+        cursor = opt_str(d, "cursor")
+    except DecodeError as e:
+        raise Reject(400, str(e)) from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise Reject(400, f"The field limit must be between 1 and {MAX_LIMIT}")
+    return RestPromiseSearch(pattern, states, tags, limit, cursor)
+
+
+def decode_callback(d: Data, strict: bool) -> RestCallback:
+    return RestCallback(_str(d, "promiseId"), _str(d, "rootPromiseId"), _int(d, "timeout", 0),
+                        receiver(d.get("recv")))
+
+
+def decode_subscribe(d: Data, strict: bool) -> RestSubscribe:
+    return RestSubscribe(_str(d, "promiseId"), _str(d, "id"), _int(d, "timeout", 0), receiver(d.get("recv")))
+
+
+# ---- tasks -----------------------------------------------------------------------------------
+
+
+@frozen
+class RestTaskClaim(Request):
+    kind: ClassVar[str] = "rest.task.claim"
+    id: str
+    counter: int
+    pid: str
+    ttl: int
+
+
+@frozen
+class RestTaskComplete(Request):
+    kind: ClassVar[str] = "rest.task.complete"
+    id: str
+    counter: int
+
+
+@frozen
+class RestTaskDrop(Request):
+    kind: ClassVar[str] = "rest.task.drop"
+    id: str
+    counter: int
+
+
+@frozen
+class RestTaskHeartbeat(Request):
+    kind: ClassVar[str] = "rest.task.heartbeat"
+    pid: str
+
+
+def _task_ref(d: Data) -> tuple[str, int]:
+    try:
+        return _str(d, "id"), req_int(d, "counter")
+    except DecodeError as e:
+        raise Reject(400, str(e)) from None
+
+
+def decode_claim(d: Data, strict: bool) -> RestTaskClaim:
+    id, counter = _task_ref(d)
+    return RestTaskClaim(id, counter, _str(d, "processId"), max(_int(d, "ttl", 0), MIN_LEASE_MS))
+
+
+def decode_complete_task(d: Data, strict: bool) -> RestTaskComplete:
+    return RestTaskComplete(*_task_ref(d))
+
+
+def decode_drop(d: Data, strict: bool) -> RestTaskDrop:
+    return RestTaskDrop(*_task_ref(d))
+
+
+def decode_heartbeat(d: Data, strict: bool) -> RestTaskHeartbeat:
+    return RestTaskHeartbeat(_str(d, "processId"))
+
