@@ -100,10 +100,10 @@ def _ikey(d: Data) -> str | None:
 
 
 def _int(d: Data, key: str, default: int | None = None) -> int:
-    v = d.get(key)
+    v: Any = d.get(key)
     if v is None and default is not None:
         return default
-    if not is_int(v) or int(v) < 0:  # is_int: an int (not a bool) in the 64-bit range
+    if not is_int(v) or v < 0:  # is_int: an int (not a bool) in the 64-bit range
         raise Reject(400, f"The field {key} must be a non-negative 64-bit integer")
     return int(v)
 
