@@ -24,7 +24,8 @@ import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shared.kinds import KINDS as REGISTRY
+from shared.kinds import REST_KINDS
+from shared.kinds import RPC_KINDS as REGISTRY
 from tests.support.envelope import VERSION, check_reply, envelope
 from tests.support.server import ServerProc
 
@@ -40,7 +41,7 @@ SETTINGS = settings(max_examples=300, deadline=None, database=None, print_blob=T
                                            HealthCheck.filter_too_much])
 DATA_SETTINGS = settings(SETTINGS, max_examples=400)
 
-KINDS = tuple(REGISTRY)  # every kind the server declares (shared/kinds.py)
+KINDS = tuple(REGISTRY)  # every kind `POST /` serves (shared/kinds.py; the REST API's are tested in test_legacy_*)
 ALLOWED_STATUS: dict[str, set[int]] = {
     "promise.get": {200, 400, 404}, "promise.create": {200, 400}, "promise.settle": {200, 400, 404},
     "promise.register_callback": {200, 400, 404, 422}, "promise.register_listener": {200, 400, 404},
@@ -761,3 +762,12 @@ def test_very_long_ids(fz: Fuzz) -> None:
         assert (env["kind"], env["head"]["corrId"]) == (kind, corr), env
         assert r.status_code in ALLOWED_STATUS[kind], (kind, r.status_code, str(env)[:300])
     assert fz.rpc("debug.snap", {})[0] == 200
+
+
+@pytest.mark.parametrize("kind", sorted(REST_KINDS))
+def test_rest_kinds_are_unknown_to_post_root(fz: Fuzz, kind: str) -> None:
+    """The REST API's kinds are served by its routes only: `POST /` (the SDKs' protocol surface)
+    answers them as unknown, whatever their data, and changes nothing."""
+    status, env = fz.check(json.dumps(envelope(kind, {"id": "p1", "processId": "x"}, time=T)).encode(), kind=kind,
+                           expect=400)
+    assert env["data"] == f"Unknown operation: {kind}"

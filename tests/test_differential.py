@@ -35,7 +35,9 @@ import pytest
 
 from shared import cron
 from shared.config import load
-from shared.kinds import KINDS
+from shared.kinds import KINDS, REST_KINDS
+from shared.legacy.ids import invoke_id, resume_id
+from shared.protocol import Envelope
 from shared.service import Service
 from tests.support.envelope import envelope
 
@@ -168,6 +170,17 @@ ALLOWED_STATUS: dict[str, set[int]] = {
     "debug.reset": {200},
     "debug.snap": {200},
     "debug.tick": {200, 400},
+    # the REST API's kinds (sent to `Service.handle` as its routes do; errors carry a code)
+    "rest.promise.get": {200, 400, 404},
+    "rest.promise.create": {200, 201, 400, 409},
+    "rest.promise.complete": {200, 201, 400, 403, 404},
+    "rest.promise.search": {200, 400},
+    "rest.promise.callback": {200, 201, 400, 404},
+    "rest.promise.subscribe": {200, 201, 400, 404},
+    "rest.task.claim": {201, 400, 403, 404},
+    "rest.task.complete": {200, 201, 400, 403, 404},
+    "rest.task.drop": {200, 400, 403, 404},
+    "rest.task.heartbeat": {200, 400},
 }
 
 T0 = 1_700_000_000_000
@@ -328,6 +341,9 @@ class Gen:
         "task.search": 2,
         "schedule.get": 1.5, "schedule.create": 1.5, "schedule.delete": 1.2, "schedule.search": 1,
         "debug.start": 0.15, "debug.stop": 0.15, "debug.reset": 0.25, "debug.snap": 0.5, "debug.tick": 5,
+        "rest.promise.get": 1.5, "rest.promise.create": 4, "rest.promise.complete": 3, "rest.promise.search": 1,
+        "rest.promise.callback": 2, "rest.promise.subscribe": 1.5, "rest.task.claim": 3, "rest.task.complete": 2.5,
+        "rest.task.drop": 1, "rest.task.heartbeat": 1.5,
     }
 
     def next(self) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -584,6 +600,83 @@ class Gen:
             return self.r.choice([{}, {"time": "5"}, {"time": 1.5}])
         return {"time": t}
 
+    # rest.* (the older server's REST API: the `data` its routes build)
+    def ikey(self) -> dict[str, Any]:
+        return {"ikey": self.r.choice([None, None, "k1", "k2"]), "strict": self.chance(0.3)}
+
+    def rest_value(self) -> dict[str, Any] | None:
+        return self.r.choice([None, {}, {"data": "eA=="}, {"headers": {"h": "1"}, "data": None}, {"data": "!"}])
+
+    def g_rest_promise_get(self, head):
+        return {"id": self.any_promise_id()}
+
+    def g_rest_promise_create(self, head):
+        existing = {p["id"] for p in self.snap["promises"]}
+        fresh = [i for i in POOL if i not in existing]
+        id = self.r.choice(fresh) if fresh and self.chance(0.6) else self.any_promise_id()
+        ta = self.timeout_at()
+        tags = self.r.choice([{}, {"resonate:invoke": A}, {"resonate:invoke": "g"}, {"resonate:timeout": "true"},
+                              {"resonate:invoke": "poll://any@g/w1", "resonate:branch": id}])
+        promise: dict[str, Any] = {"id": id, "timeout": ta, "tags": tags, "param": self.rest_value()}
+        if self.chance(0.3):
+            return {"promise": promise, "task": {"processId": self.r.choice(PIDS), "ttl": self.r.choice([1, 5_000])},
+                    **self.ikey()}
+        return {**promise, **self.ikey()}
+
+    def g_rest_promise_complete(self, head):
+        pending = [p["id"] for p in self.promises(lambda p: p["state"] == "pending")]
+        id = self.r.choice(pending) if pending and self.chance(0.6) else self.any_promise_id()
+        state = self.r.choice(["RESOLVED", "REJECTED", "REJECTED_CANCELED"] if self.chance(0.97) else ["PENDING"])
+        return {"id": id, "state": state, "value": self.rest_value(), **self.ikey()}
+
+    def g_rest_promise_search(self, head):
+        d: dict[str, Any] = {"id": self.r.choice(["*", "p*", "p1", "*5", "s*-*"])}
+        if self.chance(0.4):
+            d["state"] = self.r.choice(["pending", "RESOLVED", "rejected", "bogus"])
+        if self.chance(0.3):
+            d["limit"] = self.r.choice([1, 2, 100])
+        return d
+
+    def g_rest_promise_callback(self, head):
+        targeted = [p["id"] for p in self.promises(lambda p: "resonate:target" in p["tags"])]
+        root = self.r.choice(targeted) if targeted and self.chance(0.8) else self.any_promise_id()
+        return {"promiseId": self.any_promise_id(), "rootPromiseId": root, "timeout": self.timeout_at(),
+                "recv": self.r.choice([A, "poll://any@g/w2", "g"])}
+
+    def g_rest_promise_subscribe(self, head):
+        return {"promiseId": self.any_promise_id(), "id": "sub", "timeout": self.timeout_at(),
+                "recv": self.r.choice(LISTENERS)}
+
+    def rest_task_id(self, states: tuple[str, ...]) -> str:
+        id = self.task_id(states)
+        if self.chance(0.15):
+            settled = [p["id"] for p in self.promises(lambda p: p["state"] != "pending")]
+            return resume_id(id, self.r.choice(settled or POOL))
+        return invoke_id(id) if self.chance(0.97) else id
+
+    def rest_counter(self, task_id: str, claimed: bool) -> int:
+        root = task_id.split(":")[1] if task_id.startswith("__") else task_id
+        v = self.version_for(root)
+        return max(0, v - 1) if claimed else v
+
+    def g_rest_task_claim(self, head):
+        id = self.rest_task_id(("pending",))
+        return {"id": id, "counter": self.rest_counter(id, False), "processId": self.r.choice(PIDS),
+                "ttl": self.r.choice([1, 500, 5_000, 60_000])}
+
+    def g_rest_task_complete(self, head):
+        id = self.rest_task_id(("acquired",))
+        return {"id": id, "counter": self.rest_counter(id, True)}
+
+    def g_rest_task_drop(self, head):
+        id = self.rest_task_id(("acquired", "pending"))
+        return {"id": id, "counter": self.rest_counter(id, True)}
+
+    def g_rest_task_heartbeat(self, head):
+        acquired = self.tasks(lambda t: t["state"] == "acquired")
+        return {"processId": self.r.choice([t["pid"] for t in acquired]) if acquired and self.chance(0.8)
+                else self.r.choice(PIDS)}
+
     # ---- bookkeeping from the reference's responses --------------------------------------------
 
     def observe(self, kind: str, status: int, data: Any, snap: dict[str, Any], req: dict[str, Any]) -> None:
@@ -605,8 +698,11 @@ class Gen:
 # ---------------------------------------------------------------------------------- invariants
 
 
-def check_invariants(snap: dict[str, Any], prev: dict[str, Any] | None, reset: bool) -> list[str]:
-    """Cheap checks of the snapshot invariants on one snapshot (and against the previous one)."""
+def check_invariants(snap: dict[str, Any], prev: dict[str, Any] | None, reset: bool,
+                     dormant: frozenset[str] = frozenset()) -> list[str]:
+    """Cheap checks of the snapshot invariants on one snapshot (and against the previous one).
+    `dormant`: tasks a REST `tasks/complete` suspended with nothing to wait on (the REST API's
+    "this run is over"; the task is fulfilled when its promise settles)."""
     errs: list[str] = []
     promises = {p["id"]: p for p in snap["promises"]}
     tasks = {t["id"]: t for t in snap["tasks"]}
@@ -675,7 +771,7 @@ def check_invariants(snap: dict[str, Any], prev: dict[str, Any] | None, reset: b
         acquired = t["state"] == "acquired"
         if ("ttl" in t) != acquired or ("pid" in t) != acquired or (acquired and not t["ttl"] > 0):
             errs.append(f"T-3 {id}: {t}")
-        if t["state"] == "suspended":
+        if t["state"] == "suspended" and not (id in dormant and t["resumes"] == 0):
             if t["resumes"] != 0 or not any(c["awaiter"] == id and promises.get(c["awaited"], {}).get("state") == "pending"
                                             for c in snap["callbacks"]):
                 errs.append(f"T-4 {id}: suspended {t} callbacks {[c for c in snap['callbacks'] if c['awaiter'] == id]}")
@@ -810,6 +906,8 @@ class Run:
 
     def send(self, envelope: dict[str, Any]) -> tuple[int, Any]:
         """Send to every adapter; the responses must be identical. Returns the reference's."""
+        if envelope["kind"] in REST_KINDS:
+            return self.send_rest(envelope)
         raw = json.dumps(envelope).encode()
         self.trace.append(envelope)
         outs = []
@@ -828,6 +926,18 @@ class Run:
             self.fail(f"kind/corrId not echoed: {ref}")
         return ref_status, ref["data"]
 
+    def send_rest(self, envelope: dict[str, Any]) -> tuple[int, Any]:
+        """A REST kind, as its routes run it (`Service.handle(..., rest=True)`); the answers
+        (records included: the REST shapes are rendered from them) must be identical."""
+        self.trace.append(envelope)
+        kind, head = envelope["kind"], envelope["head"]
+        env = Envelope(kind, head["corrId"], head, envelope["data"], None, head.get("resonate:debug_time"))
+        outs = [json.loads(json.dumps(svc.handle(env, None, rest=True), default=_record)) for svc in self.services]
+        for name, out in zip(self.names[1:], outs[1:]):
+            if out != outs[0]:
+                self.fail(f"response differs: {self.names[0]} vs {name}\n  {first_diff(outs[0], out)}")
+        return outs[0][0], outs[0][1]
+
     def snap(self, time: int) -> dict[str, Any]:
         raw = json.dumps(envelope("debug.snap", {}, corr="snap", time=time)).encode()
         outs = [json.loads(svc.rpc(raw)[1]) for svc in self.services]
@@ -838,6 +948,15 @@ class Run:
         return outs[0]["data"]
 
 
+def _record(x: Any) -> Any:
+    """Records inside a REST kind's answer, as plain data for the comparison and the trace."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {"record": type(x).__name__, **dataclasses.asdict(x)}
+    raise TypeError(f"not JSON: {x!r}")
+
+
 def run_seed(seed: int, tmp: Path) -> dict[str, Any]:
     rnd = random.Random(seed)
     gen = Gen(rnd)
@@ -845,6 +964,7 @@ def run_seed(seed: int, tmp: Path) -> dict[str, Any]:
     succeeded: set[str] = set()
     covered: set[str] = set()
     statuses: Counter = Counter()
+    dormant: set[str] = set()  # tasks suspended by a REST complete with no callback (check_invariants)
     try:
         for kind in ("debug.start", "debug.reset"):
             status, _ = run.send(envelope(kind, {}, corr=kind, time=gen.clock))
@@ -861,12 +981,15 @@ def run_seed(seed: int, tmp: Path) -> dict[str, Any]:
             statuses[(kind, status)] += 1
             if status not in ALLOWED_STATUS[kind]:
                 run.fail(f"{kind} answered {status} (allowed {sorted(ALLOWED_STATUS[kind])}): {out!r}")
-            if status >= 400 and not isinstance(out, str):
-                run.fail(f"error data must be a string: {out!r}")
+            if status >= 400 and not isinstance(out, str) and not (kind in REST_KINDS and "code" in out):
+                run.fail(f"error data must be a string (a REST kind's: its code and message): {out!r}")
             if 200 <= status < 300 or (kind == "task.suspend" and status == 300):
                 succeeded.add(kind)
             snap = run.snap(gen.clock)
-            errs = check_invariants(snap, prev, reset=(kind == "debug.reset"))
+            if kind == "rest.task.complete" and status == 201:
+                dormant.add(out["task"]["id"])
+            dormant &= {t["id"] for t in snap["tasks"] if t["state"] == "suspended"}
+            errs = check_invariants(snap, prev, reset=(kind == "debug.reset"), dormant=frozenset(dormant))
             if errs:
                 run.fail("invariant violations after " + json.dumps(env, ensure_ascii=False)[:800] + ":\n  "
                          + "\n  ".join(errs[:20]))

@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.engine.core import Ctx, Resp, acquire, create_promise, lazy_timeout, redispatch, set_timer, settle
 from shared.legacy import ids
-from shared.records import LEASE, TARGET, Promise, Task
+from shared.records import LEASE, Task
 from shared.requests_rest import (
     RestCallback,
     RestPromiseComplete,
@@ -111,7 +111,10 @@ def search(c: Ctx, r: RestPromiseSearch) -> Resp:
 
 def callback(c: Ctx, r: RestCallback) -> Resp:
     """Resume the root promise's task when `promise` settles. 201 registered (or already there);
-    200 with no callback when the promise (or the root) is settled already: the caller goes on."""
+    200 with no callback when the promise (or the root) is settled already: the caller goes on.
+    The resume goes to the root promise's target (a promise's tags never change), not to `recv`."""
+    if r.promise == r.root:
+        return 400, {"code": 4000, "message": "A promise cannot await itself"}
     touched = lazy_timeout(c, [r.promise, r.root])
     p, root = touched[r.promise], touched[r.root]
     if p is None or root is None:
@@ -121,18 +124,10 @@ def callback(c: Ctx, r: RestCallback) -> Resp:
     task = c.tx.get_task(root.id)
     if task is None or task.state == "fulfilled":
         return 400, {"code": 4000, "message": "The root promise has no task to resume"}
-    if root.target != r.address:  # the resume goes where the caller asked (its process first)
-        c.tx.update_promise(_with_target(root, r.address))
     c.tx.add_callback(p.id, root.id, ready=False)
     cb = {"id": ids.resume_id(root.id, p.id), "promiseId": p.id, "rootPromiseId": root.id,
           "timeout": r.timeout, "createdOn": c.now}
     return 201, {"promise": p, "callback": cb}
-
-
-def _with_target(p: Promise, address: str) -> Promise:
-    from dataclasses import replace
-
-    return replace(p, tags={**p.tags, TARGET: address})
 
 
 def subscribe(c: Ctx, r: RestSubscribe) -> Resp:

@@ -30,6 +30,7 @@ JSON = "application/json"
 Data = dict[str, Any]
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+FORBIDDEN = 4039  # a token that does not cover what the request touches
 CLAIM_LEASE_MS = 60_000  # the lease of a claim through a GET link (the older server's task frequency)
 
 
@@ -93,6 +94,8 @@ def answer(status: int, data: Any, render: Callable[[Any], Any]) -> Response:
         return fail(status, data["message"], data["code"])
     if status == 503:  # retried by the REST-era SDKs only as a 500
         return fail(500, str(data), 5030)
+    if status == 403:  # authorization (the engine's 403s carry their own codes, 4030-4038)
+        return fail(403, str(data), FORBIDDEN)
     return fail(status, str(data))
 
 
