@@ -87,7 +87,8 @@ def _route(request: flask.Request) -> flask.Response:
 @functions_framework.http
 def api(request: flask.Request) -> flask.Response:
     """The base URL: POST /, GET /poll/{group}/{id} (SSE), /health, /ready, GET /metrics (this
-    instance's counters; admin token with auth on), and the legacy 410 paths."""
+    instance's counters; admin token with auth on), and the older server's REST API
+    (docs/legacy-api.md; its SSE port is not served here: a function has one URL)."""
     return _route(request)
 
 
