@@ -1,7 +1,7 @@
 # The local server (`resonate serve`) as a container image; deploy/README.md says how to use it.
 #
 #   docker build -t resonate-gcp .
-#   docker run -p 8001:8001 -p 9090:9090 -v resonate-data:/data resonate-gcp
+#   docker run -p 8001:8001 -p 9090:9090 -v resonate-data:/data resonate-gcp   (add -p 8002:8002 for REST-era SDKs)
 #
 # Two stages: the builder makes a wheel of this project and installs it into a virtualenv; the
 # final stage gets only that virtualenv (the runtime dependencies of pyproject.toml, no test or
@@ -31,13 +31,15 @@ ENV PATH=/opt/resonate/bin:$PATH \
     RESONATE_SERVER__BIND=0.0.0.0 \
     RESONATE_SERVER__PORT=8001 \
     RESONATE_OBSERVABILITY__METRICS_PORT=9090 \
+    RESONATE_LEGACY__POLL_PORT=8002 \
     RESONATE_STORAGE__SQLITE__PATH=/data/resonate.db
 # the working directory is the data volume: an optional /data/resonate.toml is read at startup
 WORKDIR /data
 VOLUME /data
 USER 10001:10001
-# 8001: the API (POST /, /poll, /health, /ready); 9090: Prometheus metrics (GET /metrics)
-EXPOSE 8001 9090
+# 8001: the API (POST /, /poll, /health, /ready, the older REST API); 9090: Prometheus metrics
+# (GET /metrics); 8002: the SSE listener of the REST-era SDKs (docs/legacy-api.md)
+EXPOSE 8001 9090 8002
 # slim has no curl: Python's urllib, on the port the server was configured with
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('RESONATE_SERVER__PORT', '8001') + '/health', timeout=4)"]

@@ -174,7 +174,7 @@ def test_dockerfile_stages_user_ports_volume_command(stages: list[Stage], final:
     user = final.last("USER").split(":")[0]
     assert user not in ("", "root", "0"), f"the image runs as {user!r}"
     assert user.isdigit(), "a numeric uid, so Kubernetes can check runAsNonRoot"
-    assert final.last("EXPOSE").split() == ["8001", "9090"]
+    assert final.last("EXPOSE").split() == ["8001", "9090", "8002"]
     volumes = final.last("VOLUME")
     assert (exec_form(volumes) if volumes.startswith("[") else volumes.split()) == ["/data"]
     assert final.last("WORKDIR") == "/data"
@@ -214,7 +214,8 @@ def test_dockerfile_environment_is_the_configuration_it_means(final: Stage) -> N
         assert name in accepted or OTHER_ENV.fullmatch(name), f"{name} is not read by shared/config.py"
     cfg = load(env={k: v for k, v in env.items() if k.startswith("RESONATE_")})
     assert cfg.server.bind == "0.0.0.0"  # the API and the metrics listener (local/metrics_listener.py)
-    assert [str(cfg.server.port), str(cfg.observability.metrics_port)] == final.last("EXPOSE").split()
+    assert [str(cfg.server.port), str(cfg.observability.metrics_port), str(cfg.legacy.poll_port)] == \
+        final.last("EXPOSE").split()
     assert cfg.storage.type == "sqlite" and cfg.storage.sqlite.path.startswith("/data/")
 
 
@@ -244,16 +245,17 @@ def run_healthcheck(command: list[str], env: dict[str, str], timeout: float) -> 
 
 @pytest.mark.process  # starts the server the image would run
 def test_image_command_and_healthcheck(final: Stage, tmp_path: Path) -> None:
-    """`resonate serve` with exactly the image's environment (/data a temporary folder, the two
+    """`resonate serve` with exactly the image's environment (/data a temporary folder, the
     ports free ones): it serves, keeps its database in the data folder, listens for metrics on
     the image's bind address, and the HEALTHCHECK passes while it runs and fails once it stops."""
     marks.require(marks.PROCESS, "starts a server process")
     data = tmp_path / "data"
     data.mkdir()
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port, sse_port = free_port(), free_port(), free_port()
     env = {k: v.replace("/data", str(data)) for k, v in image_env(final).items() if k != "PATH"}
     env.update(RESONATE_SERVER__PORT=str(port), RESONATE_OBSERVABILITY__METRICS_PORT=str(metrics_port),
-               PATH=os.environ["PATH"], PYTHONPATH=str(ROOT), HOME=str(tmp_path))
+               RESONATE_LEGACY__POLL_PORT=str(sse_port), PATH=os.environ["PATH"], PYTHONPATH=str(ROOT),
+               HOME=str(tmp_path))
     options, check = healthcheck(final)
     check_timeout = seconds(options["timeout"])
 
@@ -272,6 +274,8 @@ def test_image_command_and_healthcheck(final: Stage, tmp_path: Path) -> None:
             assert r.status == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
             assert b"resonate_" in r.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{sse_port}/default/w1", timeout=10) as r:
+            assert r.headers["Content-Type"].startswith("text/event-stream") and r.readline() == b": connected\n"
         text = log.read_text()
         assert f"Metrics server listening port={metrics_port} bind=0.0.0.0" in text, text
         assert f"Server listening bind=0.0.0.0 port={port}" in text, text
@@ -350,7 +354,8 @@ def test_compose_server_on_postgres(compose: dict[str, Any], final: Stage, route
     dbenv = db["environment"]
     assert (pg["host"], pg["port"], pg["user"], pg["password"], pg["database"]) == \
         (db_name, 5432, dbenv["POSTGRES_USER"], dbenv["POSTGRES_PASSWORD"], dbenv["POSTGRES_DB"])
-    assert sorted(srv["ports"]) == sorted(f"{p}:{p}" for p in (cfg.server.port, cfg.observability.metrics_port))
+    assert sorted(srv["ports"]) == sorted(f"{p}:{p}" for p in (cfg.server.port, cfg.observability.metrics_port,
+                                                               cfg.legacy.poll_port))
     assert f"127.0.0.1:{cfg.server.port}/" in check[-1]
 
     volume, _, mount = db["volumes"][0].partition(":")
@@ -394,8 +399,8 @@ def test_kubernetes_deployment(kube: dict[str, dict[str, Any]], final: Stage, ro
     assert cfg.storage.type == "postgres" and cfg.tasks.retry_timeout == 500
 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"api": cfg.server.port, "metrics": cfg.observability.metrics_port} == \
-        {"api": 8001, "metrics": 9090}
+    assert ports == {"api": cfg.server.port, "metrics": cfg.observability.metrics_port,
+                     "legacy-sse": cfg.legacy.poll_port} == {"api": 8001, "metrics": 9090, "legacy-sse": 8002}
     for p in service["spec"]["ports"]:
         assert p["targetPort"] in ports, f"the Service targets {p['targetPort']!r}, not a named container port"
     assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
