@@ -58,6 +58,15 @@ def test_due_queries_use_indexes(store: SqliteStore) -> None:
                                " ORDER BY id", ("w",))
     assert "schedules_due" in plan("SELECT id FROM schedules WHERE next_run_at <= ? ORDER BY next_run_at, id", (1,))
     assert "callbacks_awaiter" in plan("SELECT count(*) FROM callbacks WHERE awaiter = ? AND ready = 1", ("a",))
+    assert "locks_process" in plan("SELECT resource_id, ttl FROM locks WHERE process_id = ? ORDER BY resource_id", ("w",))
+    assert "locks_due" in plan("SELECT resource_id, ttl FROM locks WHERE expires_at <= ?"
+                               " ORDER BY expires_at, resource_id LIMIT ?", (1, 1))
+    # an id pattern with a literal prefix narrows to that key range (GLOB is case-sensitive, so
+    # SQLite's LIKE optimization applies to it with the id's BINARY collation)
+    assert "(id>? AND id<?)" in plan("SELECT id, state FROM promises WHERE id GLOB ? AND id > ? ORDER BY id LIMIT ?",
+                                     ("foo/*", "", 5))
+    assert "(id>? AND id<?)" in plan("SELECT id, cron FROM schedules WHERE id GLOB ? ORDER BY id LIMIT ?",
+                                     ("foo/*", 5))
 
 
 # (b) rollback of one job while its batch-mate commits ---------------------------------------

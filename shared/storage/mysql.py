@@ -17,6 +17,7 @@ Results must equal `MemoryStore`'s for every `Tx` method (the differential test 
 """
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -50,6 +51,7 @@ BEGIN_WRITE = "START TRANSACTION READ WRITE"
 BEGIN_READ = ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ;"
               " START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT")
 _TRUE = ("1", "true", "yes", "on")
+_ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+) ", re.IGNORECASE)
 
 
 def parse_url(url: str) -> dict[str, Any]:
@@ -212,7 +214,7 @@ class MySQLStore(Transactions, MyClusterOutbox):
                     for version, ddl in MIGRATIONS:
                         if version > cur:
                             for stmt in ddl:
-                                tx._simple(stmt.replace("{table}", table))
+                                _apply(tx, stmt.replace("{table}", table))
                             tx._x("INSERT INTO schema_version (version) VALUES (%(v)s)", v=version)
                 finally:
                     tx._x(f"SELECT {MIGRATION_UNLOCK}")
@@ -246,6 +248,16 @@ def _version(tx: MyTx) -> int:
     if cur > SCHEMA_VERSION:
         raise StorageError(f"database schema version {cur} is newer than this server's {SCHEMA_VERSION}")
     return int(cur)
+
+
+def _apply(tx: MyTx, stmt: str) -> None:
+    """Run one migration statement; an `ALTER TABLE t ADD COLUMN c ...` whose column exists
+    already (a migration interrupted after it) is skipped: MySQL 8 has no `ADD COLUMN IF NOT EXISTS`."""
+    m = _ADD_COLUMN.match(stmt)
+    if m is not None and tx._x("SELECT count(*) FROM information_schema.columns WHERE table_schema = DATABASE()"
+                               " AND table_name = %(t)s AND column_name = %(c)s", t=m[1], c=m[2])[0][0]:
+        return
+    tx._simple(stmt)
 
 
 def _nopad_bin(tx: MyTx) -> str:

@@ -31,9 +31,17 @@ from collections.abc import Collection
 from typing import Any
 
 from shared.protocol import parse_address
-from shared.records import LEASE, Message, Promise, Schedule, Task
+from shared.records import LEASE, Lock, Message, Promise, Schedule, Task
 from shared.storage.base import Busy, ReadOnlyViolation, StorageError
-from shared.storage.sql_common import DEAD, PROMISE_COLS, TASK_COLS, PortableQueries
+from shared.storage.sql_common import (
+    DEAD,
+    LIKE_ESCAPE,
+    LOCK_COLS,
+    PROMISE_COLS,
+    TASK_COLS,
+    PortableQueries,
+    like_pattern,
+)
 from shared.storage.sql_pool import ABORTED, BROKEN, OK, RETRY
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -54,8 +62,11 @@ def _tag(name: str) -> str:
 
 
 # Append-only: (version, DDL). MySQL commits each DDL statement by itself, so every statement is
-# idempotent (IF NOT EXISTS) and a migration interrupted halfway is simply applied again; they
-# run under the named MIGRATION_LOCK. `{table}` is the table options (engine, charset, collation).
+# idempotent and a migration interrupted halfway is simply applied again; they run under the named
+# MIGRATION_LOCK. Tables are created IF NOT EXISTS; MySQL 8 has no `ADD COLUMN IF NOT EXISTS`
+# (MariaDB has), so an `ALTER TABLE <t> ADD COLUMN <c> ...` (one column per statement) is skipped
+# by the runner when information_schema already lists the column (mysql.py, `_apply`).
+# `{table}` is the table options (engine, charset, collation).
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, [
         f"CREATE TABLE IF NOT EXISTS promises (id {_K} PRIMARY KEY, state VARCHAR(32) NOT NULL,"
@@ -95,6 +106,19 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         f" seq BIGINT NOT NULL, address {_K}, created_at BIGINT NOT NULL, INDEX outbox_notes_age (created_at))"
         " {table}",
     ]),
+    # the older server's REST API (docs/legacy-api.md): idempotency keys, the schedules' own
+    # description, tags and key, and its distributed locks. TEXT and JSON take a default only
+    # as an expression on MySQL 8 (8.0.13+), hence `DEFAULT ('')`, which MariaDB accepts too.
+    (2, [
+        "ALTER TABLE promises ADD COLUMN ikey_create LONGTEXT NULL",
+        "ALTER TABLE promises ADD COLUMN ikey_settle LONGTEXT NULL",
+        "ALTER TABLE schedules ADD COLUMN description LONGTEXT NOT NULL DEFAULT ('')",
+        "ALTER TABLE schedules ADD COLUMN tags JSON NOT NULL DEFAULT ('{}')",
+        "ALTER TABLE schedules ADD COLUMN ikey LONGTEXT NULL",
+        f"CREATE TABLE IF NOT EXISTS locks (resource_id {_K} PRIMARY KEY, execution_id LONGTEXT NOT NULL,"
+        f" process_id {_K}, ttl BIGINT NOT NULL, expires_at BIGINT NOT NULL,"
+        " INDEX locks_process (process_id, resource_id), INDEX locks_due (expires_at, resource_id)) {table}",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -103,20 +127,24 @@ RETRY_CODES = frozenset({1213, 1205})  # deadlock (transaction rolled back), loc
 DUPLICATE = 1062
 BROKEN_CODES = frozenset({2006, 2013, 2003, 2055, 1053, 1927, 4031, 1317})  # gone away, lost, shutdown, killed
 
-_P, _T = PROMISE_COLS, TASK_COLS
+_P, _T, _L = PROMISE_COLS, TASK_COLS, LOCK_COLS
 _S = ("id, cron, promise_id, promise_timeout, promise_param, promise_tags, created_at,"
-      " next_run_at, last_run_at")
-_PV = "%(id)s, %(state)s, %(param)s, %(value)s, %(tags)s, %(timeout_at)s, %(created_at)s, %(settled_at)s"
+      " next_run_at, last_run_at, description, tags, ikey")
+_PV = ("%(id)s, %(state)s, %(param)s, %(value)s, %(tags)s, %(timeout_at)s, %(created_at)s, %(settled_at)s,"
+       " %(ikey_create)s, %(ikey_settle)s")
 _INSERT_P = f"INSERT INTO promises ({_P}) VALUES ({_PV})"
 _UPSERT_P = _INSERT_P + " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in _P.split(", ")[1:])
 _TV = "%(id)s, %(state)s, %(version)s, %(timer_type)s, %(timer_at)s, %(pid)s, %(ttl)s"
 _INSERT_T = f"INSERT INTO tasks ({_T}) VALUES ({_TV})"
 _UPSERT_T = _INSERT_T + " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in _T.split(", ")[1:])
 _SV = ("%(id)s, %(cron)s, %(promise_id)s, %(promise_timeout)s, %(promise_param)s, %(promise_tags)s,"
-       " %(created_at)s, %(next_run_at)s, %(last_run_at)s")
+       " %(created_at)s, %(next_run_at)s, %(last_run_at)s, %(description)s, %(tags)s, %(ikey)s")
 _INSERT_S = f"INSERT INTO schedules ({_S}) VALUES ({_SV})"
 _UPSERT_S = _INSERT_S + " ON DUPLICATE KEY UPDATE " + ", ".join(
     f"{c} = VALUES({c})" for c in _S.replace(" ", "").split(",")[1:])
+_INSERT_L = (f"INSERT INTO locks ({_L}) VALUES (%(resource_id)s, %(execution_id)s, %(process_id)s, %(ttl)s,"
+             " %(expires_at)s)")
+_UPSERT_L = _INSERT_L + " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in _L.split(", ")[1:])
 _INSERT_M = "INSERT INTO meta (k, value) VALUES (%(k)s, %(v)s)"
 _UPSERT_M = _INSERT_M + " ON DUPLICATE KEY UPDATE value = VALUES(value)"
 
@@ -150,16 +178,17 @@ def _obj(s: str) -> dict:
 
 
 def _promise(r: tuple) -> Promise:
-    return Promise(r[0], r[1], _obj(r[2]), _obj(r[3]), _obj(r[4]), r[5], r[6], r[7])
+    return Promise(r[0], r[1], _obj(r[2]), _obj(r[3]), _obj(r[4]), r[5], r[6], r[7], r[8], r[9])
 
 
 def _schedule(r: tuple) -> Schedule:
-    return Schedule(r[0], r[1], r[2], r[3], _obj(r[4]), _obj(r[5]), r[6], r[7], r[8])
+    return Schedule(r[0], r[1], r[2], r[3], _obj(r[4]), _obj(r[5]), r[6], r[7], r[8], r[9], _obj(r[10]), r[11])
 
 
 def _promise_args(p: Promise) -> dict[str, Any]:
     return {"id": p.id, "state": p.state, "param": _dumps(p.param), "value": _dumps(p.value), "tags": _dumps(p.tags),
-            "timeout_at": p.timeout_at, "created_at": p.created_at, "settled_at": p.settled_at}
+            "timeout_at": p.timeout_at, "created_at": p.created_at, "settled_at": p.settled_at,
+            "ikey_create": p.ikey_create, "ikey_settle": p.ikey_settle}
 
 
 def _task_args(t: Task) -> dict[str, Any]:
@@ -170,7 +199,13 @@ def _task_args(t: Task) -> dict[str, Any]:
 def _schedule_args(s: Schedule) -> dict[str, Any]:
     return {"id": s.id, "cron": s.cron, "promise_id": s.promise_id, "promise_timeout": s.promise_timeout,
             "promise_param": _dumps(s.promise_param), "promise_tags": _dumps(s.promise_tags),
-            "created_at": s.created_at, "next_run_at": s.next_run_at, "last_run_at": s.last_run_at}
+            "created_at": s.created_at, "next_run_at": s.next_run_at, "last_run_at": s.last_run_at,
+            "description": s.description, "tags": _dumps(s.tags), "ikey": s.ikey}
+
+
+def _lock_args(lk: Lock) -> dict[str, Any]:
+    return {"resource_id": lk.resource_id, "execution_id": lk.execution_id, "process_id": lk.process_id,
+            "ttl": lk.ttl, "expires_at": lk.expires_at}
 
 
 def _msg_args(m: Message) -> dict[str, Any]:
@@ -281,11 +316,21 @@ class MyTx(PortableQueries):
         return False
 
     def _search(self, table: str, cols: str, state: str | None, tags: dict[str, str] | None, tag_col: str,
-                cursor: str | None, limit: int) -> Any:
+                cursor: str | None, limit: int, pattern: str | None = None,
+                states: Collection[str] | None = None) -> Any:
         where, args = ["TRUE"], dict[str, Any](limit=limit)
+        if pattern is not None:  # the binary collation: case-sensitive, and a prefix narrows the key range
+            where.append(f"id LIKE %(pattern)s ESCAPE '{LIKE_ESCAPE}'")
+            args["pattern"] = like_pattern(pattern)
         if state is not None:
             where.append("state = %(state)s")
             args["state"] = state
+        if states is not None:
+            if states:
+                where.append("state IN %(states)s")
+                args["states"] = tuple(states)
+            else:
+                where.append("FALSE")  # `IN ()` is not SQL
         if tags:
             if table == "promises":  # the generated columns' indexes narrow the scan
                 for col, tag in (("target", "resonate:target"), ("origin", "resonate:origin"),
@@ -473,11 +518,48 @@ class MyTx(PortableQueries):
                f" LIMIT %(n)s{self._lock()}")
         return [_schedule(r) for r in self._x(sql, t=t, n=limit)]
 
+    # the older server's REST API -----------------------------------------------------------
+    def search_promises_by_id(self, pattern: str, states: Collection[str] | None, tags: dict[str, str],
+                              cursor: str | None, limit: int) -> list[Promise]:
+        return [_promise(r) for r in self._search("promises", _P, None, tags, "tags", cursor, limit, pattern, states)]
+
+    def search_schedules_by_id(self, pattern: str, tags: dict[str, str], cursor: str | None,
+                               limit: int) -> list[Schedule]:
+        return [_schedule(r) for r in self._search("schedules", _S, None, tags, "tags", cursor, limit, pattern)]
+
+    def ready_awaited(self, awaiter: str) -> list[str]:
+        rows = self._x("SELECT awaited FROM callbacks WHERE awaiter = %(w)s AND ready ORDER BY awaited", w=awaiter)
+        return [r[0] for r in rows]
+
+    def get_lock(self, resource_id: str) -> Lock | None:
+        r = self._get("lock", f"SELECT {_L} FROM locks WHERE resource_id = %(id)s", resource_id)
+        return None if r is None else Lock(*r)
+
+    def put_lock(self, lock: Lock) -> None:
+        self._put("lock", lock.resource_id, _INSERT_L, _UPSERT_L, _lock_args(lock))
+
+    def delete_lock(self, resource_id: str) -> bool:
+        self._w()
+        return bool(self._n("DELETE FROM locks WHERE resource_id = %(id)s", id=resource_id))
+
+    def locks_of_process(self, process_id: str) -> list[Lock]:
+        """(Locked in a write transaction, as get_lock: a heartbeat's put_lock then cannot revive a
+        lock another transaction deleted meanwhile.)"""
+        lock = " FOR UPDATE" if self.writable else ""
+        rows = self._x(f"SELECT {_L} FROM locks WHERE process_id = %(p)s ORDER BY resource_id{lock}", p=process_id)
+        return [Lock(*r) for r in rows]
+
+    def due_locks(self, t: int, limit: int) -> list[Lock]:
+        sql = (f"SELECT {_L} FROM locks WHERE expires_at <= %(t)s ORDER BY expires_at, resource_id"
+               f" LIMIT %(n)s{self._lock()}")
+        return [Lock(*r) for r in self._x(sql, t=t, n=limit)]
+
     # timers, debug, snapshots ----------------------------------------------------------------
     def next_deadline(self, target_only: bool) -> int | None:
         extra = " AND target IS NOT NULL" if target_only else ""
         rows = self._x(f"SELECT (SELECT min(timeout_at) FROM promises WHERE state = 'pending'{extra}),"
-                       " (SELECT min(timer_at) FROM tasks), (SELECT min(next_run_at) FROM schedules)")
+                       " (SELECT min(timer_at) FROM tasks), (SELECT min(next_run_at) FROM schedules),"
+                       " (SELECT min(expires_at) FROM locks)")
         found = [v for v in rows[0] if v is not None]  # LEAST() is NULL if any argument is
         return min(found) if found else None
 

@@ -22,9 +22,17 @@ from typing import Any
 from pg8000.exceptions import DatabaseError
 
 from shared.protocol import parse_address
-from shared.records import BRANCH, LEASE, TARGET, Message, Promise, Schedule, Task
+from shared.records import BRANCH, LEASE, TARGET, Lock, Message, Promise, Schedule, Task
 from shared.storage.base import ReadOnlyViolation, StorageError
-from shared.storage.sql_common import DEAD, PROMISE_COLS, TASK_COLS, PortableQueries
+from shared.storage.sql_common import (
+    DEAD,
+    LIKE_ESCAPE,
+    LOCK_COLS,
+    PROMISE_COLS,
+    TASK_COLS,
+    PortableQueries,
+    like_pattern,
+)
 from shared.storage.sql_pool import ABORTED, BROKEN, OK, RETRY
 
 try:
@@ -90,16 +98,29 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     (3, [
         "ALTER TABLE poll_receivers ADD COLUMN principal TEXT",
     ]),
+    # the older server's REST API (docs/legacy-api.md): idempotency keys, the schedules' own
+    # description, tags (searched with @>, as promise_tags) and key, and its distributed locks
+    (4, [
+        "ALTER TABLE promises ADD COLUMN ikey_create TEXT, ADD COLUMN ikey_settle TEXT",
+        "ALTER TABLE schedules ADD COLUMN description TEXT NOT NULL DEFAULT '',"
+        " ADD COLUMN tags JSONB NOT NULL DEFAULT '{}', ADD COLUMN ikey TEXT",
+        "CREATE INDEX schedules_own_tags ON schedules USING GIN (tags jsonb_path_ops)",
+        f"CREATE TABLE locks (resource_id {_C} PRIMARY KEY, execution_id TEXT NOT NULL, process_id {_C},"
+        " ttl BIGINT NOT NULL, expires_at BIGINT NOT NULL)",
+        "CREATE INDEX locks_process ON locks (process_id, resource_id)",
+        "CREATE INDEX locks_due ON locks (expires_at, resource_id)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 RETRY_CODES = frozenset({"40001", "40P01", "23505"})  # serialization failure, deadlock, unique violation
 BROKEN_CODES = frozenset({"57P01", "57P02", "57P03", "25P03"})  # admin/crash shutdown, idle-in-tx timeout
 
-_P, _T = PROMISE_COLS, TASK_COLS
+_P, _T, _L = PROMISE_COLS, TASK_COLS, LOCK_COLS
 _S = ("id, cron, promise_id, promise_timeout, promise_param, promise_tags, created_at,"
-      " next_run_at, last_run_at")
-_PV = ":id, :state, :param, :value, CAST(:tags AS jsonb), :timeout_at, :created_at, :settled_at, :target, :branch"
+      " next_run_at, last_run_at, description, tags, ikey")
+_PV = (":id, :state, :param, :value, CAST(:tags AS jsonb), :timeout_at, :created_at, :settled_at, :ikey_create,"
+       " :ikey_settle, :target, :branch")
 _INSERT_P = f"INSERT INTO promises ({_P}, target, branch) VALUES ({_PV}) ON CONFLICT (id) DO NOTHING RETURNING 1"
 _UPSERT_P = (f"INSERT INTO promises ({_P}, target, branch) VALUES ({_PV}) ON CONFLICT (id) DO UPDATE SET "
              + ", ".join(f"{c} = EXCLUDED.{c}" for c in [*_P.split(", ")[1:], "target", "branch"]))
@@ -108,10 +129,14 @@ _INSERT_T = f"INSERT INTO tasks ({_T}) VALUES ({_TV}) ON CONFLICT (id) DO NOTHIN
 _UPSERT_T = (f"INSERT INTO tasks ({_T}) VALUES ({_TV}) ON CONFLICT (id) DO UPDATE SET "
              + ", ".join(f"{c} = EXCLUDED.{c}" for c in _T.split(", ")[1:]))
 _SV = (":id, :cron, :promise_id, :promise_timeout, :promise_param, CAST(:promise_tags AS jsonb), :created_at,"
-       " :next_run_at, :last_run_at")
+       " :next_run_at, :last_run_at, :description, CAST(:tags AS jsonb), :ikey")
 _INSERT_S = f"INSERT INTO schedules ({_S}) VALUES ({_SV}) ON CONFLICT (id) DO NOTHING RETURNING 1"
 _UPSERT_S = (f"INSERT INTO schedules ({_S}) VALUES ({_SV}) ON CONFLICT (id) DO UPDATE SET "
              + ", ".join(f"{c} = EXCLUDED.{c}" for c in _S.replace(" ", "").split(",")[1:]))
+_LV = ":resource_id, :execution_id, :process_id, :ttl, :expires_at"
+_INSERT_L = f"INSERT INTO locks ({_L}) VALUES ({_LV}) ON CONFLICT (resource_id) DO NOTHING RETURNING 1"
+_UPSERT_L = (f"INSERT INTO locks ({_L}) VALUES ({_LV}) ON CONFLICT (resource_id) DO UPDATE SET "
+             + ", ".join(f"{c} = EXCLUDED.{c}" for c in _L.split(", ")[1:]))
 # NOTIFY payload "<seq> <address>": addresses are at most 1,024 bytes, well under the 8,000 limit
 _ENQUEUE = ("WITH r AS (INSERT INTO outbox (key, kind, id, address, version, poll_group, poll_uni, created_at)"
             f" VALUES (:k, :kind, :id, :a, :v, :g, :u, {DB_NOW}) ON CONFLICT (key) DO {{}} RETURNING seq, poll_group)"
@@ -143,16 +168,17 @@ def _obj(s: str) -> dict:
 
 
 def _promise(r: list) -> Promise:
-    return Promise(r[0], r[1], _obj(r[2]), _obj(r[3]), r[4], r[5], r[6], r[7])
+    return Promise(r[0], r[1], _obj(r[2]), _obj(r[3]), r[4], r[5], r[6], r[7], r[8], r[9])
 
 
 def _schedule(r: list) -> Schedule:
-    return Schedule(r[0], r[1], r[2], r[3], _obj(r[4]), r[5], r[6], r[7], r[8])
+    return Schedule(r[0], r[1], r[2], r[3], _obj(r[4]), r[5], r[6], r[7], r[8], r[9], r[10], r[11])
 
 
 def _promise_args(p: Promise) -> dict[str, Any]:
     return {"id": p.id, "state": p.state, "param": _dumps(p.param), "value": _dumps(p.value), "tags": _dumps(p.tags),
             "timeout_at": p.timeout_at, "created_at": p.created_at, "settled_at": p.settled_at,
+            "ikey_create": p.ikey_create, "ikey_settle": p.ikey_settle,
             "target": p.tags.get(TARGET), "branch": p.tags.get(BRANCH)}
 
 
@@ -164,7 +190,13 @@ def _task_args(t: Task) -> dict[str, Any]:
 def _schedule_args(s: Schedule) -> dict[str, Any]:
     return {"id": s.id, "cron": s.cron, "promise_id": s.promise_id, "promise_timeout": s.promise_timeout,
             "promise_param": _dumps(s.promise_param), "promise_tags": _dumps(s.promise_tags),
-            "created_at": s.created_at, "next_run_at": s.next_run_at, "last_run_at": s.last_run_at}
+            "created_at": s.created_at, "next_run_at": s.next_run_at, "last_run_at": s.last_run_at,
+            "description": s.description, "tags": _dumps(s.tags), "ikey": s.ikey}
+
+
+def _lock_args(lk: Lock) -> dict[str, Any]:
+    return {"resource_id": lk.resource_id, "execution_id": lk.execution_id, "process_id": lk.process_id,
+            "ttl": lk.ttl, "expires_at": lk.expires_at}
 
 
 def classify(e: DatabaseError) -> tuple[int, StorageError]:
@@ -269,11 +301,18 @@ class PgTx(PortableQueries):
         return False
 
     def _search(self, table: str, cols: str, state: str | None, tags: dict[str, str] | None, tag_col: str,
-                cursor: str | None, limit: int) -> list:
+                cursor: str | None, limit: int, pattern: str | None = None,
+                states: Collection[str] | None = None) -> list:
         where, args = ["TRUE"], dict[str, Any](limit=limit)
+        if pattern is not None:  # the "C" collated id: case-sensitive, and a prefix narrows the key range
+            where.append(f"id LIKE :pattern ESCAPE '{LIKE_ESCAPE}'")
+            args["pattern"] = like_pattern(pattern)
         if state is not None:
             where.append("state = :state")
             args["state"] = state
+        if states is not None:
+            where.append("state = ANY(CAST(:states AS text[]))")
+            args["states"] = list(states)
         if tags:
             where.append(f"{tag_col} @> CAST(:tags AS jsonb)")
             args["tags"] = _dumps(tags)
@@ -446,11 +485,48 @@ class PgTx(PortableQueries):
         sql = f"SELECT {_S} FROM schedules WHERE next_run_at <= :t ORDER BY next_run_at, id LIMIT :n{self._lock()}"
         return [_schedule(r) for r in self._x(sql, t=t, n=limit)]
 
+    # the older server's REST API -----------------------------------------------------------
+    def search_promises_by_id(self, pattern: str, states: Collection[str] | None, tags: dict[str, str],
+                              cursor: str | None, limit: int) -> list[Promise]:
+        return [_promise(r) for r in self._search("promises", _P, None, tags, "tags", cursor, limit, pattern, states)]
+
+    def search_schedules_by_id(self, pattern: str, tags: dict[str, str], cursor: str | None,
+                               limit: int) -> list[Schedule]:
+        return [_schedule(r) for r in self._search("schedules", _S, None, tags, "tags", cursor, limit, pattern)]
+
+    def ready_awaited(self, awaiter: str) -> list[str]:
+        rows = self._x("SELECT awaited FROM callbacks WHERE awaiter = :w AND ready ORDER BY awaited", w=awaiter)
+        return [r[0] for r in rows]
+
+    def get_lock(self, resource_id: str) -> Lock | None:
+        r = self._get("lock", f"SELECT {_L} FROM locks WHERE resource_id = :id", resource_id)
+        return None if r is None else Lock(*r)
+
+    def put_lock(self, lock: Lock) -> None:
+        self._put("lock", lock.resource_id, _INSERT_L, _UPSERT_L, _lock_args(lock))
+
+    def delete_lock(self, resource_id: str) -> bool:
+        self._w()
+        return bool(self._x("DELETE FROM locks WHERE resource_id = :id RETURNING 1", id=resource_id))
+
+    def locks_of_process(self, process_id: str) -> list[Lock]:
+        """(Locked in a write transaction, as get_lock: a heartbeat's put_lock then cannot revive a
+        lock another transaction deleted meanwhile.)"""
+        lock = " FOR UPDATE" if self.writable else ""
+        rows = self._x(f"SELECT {_L} FROM locks WHERE process_id = :p ORDER BY resource_id{lock}", p=process_id)
+        return [Lock(*r) for r in rows]
+
+    def due_locks(self, t: int, limit: int) -> list[Lock]:
+        sql = (f"SELECT {_L} FROM locks WHERE expires_at <= :t ORDER BY expires_at, resource_id"
+               f" LIMIT :n{self._lock()}")
+        return [Lock(*r) for r in self._x(sql, t=t, n=limit)]
+
     # timers, debug, snapshots ----------------------------------------------------------------
     def next_deadline(self, target_only: bool) -> int | None:
         extra = " AND target IS NOT NULL" if target_only else ""
         return self._x(f"SELECT LEAST((SELECT min(timeout_at) FROM promises WHERE state = 'pending'{extra}),"
-                       " (SELECT min(timer_at) FROM tasks), (SELECT min(next_run_at) FROM schedules))")[0][0]
+                       " (SELECT min(timer_at) FROM tasks), (SELECT min(next_run_at) FROM schedules),"
+                       " (SELECT min(expires_at) FROM locks))")[0][0]
 
     def get_meta(self, key: str) -> str | None:
         r = self._get("meta", "SELECT value FROM meta WHERE key = :id", key)

@@ -1,4 +1,5 @@
-"""What reads the same on every SQL adapter: reset and the snapshot reads, the dead-row mark.
+"""What reads the same on every SQL adapter: reset and the snapshot reads, the dead-row mark, the
+REST API's id patterns as LIKE/GLOB patterns.
 
 An adapter's Tx mixes this in and provides `_x(sql)` (run a statement, return its rows),
 `_w()` (refuse writes in a read-only transaction) and `_row_promise(row)` (decode a promise row).
@@ -9,10 +10,32 @@ from typing import Any
 
 from shared.records import Promise, Task
 
-PROMISE_COLS = "id, state, param, value, tags, timeout_at, created_at, settled_at"
+PROMISE_COLS = "id, state, param, value, tags, timeout_at, created_at, settled_at, ikey_create, ikey_settle"
 TASK_COLS = "id, state, version, timer_type, timer_at, pid, ttl"
-DATA_TABLES = ("promises", "tasks", "callbacks", "listeners", "outbox", "schedules")
+LOCK_COLS = "resource_id, execution_id, process_id, ttl, expires_at"
+DATA_TABLES = ("promises", "tasks", "callbacks", "listeners", "outbox", "schedules", "locks")
 DEAD = 2 ** 62  # outbox.claimed_until of a row given up: never claimed again (the cluster outboxes)
+
+
+LIKE_ESCAPE = "!"  # `LIKE ? ESCAPE '!'`: no backslash, whose meaning in literals differs between servers
+
+
+def like_pattern(pattern: str) -> str:
+    """The REST API's id pattern (`*`: any run of characters, the rest literal) as a LIKE pattern
+    escaped with LIKE_ESCAPE; case-sensitive only on a binary / "C" collated column."""
+    def lit(part: str) -> str:
+        return "".join(LIKE_ESCAPE + ch if ch in "%_" + LIKE_ESCAPE else ch for ch in part)
+
+    return "%".join(lit(part) for part in pattern.split("*"))
+
+
+def glob_pattern(pattern: str) -> str:
+    """The same as a GLOB pattern (SQLite: case-sensitive, unlike its LIKE): GLOB's own
+    wildcards, when literal, become one-character classes (`[*]`, `[?]`, `[[]`)."""
+    def lit(part: str) -> str:
+        return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in part)
+
+    return "*".join(lit(part) for part in pattern.split("*"))
 
 
 class PortableQueries:

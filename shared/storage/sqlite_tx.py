@@ -9,9 +9,9 @@ import sqlite3
 from collections.abc import Collection
 from typing import Any
 
-from shared.records import BRANCH, LEASE, TARGET, Message, Promise, Schedule, Task
+from shared.records import BRANCH, LEASE, TARGET, Lock, Message, Promise, Schedule, Task
 from shared.storage.base import ReadOnlyViolation, StorageError
-from shared.storage.sql_common import PROMISE_COLS, TASK_COLS, PortableQueries
+from shared.storage.sql_common import LOCK_COLS, PROMISE_COLS, TASK_COLS, PortableQueries, glob_pattern
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -55,33 +55,53 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE outbox ADD COLUMN dead INTEGER NOT NULL DEFAULT 0",
     ]),
+    # the older server's REST API (docs/legacy-api.md): idempotency keys, the schedules' own
+    # description, tags and key, and its distributed locks
+    (3, [
+        "ALTER TABLE promises ADD COLUMN ikey_create TEXT",
+        "ALTER TABLE promises ADD COLUMN ikey_settle TEXT",
+        "ALTER TABLE schedules ADD COLUMN description TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE schedules ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE schedules ADD COLUMN ikey TEXT",
+        "CREATE TABLE locks (resource_id TEXT NOT NULL PRIMARY KEY, execution_id TEXT NOT NULL,"
+        " process_id TEXT NOT NULL, ttl INTEGER NOT NULL, expires_at INTEGER NOT NULL)",
+        "CREATE INDEX locks_process ON locks (process_id, resource_id)",
+        "CREATE INDEX locks_due ON locks (expires_at, resource_id)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-_P, _T = PROMISE_COLS, TASK_COLS
+_P, _T, _L = PROMISE_COLS, TASK_COLS, LOCK_COLS
 _S = ("id, cron, promise_id, promise_timeout, promise_param, promise_tags, created_at,"
-      " next_run_at, last_run_at")
+      " next_run_at, last_run_at, description, tags, ikey")
 _HAS_TAG = "EXISTS (SELECT 1 FROM json_each({col}) WHERE key = ? AND value = ?)"  # no JSON paths from keys
-_INSERT_P = f"INSERT INTO promises ({_P}, target, branch) VALUES (?,?,?,?,?,?,?,?,?,?)"
+_INSERT_P = f"INSERT INTO promises ({_P}, target, branch) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 _UPDATE_P = ("UPDATE promises SET state = ?, param = ?, value = ?, tags = ?, timeout_at = ?, created_at = ?,"
-             " settled_at = ?, target = ?, branch = ? WHERE id = ?")
+             " settled_at = ?, ikey_create = ?, ikey_settle = ?, target = ?, branch = ? WHERE id = ?")
 _INSERT_T = f"INSERT INTO tasks ({_T}) VALUES (?,?,?,?,?,?,?)"
 _UPDATE_T = "UPDATE tasks SET state = ?, version = ?, timer_type = ?, timer_at = ?, pid = ?, ttl = ? WHERE id = ?"
-_UPSERT_S = (f"INSERT INTO schedules ({_S}) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+_UPSERT_S = (f"INSERT INTO schedules ({_S}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
              + ", ".join(f"{c} = excluded.{c}" for c in _S.replace(" ", "").split(",")[1:]))
+_PUT_L = (f"INSERT INTO locks ({_L}) VALUES (?,?,?,?,?) ON CONFLICT(resource_id) DO UPDATE SET "
+          + ", ".join(f"{c} = excluded.{c}" for c in _L.split(", ")[1:]))
 
 
 def _promise(r: tuple) -> Promise:
-    return Promise(r[0], r[1], _obj(r[2]), _obj(r[3]), _obj(r[4]), r[5], r[6], r[7])
+    return Promise(r[0], r[1], _obj(r[2]), _obj(r[3]), _obj(r[4]), r[5], r[6], r[7], r[8], r[9])
 
 
 def _schedule(r: tuple) -> Schedule:
-    return Schedule(r[0], r[1], r[2], r[3], _obj(r[4]), _obj(r[5]), r[6], r[7], r[8])
+    return Schedule(r[0], r[1], r[2], r[3], _obj(r[4]), _obj(r[5]), r[6], r[7], r[8], r[9], _obj(r[10]), r[11])
 
 
 def _promise_row(p: Promise) -> tuple:
     return (p.id, p.state, _dumps(p.param), _dumps(p.value), _dumps(p.tags), p.timeout_at,
-            p.created_at, p.settled_at, p.tags.get(TARGET), p.tags.get(BRANCH))
+            p.created_at, p.settled_at, p.ikey_create, p.ikey_settle, p.tags.get(TARGET), p.tags.get(BRANCH))
+
+
+def _schedule_row(s: Schedule) -> tuple:
+    return (s.id, s.cron, s.promise_id, s.promise_timeout, _dumps(s.promise_param), _dumps(s.promise_tags),
+            s.created_at, s.next_run_at, s.last_run_at, s.description, _dumps(s.tags), s.ikey)
 
 
 _SAME = "outbox.version = excluded.version AND outbox.address = excluded.address"
@@ -127,12 +147,19 @@ class SqliteTx(PortableQueries):
             raise _error(e) from e
 
     def _search(self, table: str, cols: str, state: str | None, tags: dict[str, str], tag_col: str,
-                cursor: str | None, limit: int) -> sqlite3.Cursor:
-        """Shared by the three searches: filters, id > cursor, by id, at most limit."""
+                cursor: str | None, limit: int, pattern: str | None = None,
+                states: Collection[str] | None = None) -> sqlite3.Cursor:
+        """Shared by the searches: filters, id > cursor, by id, at most limit."""
         where, args = ["1"], list[Any]()
+        if pattern is not None:  # GLOB: case-sensitive (LIKE is not), and a prefix uses the id index
+            where.append("id GLOB ?")
+            args.append(glob_pattern(pattern))
         if state is not None:
             where.append("state = ?")
             args.append(state)
+        if states is not None:
+            where.append("state IN (SELECT value FROM json_each(?))")
+            args.append(json.dumps(list(states)))
         if cursor is not None:
             where.append("id > ?")
             args.append(cursor)
@@ -297,8 +324,7 @@ class SqliteTx(PortableQueries):
 
     def insert_schedule(self, s: Schedule) -> None:
         self._w()  # MemoryStore overwrites an existing id; so does the upsert
-        self._x(_UPSERT_S, (s.id, s.cron, s.promise_id, s.promise_timeout, _dumps(s.promise_param),
-                            _dumps(s.promise_tags), s.created_at, s.next_run_at, s.last_run_at))
+        self._x(_UPSERT_S, _schedule_row(s))
 
     update_schedule = insert_schedule
 
@@ -313,11 +339,46 @@ class SqliteTx(PortableQueries):
         sql = f"SELECT {_S} FROM schedules WHERE next_run_at <= ? ORDER BY next_run_at, id LIMIT ?"
         return [_schedule(r) for r in self._x(sql, (t, limit))]
 
+    # the older server's REST API -----------------------------------------------------------
+    def search_promises_by_id(self, pattern: str, states: Collection[str] | None, tags: dict[str, str],
+                              cursor: str | None, limit: int) -> list[Promise]:
+        return [_promise(r) for r in self._search("promises", _P, None, tags, "tags", cursor, limit, pattern, states)]
+
+    def search_schedules_by_id(self, pattern: str, tags: dict[str, str], cursor: str | None,
+                               limit: int) -> list[Schedule]:
+        return [_schedule(r) for r in self._search("schedules", _S, None, tags, "tags", cursor, limit, pattern)]
+
+    def ready_awaited(self, awaiter: str) -> list[str]:
+        rows = self._x("SELECT awaited FROM callbacks WHERE awaiter = ? AND ready = 1 ORDER BY awaited", (awaiter,))
+        return [r[0] for r in rows]
+
+    def get_lock(self, resource_id: str) -> Lock | None:
+        r = self._x(f"SELECT {_L} FROM locks WHERE resource_id = ?", (resource_id,)).fetchone()
+        return None if r is None else Lock(*r)
+
+    def put_lock(self, lock: Lock) -> None:
+        self._w()
+        self._x(_PUT_L, (lock.resource_id, lock.execution_id, lock.process_id, lock.ttl, lock.expires_at))
+
+    def delete_lock(self, resource_id: str) -> bool:
+        self._w()
+        return self._x("DELETE FROM locks WHERE resource_id = ?", (resource_id,)).rowcount > 0
+
+    def locks_of_process(self, process_id: str) -> list[Lock]:
+        rows = self._x(f"SELECT {_L} FROM locks WHERE process_id = ? ORDER BY resource_id", (process_id,))
+        return [Lock(*r) for r in rows]
+
+    def due_locks(self, t: int, limit: int) -> list[Lock]:
+        rows = self._x(f"SELECT {_L} FROM locks WHERE expires_at <= ? ORDER BY expires_at, resource_id LIMIT ?",
+                       (t, limit))
+        return [Lock(*r) for r in rows]
+
     # timers, debug, snapshots ----------------------------------------------------------------
     def next_deadline(self, target_only: bool) -> int | None:
         extra = " AND target IS NOT NULL" if target_only else ""
         r = self._x(f"SELECT (SELECT min(timeout_at) FROM promises WHERE state = 'pending'{extra}),"
-                    " (SELECT min(timer_at) FROM tasks), (SELECT min(next_run_at) FROM schedules)").fetchone()
+                    " (SELECT min(timer_at) FROM tasks), (SELECT min(next_run_at) FROM schedules),"
+                    " (SELECT min(expires_at) FROM locks)").fetchone()
         cands = [x for x in r if x is not None]
         return min(cands) if cands else None
 
