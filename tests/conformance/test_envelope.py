@@ -170,10 +170,22 @@ def test_s10_debug_disabled(nodebug_server):
     assert st == 200 and d["promise"]["state"] == "pending", d
 
 
+@pytest.fixture(scope="module")
+def gone(tmp_path_factory):
+    """The reference server's legacy paths: `legacy.enabled = false` (this server serves the older
+    REST API by default: docs/legacy-api.md, tests/test_legacy_*.py)."""
+    from tests.support.server import start_server
+
+    srv = start_server("inproc", tmp_path_factory.mktemp("gone"), args=["--legacy-enabled", "false"])
+    yield srv
+    srv.stop()
+
+
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE"])
-@pytest.mark.parametrize("path", ["/promises", "/promises/x", "/schedules/y", "/tasks/z", "/tasks"])
-def test_s11_legacy_rest_gone(rs, method, path):
-    r = rs.request(method, path, json={"id": "x"})
+@pytest.mark.parametrize("path", ["/promises", "/promises/x", "/schedules/y", "/tasks/z", "/tasks", "/locks/acquire",
+                                  "/callbacks", "/subscriptions"])
+def test_s11_legacy_rest_gone(gone, method, path):
+    r = gone.request(method, path, json={"id": "x"})
     assert r.status_code == 410, (method, path, r.status_code, r.text[:200])
     body = r.json()
     assert isinstance(body, dict) and isinstance(body.get("error"), str), body
