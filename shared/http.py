@@ -221,12 +221,19 @@ def create_app(service: Service, hub: PollHub | None, metrics: Metrics | None = 
 
     @app.errorhandler(404)
     def _not_found(e: Any) -> Response:
+        if service.cfg.legacy.enabled and rest.is_legacy_path(request.path):  # the REST API answers JSON
+            return rest.fail(404, "Not found", 4040)
         return Response("", 404, mimetype="text/plain")
 
     @app.errorhandler(405)
     def _not_allowed(e: Any) -> Response:
         allow = ", ".join(getattr(e, "valid_methods", None) or [])
-        return Response("", 405, mimetype="text/plain", headers={"Allow": allow} if allow else None)
+        headers = {"Allow": allow} if allow else None
+        if service.cfg.legacy.enabled and rest.is_legacy_path(request.path):
+            out = rest.fail(405, "Method not allowed", 4050)
+            out.headers.update(headers or {})
+            return out
+        return Response("", 405, mimetype="text/plain", headers=headers)
 
     app.register_error_handler(Exception, _any_error)
     return app

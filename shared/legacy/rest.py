@@ -267,11 +267,18 @@ def install(app: Flask, service: Service) -> None:
     app.add_url_rule("/tasks/<verb>/<path:rest>", "rest_task_get", get_task, methods=["GET"])
 
 
+PREFIXES = ("promises", "schedules", "tasks", "locks", "callbacks", "subscriptions")
+
+
+def is_legacy_path(path: str) -> bool:
+    return path.lstrip("/").split("/", 1)[0] in PREFIXES
+
+
 def install_gone(app: Flask) -> None:
     """`legacy.enabled = false`: every legacy prefix answers as the current reference server does."""
     from shared.http import legacy
 
-    for prefix in ("promises", "schedules", "tasks", "locks", "callbacks", "subscriptions"):
+    for prefix in PREFIXES:
         app.add_url_rule(f"/{prefix}", f"legacy_{prefix}", legacy, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
         app.add_url_rule(f"/{prefix}/<path:path>", f"legacy_{prefix}_sub", legacy,
                          methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
