@@ -15,7 +15,7 @@ from typing import Any
 from shared import requests as rq
 from shared import requests_rest as rr
 from shared import scope
-from shared.engine import debug, promises, rest, schedules, tasks
+from shared.engine import debug, promises, rest, rest_schedules, schedules, tasks
 from shared.engine.core import Ctx, Resp
 from shared.protocol import DecodeError, Reject
 from shared.scope import Touched
@@ -91,6 +91,11 @@ KINDS: dict[str, Kind[Any]] = _kinds(
     Kind("rest.task.complete", rr.decode_complete_task, rest.complete_task, scope.rest_task, rest=True),
     Kind("rest.task.drop", rr.decode_drop, rest.drop, scope.rest_task, rest=True),
     Kind("rest.task.heartbeat", rr.decode_heartbeat, rest.heartbeat, scope.nothing, rest=True),
+    Kind("rest.schedule.get", rr.decode_schedule_get, rest_schedules.get, scope.by_id, read_first=True, rest=True),
+    Kind("rest.schedule.create", rr.decode_schedule_create, rest_schedules.create, scope.rest_schedule, rest=True),
+    Kind("rest.schedule.delete", rr.decode_schedule_delete, rest_schedules.delete, scope.by_id, rest=True),
+    Kind("rest.schedule.search", rr.decode_schedule_search, rest_schedules.search, scope.everything,
+         read_first=True, rest=True),
 )
 RPC_KINDS = {name: k for name, k in KINDS.items() if not k.rest}  # what `POST /` serves
 REST_KINDS = {name: k for name, k in KINDS.items() if k.rest}

@@ -5,16 +5,21 @@ Every field is checked here, before any transaction: a promise's `data` must be 
 are upper case on the wire, a `resonate:invoke` tag names where the promise's task goes (an
 address, or a bare group name meaning `poll://any@<name>`) and becomes the engine's
 `resonate:target`; `resonate:timeout: "true"` becomes `resonate:timer` (the promise resolves at its
-deadline). The REST rendering (`shared/legacy/wire.py`) hides the derived tags again.
+deadline). The REST rendering (`shared/legacy/wire.py`) hides the derived tags again. A
+schedule's cron is read in the older server's dialect (`cron_next`), whatever the profile.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import re
+from fractions import Fraction
 from typing import Any, ClassVar
 
+from shared import cron
 from shared.frozen import frozen
 from shared.protocol import (
+    I64_MAX,
     DecodeError,
     Reject,
     is_int,
@@ -301,3 +306,130 @@ def decode_drop(d: Data, strict: bool) -> RestTaskDrop:
 def decode_heartbeat(d: Data, strict: bool) -> RestTaskHeartbeat:
     return RestTaskHeartbeat(_str(d, "processId"))
 
+
+
+# ---- schedules -------------------------------------------------------------------------------
+
+REST_SCHEDULE = "resonate:rest"  # in a schedule's own tags: created through the REST API (its firing rule)
+INVOCATION = "resonate:invocation"  # on the promises a REST schedule fires, with resonate:schedule
+# the older server's cron descriptors (its parser: 5 fields, an optional leading seconds field,
+# these, and `@every <duration>`), always in the standard dialect whatever the profile
+DESCRIPTORS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+               "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+_DURATION = re.compile(r"([0-9]*\.?[0-9]*)(ns|us|µs|μs|ms|s|m|h)")
+_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+
+
+def _every_ms(text: str) -> int:
+    """`@every`'s duration (Go's syntax: `1h30m`, `90s`, `1.5h`) in whole seconds, at least one, as ms."""
+    s = text.strip().lstrip("+")
+    if s == "0":
+        return 1000
+    pos, ns = 0, Fraction(0)
+    while pos < len(s):
+        m = _DURATION.match(s, pos)
+        if m is None or m.group(1) in ("", "."):
+            raise cron.CronError(f"invalid duration {text!r}")
+        ns += Fraction(m.group(1)) * _NS[m.group(2)]
+        pos = m.end()
+    if pos == 0 or ns > I64_MAX:
+        raise cron.CronError(f"invalid duration {text!r}")
+    return max(int(ns) // 10**9, 1) * 1000
+
+
+def cron_next(expr: str, after_ms: int) -> int:
+    """A REST schedule's next run strictly after `after_ms` (whole seconds, UTC), in ms; CronError
+    when the expression is not one the older server's parser took (`?` reads as `*`)."""
+    e = expr.strip()
+    if e.startswith("@every "):
+        return min((after_ms // 1000) * 1000 + _every_ms(e[len("@every "):]), I64_MAX)
+    e = DESCRIPTORS.get(e, e)
+    if e.startswith("@"):
+        raise cron.CronError(f"unknown descriptor {e!r}")
+    return cron.next_after(e.replace("?", "*"), after_ms, strict=False)
+
+
+@frozen
+class RestScheduleGet(Request):
+    kind: ClassVar[str] = "rest.schedule.get"
+    id: str
+
+
+@frozen
+class RestScheduleDelete(Request):
+    kind: ClassVar[str] = "rest.schedule.delete"
+    id: str
+
+
+@frozen
+class RestScheduleCreate(Request):
+    """POST /schedules. `promise_tags` as the engine keeps them (`resonate:invoke` also as
+    `resonate:target`); `tags` the schedule's own (searchable)."""
+
+    kind: ClassVar[str] = "rest.schedule.create"
+    id: str
+    description: str
+    cron: str
+    tags: dict[str, str]
+    promise_id: str  # template: {{.id}} and {{.timestamp}} are expanded at each firing
+    promise_timeout: int  # relative: a firing's deadline is its run time + this
+    promise_param: dict[str, Any]
+    promise_tags: dict[str, str]
+    ikey: str | None
+
+
+@frozen
+class RestScheduleSearch(Request):
+    kind: ClassVar[str] = "rest.schedule.search"
+    pattern: str
+    tags: dict[str, str]
+    limit: int
+    cursor: str | None
+
+
+def decode_schedule_get(d: Data, strict: bool) -> RestScheduleGet:
+    return RestScheduleGet(_str(d, "id"))
+
+
+def decode_schedule_delete(d: Data, strict: bool) -> RestScheduleDelete:
+    return RestScheduleDelete(_str(d, "id"))
+
+
+def decode_schedule_create(d: Data, strict: bool) -> RestScheduleCreate:
+    id = _str(d, "id")
+    desc = d.get("description", d.get("desc"))  # the 0.6.7 client sends `description`, the Go server read `desc`
+    if desc is not None and not isinstance(desc, str):
+        raise Reject(400, "The field description must be a string")
+    expr = _str(d, "cron")
+    try:
+        cron_next(expr, 0)
+    except cron.CronError:
+        raise Reject(400, "The field cron must be a valid cron expression") from None
+    try:
+        tags = str_map(d.get("tags"), "tags")
+        promise_tags = _tags(str_map(d.get("promiseTags"), "promiseTags"))
+    except DecodeError as e:
+        raise Reject(400, str(e)) from None
+    if REST_SCHEDULE in tags:
+        raise Reject(400, f"The tag {REST_SCHEDULE} is reserved")
+    if TARGET in promise_tags and parse_address(promise_tags[TARGET]) is None:
+        raise Reject(400, f"Invalid {TARGET} address")
+    template = _str(d, "promiseId")
+    _bounded(template.replace("{{.id}}", id).replace("{{.timestamp}}", str(I64_MAX)), "promiseId (expanded)")
+    return RestScheduleCreate(id, desc or "", expr, tags, template, _int(d, "promiseTimeout"),
+                              b64_value(d.get("promiseParam"), "promiseParam"), promise_tags, _ikey(d))
+
+
+def decode_schedule_search(d: Data, strict: bool) -> RestScheduleSearch:
+    pattern = d.get("id")
+    if not isinstance(pattern, str) or pattern == "":
+        raise Reject(400, "The field id is required")
+    try:
+        tags = str_map(d.get("tags"), "tags")
+        limit = opt_int(d, "limit") or MAX_LIMIT
+        cursor = opt_str(d, "cursor")
+    except DecodeError as e:
+        raise Reject(400, str(e)) from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise Reject(400, f"The field limit must be between 1 and {MAX_LIMIT}")
+    return RestScheduleSearch(pattern, tags, limit, cursor)

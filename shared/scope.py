@@ -21,7 +21,14 @@ from shared.requests import (
     TaskHeartbeat,
     TaskSuspend,
 )
-from shared.requests_rest import RestCallback, RestSubscribe, RestTaskClaim, RestTaskComplete, RestTaskDrop
+from shared.requests_rest import (
+    RestCallback,
+    RestScheduleCreate,
+    RestSubscribe,
+    RestTaskClaim,
+    RestTaskComplete,
+    RestTaskDrop,
+)
 
 ID_TAGS = (ORIGIN, PARENT, BRANCH)  # tags whose value names another promise (a workflow's root, parent, branch)
 TIMESTAMP = "{{.timestamp}}"
@@ -124,6 +131,14 @@ def rest_task(r: RestTaskClaim | RestTaskComplete | RestTaskDrop) -> Touched:
     if ref is None:
         return Touched((r.id,))
     return Touched((ref.root,) if ref.leaf is None else (ref.root, ref.leaf))
+
+
+def rest_schedule(r: RestScheduleCreate) -> Touched:
+    """The schedule, the head of its promise-id template, the ids its promises' tags name (a REST
+    firing keeps them) and their target."""
+    tags = r.promise_tags
+    ids = (r.id, template_head(r.promise_id, r.id), *(tags[t] for t in ID_TAGS if tags.get(t)))
+    return Touched(ids, (tags[TARGET],) if TARGET in tags else ())
 
 
 def nothing(r: Any) -> Touched:

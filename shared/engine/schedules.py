@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from shared import cron
+from shared.engine import rest_schedules
 from shared.engine.core import Ctx, Resp, create_promise, sat
 from shared.records import BRANCH, ORIGIN, PARENT, PREFIX, SCHEDULE, Schedule
 from shared.requests import ScheduleCreate, ScheduleDelete, ScheduleGet, ScheduleSearch
@@ -44,6 +45,7 @@ def schedule_search(c: Ctx, r: ScheduleSearch) -> Resp:
 
 def fire_due(c: Ctx, s: Schedule) -> None:
     """Fire every overdue instant of s (capped), advancing lastRunAt/nextRunAt each time (catch-up)."""
+    rest = rest_schedules.is_rest(s)
     for _ in range(c.cfg.schedule_catch_up_cap):
         if s.next_run_at > c.now:
             break
@@ -51,8 +53,12 @@ def fire_due(c: Ctx, s: Schedule) -> None:
         pid = s.promise_id.replace("{{.id}}", s.id).replace("{{.timestamp}}", str(fired_at))
         if c.tx.get_promise(pid) is None:
             tags = {**s.promise_tags, SCHEDULE: s.id, ORIGIN: pid, BRANCH: pid, PARENT: pid, PREFIX: pid}
-            create_promise(c, pid, sat(fired_at + s.promise_timeout), s.promise_param, tags, fired_at=fired_at)
+            ikey: str | None = None
+            if rest:  # the REST API's rule (shared/engine/rest_schedules.py)
+                tags, ikey = rest_schedules.firing(s, pid)
+            create_promise(c, pid, sat(fired_at + s.promise_timeout), s.promise_param, tags, fired_at=fired_at,
+                           ikey=ikey)
             c.fx.schedule_promises += 1
-        s = replace(s, last_run_at=fired_at, next_run_at=cron.next_after(s.cron, fired_at, c.cfg.strict))
+        s = replace(s, last_run_at=fired_at, next_run_at=rest_schedules.next_run(s, fired_at, c.cfg.strict))
     c.tx.update_schedule(s)
     c.fx.add_deadline(s.next_run_at)
