@@ -58,8 +58,8 @@ def dumps(obj: Any) -> bytes:
 _SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
 
 
-def _has_lone_surrogate(v: Any) -> bool:
-    return _any_str(v, _unencodable)
+def has_lone_surrogate(v: Any) -> bool:
+    return any_str(v, _unencodable)
 
 
 def _unencodable(s: str) -> bool:
@@ -70,7 +70,7 @@ def _unencodable(s: str) -> bool:
         return True
 
 
-def _any_str(v: Any, bad: Callable[[str], bool]) -> bool:
+def any_str(v: Any, bad: Callable[[str], bool]) -> bool:
     """Whether `bad` holds for any string (key or value) in v. An explicit stack, never
     recursion: client data must not be able to exhaust the interpreter's stack."""
     stack = [v]
@@ -176,9 +176,9 @@ def parse_envelope(raw: bytes) -> tuple[Envelope | None, dict[str, Any] | None]:
         return bad("Invalid 'data' field — must be an object")
     if version != VERSION:
         return bad(f'Unsupported protocol version \'{version}\', supported versions: ["{VERSION}"]')
-    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):  # not storable as UTF-8
+    if _SURROGATE_ESCAPE.search(raw) and has_lone_surrogate(body):  # not storable as UTF-8
         return bad("Invalid request envelope: strings must be valid Unicode (lone surrogate)")
-    nul = b"\\u0000" in raw and _any_str(data, lambda x: "\x00" in x)
+    nul = b"\\u0000" in raw and any_str(data, lambda x: "\x00" in x)
     return Envelope(kind, corr, head, data, auth, debug_time, nul), None
 
 

@@ -181,6 +181,10 @@ ALLOWED_STATUS: dict[str, set[int]] = {
     "rest.task.complete": {200, 201, 400, 403, 404},
     "rest.task.drop": {200, 400, 403, 404},
     "rest.task.heartbeat": {200, 400},
+    "rest.schedule.get": {200, 400, 404},
+    "rest.schedule.create": {200, 201, 400, 409},
+    "rest.schedule.delete": {204, 400, 404},
+    "rest.schedule.search": {200, 400},
 }
 
 T0 = 1_700_000_000_000
@@ -344,6 +348,7 @@ class Gen:
         "rest.promise.get": 1.5, "rest.promise.create": 4, "rest.promise.complete": 3, "rest.promise.search": 1,
         "rest.promise.callback": 2, "rest.promise.subscribe": 1.5, "rest.task.claim": 3, "rest.task.complete": 2.5,
         "rest.task.drop": 1, "rest.task.heartbeat": 1.5,
+        "rest.schedule.get": 0.8, "rest.schedule.create": 1, "rest.schedule.delete": 0.6, "rest.schedule.search": 0.5,
     }
 
     def next(self) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -677,6 +682,26 @@ class Gen:
         return {"processId": self.r.choice([t["pid"] for t in acquired]) if acquired and self.chance(0.8)
                 else self.r.choice(PIDS)}
 
+    def g_rest_schedule_get(self, head):
+        return {"id": self.r.choice(SCHEDULES)}
+
+    def g_rest_schedule_create(self, head):
+        d: dict[str, Any] = {"id": self.r.choice(SCHEDULES),
+                             "cron": self.r.choice(CRONS + ["@every 30s", "@hourly", "bad cron"]),
+                             "promiseId": self.r.choice(TEMPLATES), "promiseTimeout": self.r.choice([0, 1_000, 60_000]),
+                             "description": "d", "tags": self.r.choice([{}, {"team": "a"}]),
+                             "promiseTags": self.r.choice([{}, {"resonate:invoke": A}]),
+                             "ikey": self.r.choice([None, "s1"])}
+        if self.chance(0.3):
+            d["promiseParam"] = self.rest_value()
+        return d
+
+    def g_rest_schedule_delete(self, head):
+        return {"id": self.r.choice(SCHEDULES)}
+
+    def g_rest_schedule_search(self, head):
+        return {"id": self.r.choice(["*", "s*", "s.2"]), "tags": self.r.choice([{}, {"team": "a"}])}
+
     # ---- bookkeeping from the reference's responses --------------------------------------------
 
     def observe(self, kind: str, status: int, data: Any, snap: dict[str, Any], req: dict[str, Any]) -> None:
@@ -684,7 +709,11 @@ class Gen:
         if kind in ("schedule.create", "schedule.get") and status == 200:
             s = data["schedule"]
             self.schedules[s["id"]] = (s["cron"], s["nextRunAt"])
-        elif kind == "schedule.delete" and status == 200:
+            if data["schedule"]["cron"].startswith("@"):  # a REST schedule read over POST /: its own cron rules
+                self.schedules.pop(s["id"])
+        elif kind in ("rest.schedule.create", "rest.schedule.get") and status in (200, 201):
+            self.schedules.pop(data["schedule"]["id"], None)  # its cron rules differ: not tracked for deadlines
+        elif kind in ("schedule.delete", "rest.schedule.delete") and status in (200, 204):
             self.schedules.pop(req["id"], None)
         elif kind == "debug.reset":
             self.schedules.clear()
@@ -745,7 +774,7 @@ def check_invariants(snap: dict[str, Any], prev: dict[str, Any] | None, reset: b
             d = p["tags"]["resonate:delay"]
             if not target or not d.isdigit() or int(d) >= p["timeoutAt"]:
                 errs.append(f"P-12 {id}: delay {d!r} target {target} timeoutAt {p['timeoutAt']}")
-        if "resonate:schedule" in p["tags"]:
+        if "resonate:schedule" in p["tags"] and "resonate:invocation" not in p["tags"]:  # (REST firings: their own tags)
             tg = p["tags"]
             if not target or any(tg.get(f"resonate:{k}") != id for k in ("origin", "branch", "parent", "prefix")):
                 errs.append(f"P-13 {id}: tags {tg}")

@@ -485,12 +485,12 @@ def test_unexpected_errors_answer_json_or_plain_text_never_html(monkeypatch: pyt
 
 
 def test_walks_of_client_data_are_iterative() -> None:
-    from shared.protocol import _any_str, parse_envelope, too_deep
+    from shared.protocol import any_str, parse_envelope, too_deep
 
     deep: Any = "a\x00"
     for _ in range(100_000):
         deep = [deep]
-    assert _any_str(deep, lambda s: "\x00" in s) and too_deep(deep) and not too_deep([[["x"]]], 3)
+    assert any_str(deep, lambda s: "\x00" in s) and too_deep(deep) and not too_deep([[["x"]]], 3)
     assert too_deep([[[[]]]], 3) and not too_deep({"a": {"b": []}}, 3) and too_deep({"a": {"b": [{}]}}, 3)
     env, err = parse_envelope(raw_envelope("promise.get", '{"id":"x","z":' + nested(62) + "}"))
     assert err is None and env is not None

@@ -145,6 +145,10 @@ def test_search_pages_with_an_opaque_cursor(rest: Any) -> None:
     ("POST", "/tasks/claim", {"id": "tid1", "counter": 0, "processId": "w", "ttl": 5}, 404, 4043),
     ("POST", "/tasks/frobnicate", {}, 404, 4043),
     ("POST", "/tasks/heartbeat", {}, 400, 4000),
+    ("POST", "/promises", {"id": "x\u0000", "timeout": FAR}, 400, 4000),
+    ("POST", "/promises", b'{"id": "\\ud800", "timeout": 1}', 400, 4000),
+    ("POST", "/promises", b"[" * 5000 + b"]" * 5000, 400, 4000),
+    ("GET", "/promises/a%00b", None, 400, 4000),
     ("POST", "/promises", {"id": "x", "timeout": FAR}, 400, 4000),  # with a bad Strict header (below)
 ])
 def test_bad_input_is_a_json_4xx_and_changes_nothing(rest: Any, method: str, path: str, body: Any,

@@ -21,7 +21,7 @@ from flask import Flask, Request, Response, request
 
 from shared.http import read_body
 from shared.legacy import wire
-from shared.protocol import Envelope, dumps
+from shared.protocol import Envelope, any_str, dumps, has_lone_surrogate, too_deep
 from shared.records import Promise, Task
 from shared.service import Service
 
@@ -57,10 +57,14 @@ def body(req: Request, limit: int) -> Data:
         return {}
     try:
         d = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadRequest("The request body is not valid JSON") from None
     if not isinstance(d, dict):
         raise BadRequest("The request body must be a JSON object")
+    if too_deep(d):
+        raise BadRequest("The request body nests too deeply")
+    if has_lone_surrogate(d):
+        raise BadRequest("The request body has an unpaired surrogate escape")
     return d
 
 
@@ -82,7 +86,8 @@ def call(service: Service, kind: str, data: Data) -> tuple[int, Any]:
         if isinstance(claims, tuple):
             return claims
     rid = request.headers.get("Request-Id")
-    env = Envelope(kind, rid or "", {}, data, None, None)
+    nul = any_str(data, lambda s: "\x00" in s)  # no SQL store keeps U+0000 in text: 400, as on `POST /`
+    env = Envelope(kind, rid or "", {}, data, None, None, nul)
     return service.handle(env, claims, rest=True)
 
 
