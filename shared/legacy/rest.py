@@ -262,6 +262,9 @@ def install(app: Flask, service: Service) -> None:
 
     app.add_url_rule("/tasks/<verb>", "rest_task_post", post_task, methods=["POST"])
     app.add_url_rule("/tasks/<verb>/<path:rest>", "rest_task_get", get_task, methods=["GET"])
+    from shared.legacy import rest_locks  # it imports this module: here, not at the top
+
+    rest_locks.install(app, service)
 
 
 def install_gone(app: Flask) -> None:
