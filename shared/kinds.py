@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import requests as rq
+from shared import requests_locks as rl
 from shared import requests_rest as rr
 from shared import scope
-from shared.engine import debug, promises, rest, rest_schedules, schedules, tasks
+from shared.engine import debug, locks, promises, rest, rest_schedules, schedules, tasks
 from shared.engine.core import Ctx, Resp
 from shared.protocol import DecodeError, Reject
 from shared.scope import Touched
@@ -96,6 +97,11 @@ KINDS: dict[str, Kind[Any]] = _kinds(
     Kind("rest.schedule.delete", rr.decode_schedule_delete, rest_schedules.delete, scope.by_id, rest=True),
     Kind("rest.schedule.search", rr.decode_schedule_search, rest_schedules.search, scope.everything,
          read_first=True, rest=True),
+    # its distributed locks (shared/legacy/rest_locks.py); a heartbeat names a process, and the
+    # engine extends only the locks within the caller's scope
+    Kind("rest.lock.acquire", rl.decode_acquire, locks.acquire, scope.rest_lock, rest=True),
+    Kind("rest.lock.release", rl.decode_release, locks.release, scope.rest_lock, rest=True),
+    Kind("rest.lock.heartbeat", rl.decode_heartbeat, locks.heartbeat, scope.nothing, rest=True),
 )
 RPC_KINDS = {name: k for name, k in KINDS.items() if not k.rest}  # what `POST /` serves
 REST_KINDS = {name: k for name, k in KINDS.items() if k.rest}

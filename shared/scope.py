@@ -21,6 +21,7 @@ from shared.requests import (
     TaskHeartbeat,
     TaskSuspend,
 )
+from shared.requests_locks import LockAcquire, LockRelease
 from shared.requests_rest import (
     RestCallback,
     RestScheduleCreate,
@@ -141,8 +142,14 @@ def rest_schedule(r: RestScheduleCreate) -> Touched:
     return Touched(ids, (tags[TARGET],) if TARGET in tags else ())
 
 
+def rest_lock(r: LockAcquire | LockRelease) -> Touched:
+    """A lock touches its resource id (the prefix a token is confined to covers it or not)."""
+    return Touched((r.resource,))
+
+
 def nothing(r: Any) -> Touched:
-    """Kinds confined to the caller's scope by the engine itself (a process's heartbeat)."""
+    """Kinds confined to the caller's scope by the engine itself (a process's heartbeat of its
+    tasks or its locks: only those within the caller's prefix are extended)."""
     return Touched()
 
 

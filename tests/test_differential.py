@@ -185,6 +185,9 @@ ALLOWED_STATUS: dict[str, set[int]] = {
     "rest.schedule.create": {200, 201, 400, 409},
     "rest.schedule.delete": {204, 400, 404},
     "rest.schedule.search": {200, 400},
+    "rest.lock.acquire": {201, 400, 403},
+    "rest.lock.release": {204, 400, 404},
+    "rest.lock.heartbeat": {200, 400},
 }
 
 T0 = 1_700_000_000_000
@@ -349,6 +352,7 @@ class Gen:
         "rest.promise.callback": 2, "rest.promise.subscribe": 1.5, "rest.task.claim": 3, "rest.task.complete": 2.5,
         "rest.task.drop": 1, "rest.task.heartbeat": 1.5,
         "rest.schedule.get": 0.8, "rest.schedule.create": 1, "rest.schedule.delete": 0.6, "rest.schedule.search": 0.5,
+        "rest.lock.acquire": 1.5, "rest.lock.release": 1, "rest.lock.heartbeat": 0.8,
     }
 
     def next(self) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -701,6 +705,16 @@ class Gen:
 
     def g_rest_schedule_search(self, head):
         return {"id": self.r.choice(["*", "s*", "s.2"]), "tags": self.r.choice([{}, {"team": "a"}])}
+
+    def g_rest_lock_acquire(self, head):
+        return {"resourceId": self.r.choice(["r1", "r2"]), "executionId": self.r.choice(["e1", "e2"]),
+                "processId": self.r.choice(PIDS), "ttl": self.r.choice([0, 500, 5_000, 60_000, I64_MAX])}
+
+    def g_rest_lock_release(self, head):
+        return {"resourceId": self.r.choice(["r1", "r2"]), "executionId": self.r.choice(["e1", "e2"])}
+
+    def g_rest_lock_heartbeat(self, head):
+        return {"processId": self.r.choice(PIDS)}
 
     # ---- bookkeeping from the reference's responses --------------------------------------------
 

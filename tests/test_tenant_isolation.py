@@ -123,7 +123,7 @@ BUILDERS: dict[str, Callable[[Ids], dict[str, Any]]] = {
     "rest.schedule.search": lambda i: {"id": "*"},
 }
 # kinds that name no id yet are confined by the engine to the caller's scope (tested below)
-SCOPED_BY_ENGINE = frozenset({"rest.task.heartbeat"})
+SCOPED_BY_ENGINE = frozenset({"rest.task.heartbeat", "rest.lock.heartbeat"})
 
 
 def rest_request(kind: str, d: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None]:
@@ -144,6 +144,9 @@ def rest_request(kind: str, d: dict[str, Any]) -> tuple[str, str, dict[str, Any]
         "rest.schedule.create": ("POST", "/schedules", d),
         "rest.schedule.delete": ("DELETE", f"/schedules/{d.get('id')}", None),
         "rest.schedule.search": ("GET", f"/schedules?id={d.get('id')}", None),
+        "rest.lock.acquire": ("POST", "/locks/acquire", d),
+        "rest.lock.release": ("POST", "/locks/release", d),
+        "rest.lock.heartbeat": ("POST", "/locks/heartbeat", d),
     }
     return routes[kind]
 # further rows the matrix needs: the fence's other action, and a `{{.id}}` template
@@ -153,6 +156,14 @@ EXTRA: list[tuple[str, Callable[[Ids], dict[str, Any]]]] = [
     ("schedule.create", lambda i: {"id": i.new_schedule, "cron": "0 0 1 1 *", "promiseId": "{{.id}}.{{.timestamp}}",
                                    "promiseTimeout": 60_000, "promiseTags": {"resonate:target": _target(i)}}),
 ]
+
+# the REST API's distributed locks: each tenant's world holds `lock`, taken by execution "e" of
+# process "p"; a heartbeat names a process only (the engine extends only the caller's locks)
+BUILDERS |= {
+    "rest.lock.acquire": lambda i: {"resourceId": i.lock, "executionId": "e", "processId": "p", "ttl": LEASE},
+    "rest.lock.release": lambda i: {"resourceId": i.lock, "executionId": "e"},
+    "rest.lock.heartbeat": lambda i: {"processId": "p"},
+}
 
 
 @dataclass(frozen=True)
@@ -225,6 +236,7 @@ def world(s: ServerProc, tenant: str) -> None:
     rpc_ok(s, "task.halt", {"id": i.halted})
     rpc_ok(s, "schedule.create", {"id": i.schedule, "cron": "0 0 1 1 *", "promiseId": i.schedule + ".{{.timestamp}}",
                                   "promiseTimeout": 60_000, "promiseTags": target})
+    assert send(s, "rest.lock.acquire", BUILDERS["rest.lock.acquire"](i), s.token or "")[0] == 201
 
 
 def fresh(s: ServerProc) -> dict[str, Any]:

@@ -270,9 +270,10 @@ def install(app: Flask, service: Service) -> None:
 
     app.add_url_rule("/tasks/<verb>", "rest_task_post", post_task, methods=["POST"])
     app.add_url_rule("/tasks/<verb>/<path:rest>", "rest_task_get", get_task, methods=["GET"])
-    from shared.legacy import rest_schedules  # imports this module: loaded here, once it is complete
+    from shared.legacy import rest_locks, rest_schedules  # they import this module: here, not at the top
 
     rest_schedules.install(app, service)
+    rest_locks.install(app, service)
 
 
 PREFIXES = ("promises", "schedules", "tasks", "locks", "callbacks", "subscriptions")
