@@ -20,6 +20,8 @@ import pytest
 
 from tests.support.server import ROOT, ServerProc, process_backends, start_legacy_server
 
+pytestmark = pytest.mark.process
+
 LEGACY = ROOT / "tests" / "legacy" / ".venv"  # tests/legacy/install.sh: <version>/ (venvs), sdist/
 # 0.6.7 retries connection errors, 500s and non-JSON 2xx forever: a hang becomes a failure here
 SUITE_TIMEOUT = 300
