@@ -7,7 +7,7 @@ PORT ?= 8001
 # pytest-xdist workers for `make test` (each starts its own servers; 2 suits a 2-core machine)
 TEST_WORKERS ?= 2
 
-.PHONY: install install-test serve dev cloud-sim test test-fast lint bench docs sdk-ts clean
+.PHONY: install install-test serve dev cloud-sim test test-fast lint bench docs sdk-ts sdk-legacy clean
 
 # two stamps: `make serve` installs only what the server needs (`pip install -e .`); the test,
 # lint and bench targets add the `test` extra (pytest, the SDKs, ruff, mypy, and through
@@ -43,7 +43,10 @@ cloud-sim: install  ## the functions as separate processes over Postgres behind 
 sdk-ts:  ## Node 22 + the official TypeScript SDK for the SDK tests
 	bash tests/sdk/install_ts.sh
 
-test: install-test sdk-ts  ## the whole suite, every backend (what CI runs)
+sdk-legacy:  ## the REST-era Python SDKs 0.1.31 and 0.6.7 (sdists + venvs in tests/legacy) for their own suites
+	bash tests/legacy/install.sh
+
+test: install-test sdk-ts sdk-legacy  ## the whole suite, every backend (what CI runs)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not solo"
 	$(PY) -m pytest -q -m solo
 

@@ -28,7 +28,7 @@ from tests.support.envelope import VERSION, check_reply, envelope
 
 ROOT = Path(__file__).resolve().parents[2]
 __all__ = ["ROOT", "VERSION", "InprocServer", "ServerProc", "backend_names", "backends", "process_backend_names",
-           "process_backends", "start_server"]
+           "process_backends", "start_legacy_server", "start_server"]
 
 
 def free_port() -> int:
@@ -176,6 +176,21 @@ def start_server(backend: str, workdir: Path, debug: bool = True, args: list[str
     if srv is None:
         raise RuntimeError(f"server could not bind port {port}")
     return srv
+
+
+def start_legacy_server(backend: str, workdir: Path, **kw: Any) -> tuple[ServerProc, int]:
+    """`start_server` with the REST-era SDKs' SSE listener on a free port of its own (not the fixed
+    8002, so such servers run side by side); (the server, that port). A listener port another
+    process took first makes the server exit: then it starts again on other ports."""
+    args = kw.pop("args", None) or []
+    for attempt in range(3):
+        poll = free_port()
+        try:
+            return start_server(backend, workdir, args=[*args, "--legacy-poll-port", str(poll)], **kw), poll
+        except RuntimeError as e:
+            if "could not bind" not in str(e) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _launch(backend: str, cmd: list[str], args: list[str], workdir: Path, port: int, env: dict[str, str] | None,
