@@ -55,6 +55,9 @@ FLAGS: list[tuple[list[str], str, str]] = [
     (["--promises-max-listeners"], "promises.max_listeners", "listeners one promise may hold (default 1000)"),
     (["--tasks-lease-timeout"], "tasks.lease_timeout", "task lease in ms (default 15000)"),
     (["--tasks-retry-timeout"], "tasks.retry_timeout", "task retry timeout R in ms (default 30000)"),
+    (["--tasks-route"], "tasks.routes",
+     "routing rule PATTERN=TARGET, e.g. 'analytics/*=poll://any@analytics', repeatable (replaces the configured "
+     "list; first match wins): a promise created without a target whose id matches PATTERN goes to TARGET"),
     (["--timeouts-poll-interval"], "timeouts.poll_interval",
      "reference timeout-loop period in ms (accepted; the timer loop here wakes at each deadline)"),
     (["--messages-poll-interval"], "messages.poll_interval",
@@ -89,7 +92,8 @@ FLAGS: list[tuple[list[str], str, str]] = [
     (["--legacy-poll-port"], "legacy.poll_port", "the REST-era SDKs' SSE port (default 8002; 0 disables)"),
     (["--observability-otlp-endpoint"], "observability.otlp_endpoint", "OTLP endpoint (unused, as in the reference)"),
 ]
-REPEATABLE = {"server.cors.allow_origins"}  # one value per flag; the flags together replace the list
+# one value per flag; the flags together replace the list (the metavar names one value)
+REPEATABLE = {"server.cors.allow_origins": "ORIGIN", "tasks.routes": "PATTERN=TARGET"}
 
 
 def _typed(key: str) -> Callable[[str], Any]:
@@ -111,7 +115,7 @@ def _serve_flags(sp: argparse.ArgumentParser) -> None:
                          "(.yml/.yaml; keys mapped, unmapped ones warned about)")
     leaves = schema().leaves
     for names, key, h in FLAGS:
-        metavar = ("true|false" if leaves[key][0] is bool else "ORIGIN" if key in REPEATABLE
+        metavar = ("true|false" if leaves[key][0] is bool else REPEATABLE[key] if key in REPEATABLE
                    else key.rsplit(".", 1)[-1].upper())
         sp.add_argument(*names, dest=key, type=_typed(key), default=None, help=h, metavar=metavar,
                         action="append" if key in REPEATABLE else "store")

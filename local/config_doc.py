@@ -54,6 +54,12 @@ MEANINGS: dict[str, str] = {
     "auth.google_certs_url": "where Google's signing certificates are fetched (cached for their max-age)",
     "tasks.retry_timeout": "ms between re-sends of a pending task's `execute` until a worker acquires it",
     "tasks.lease_timeout": "ms a worker's lease on an acquired task lasts without a heartbeat",
+    "tasks.routes": "routing rules, first match wins: a promise created without a `resonate:target` whose id "
+                    "matches a rule's `pattern` (`*`: any run of characters) gets its `target` and is dispatched "
+                    "as a task ([routing.md](routing.md)). File: `[[tasks.routes]]` tables "
+                    "`pattern = \"analytics/*\"`, `target = \"poll://any@analytics\"`; environment: a JSON array of "
+                    "`{\"pattern\", \"target\"}` "
+                    "objects or of `\"pattern=target\"` strings; flag: `PATTERN=TARGET` per rule. Checked at startup",
     "timeouts.batch_size": "rows per background transaction of the timer loop",
     "timeouts.max_sleep": "longest sleep of the timer loop in ms (it is woken earlier by a nearer deadline)",
     "sweeper.window": "ms one sweeper call keeps handling deadlines (above the 60 s tick, so calls overlap)",

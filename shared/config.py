@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from shared.config_routes import Route, check_routes
 from shared.config_values import ConfigError, Layer, Schema, assemble, coerce, env_layer
 
 __all__ = ["FILE_NAME", "Config", "ConfigError", "load", "parse_value"]
@@ -222,6 +223,11 @@ class Promises(_Section):
 class Tasks(_Section):
     retry_timeout: int = 30000
     lease_timeout: int = 15000
+    # routing rules (docs/routing.md), first match wins: a promise created without a
+    # resonate:target whose id matches a pattern gets that rule's target. File: [[tasks.routes]]
+    # tables {pattern, target}; environment: a JSON array of those objects or of
+    # "pattern=target" strings (or the strings comma-separated); flags: --tasks-route, repeatable
+    routes: tuple[Route, ...] = ()
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -355,6 +361,9 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
 
     _validate(cfg, where)
     _validate_dispatch(cfg, where)
+    if cfg.tasks.routes:
+        check_routes(cfg.tasks.routes, cfg.transports, cfg.storage.type,
+                     lambda msg: ConfigError(f"{msg} (tasks.routes from {where('tasks.routes')})"))
     if cfg.auth is not None:
         _validate_auth(cfg.auth, where, present)
         if cfg.auth.publickey == "none" and not cfg.debug:  # anyone could forge any claim

@@ -42,6 +42,14 @@ UNMAPPED: dict[str, str] = {
     "system.submissionbatchsize": "no kernel tuning",
     "system.completionbatchsize": "no kernel tuning (messages.batch_size is the only batch knob)",
 }
+# legacy key prefixes (lower case) without an equivalent -> why
+UNMAPPED_PREFIXES: dict[str, str] = {
+    "system.": "no kernel tuning",
+    # the first Tasks API design's connections (id pattern, http URL, queue): never used by an SDK,
+    # and its deliveries and claims had other bodies, so a worker written for it would not understand
+    # ours; today's equivalent is the routing rules (tasks.routes, docs/routing.md)
+    "aio.subsystems.queuing.": "the first Tasks API design's connections; see tasks.routes (docs/routing.md)",
+}
 
 
 def read_yaml(text: str, name: str, schema: Schema) -> tuple[Layer, dict[str, str]]:
@@ -73,8 +81,8 @@ def read_yaml(text: str, name: str, schema: Schema) -> tuple[Layer, dict[str, st
         handler = _MAPPED.get(low)
         if handler is not None:
             handler(value, written, put)
-        elif low in UNMAPPED or low.startswith("system."):
-            why = UNMAPPED.get(low, "no kernel tuning")
+        elif low in UNMAPPED or any(low.startswith(p) for p in UNMAPPED_PREFIXES):
+            why = UNMAPPED.get(low) or next(w for p, w in UNMAPPED_PREFIXES.items() if low.startswith(p))
             log.warning("%s: legacy key %s has no equivalent in this server (%s); ignored", name, written, why)
         elif _is_pg(low):
             pass  # folded into storage.postgres.url below

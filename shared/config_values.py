@@ -61,14 +61,25 @@ class Schema:
         return None
 
 
+class Records:
+    """The leaf kind of a list of records (`tuple[Route, ...]`: `[[tasks.routes]]`): each item
+    parsed by the record class's `from_config` (a table, a JSON object or its string form)."""
+
+    __slots__ = ("cls",)
+
+    def __init__(self, cls: Any) -> None:
+        self.cls = cls
+
+
 def _unwrap(hint: Any) -> tuple[Any, bool]:
-    """`int | None` -> (int, True); `tuple[str, ...]` (or `list[str]`) -> (tuple, False)."""
+    """`int | None` -> (int, True); `tuple[str, ...]` (or `list[str]`) -> (tuple, False);
+    `tuple[Record, ...]` of a dataclass -> (Records(Record), False)."""
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         inner = [a for a in args if a is not type(None)]
         return _unwrap(inner[0])[0], True
     if typing.get_origin(hint) in (list, tuple):
-        return tuple, False
+        return (Records(args[0]) if args and is_dataclass(args[0]) else tuple), False
     return hint, False
 
 
@@ -101,6 +112,8 @@ def coerce(schema: Schema, key: str, raw: Any, where: str | None = None) -> Any:
         if not lo <= val <= hi:
             raise bad(f"is out of range ({lo} to {hi})")
         return val
+    if isinstance(kind, Records):
+        return _records(kind.cls, raw, bad, lambda why: ConfigError(f"invalid value for {key}{origin}: {why}"))
     if kind is tuple:
         if isinstance(raw, str):
             raw = _parse_list(raw, bad)
@@ -112,7 +125,25 @@ def coerce(schema: Schema, key: str, raw: Any, where: str | None = None) -> Any:
     raise bad("is not a string")
 
 
-def _parse_list(text: str, bad: Any) -> Any:
+def _records(cls: Any, raw: Any, bad: Any, fail: Any) -> tuple[Any, ...]:
+    """A list of records: a TOML array of tables, a JSON array (of objects or strings) in a
+    string, a comma-separated string of their string forms, or the flags' tuple of strings."""
+    if isinstance(raw, str):
+        raw = _parse_list(raw, bad, f"{cls.NOUN}s") if raw.strip() else []
+    if not isinstance(raw, (list, tuple)):
+        raise bad(f"is not a list of {cls.NOUN}s")
+    out = []
+    for i, item in enumerate(raw, 1):
+        if isinstance(item, str) and not item.strip():
+            continue  # `a=b,` : a trailing comma
+        try:
+            out.append(cls.from_config(item))
+        except ValueError as e:
+            raise fail(f"{cls.NOUN} {i}, {item!r}, {e}") from None
+    return tuple(out)
+
+
+def _parse_list(text: str, bad: Any, what: str = "strings") -> Any:
     """`["a","b"]` (JSON, as the reference documents) or `a,b`."""
     text = text.strip()
     if text.startswith("["):
@@ -121,7 +152,7 @@ def _parse_list(text: str, bad: Any) -> Any:
         try:
             return json.loads(text)
         except ValueError:
-            raise bad("is not a JSON array of strings") from None
+            raise bad(f"is not a JSON array of {what}") from None
     return text.split(",")
 
 

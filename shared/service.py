@@ -14,7 +14,8 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from shared.clock import Clock
-from shared.config import Config
+from shared.config import Config, Transports
+from shared.config_routes import compile_routes
 from shared.engine import Ctx, EngineConfig, process_timeouts
 from shared.kinds import KINDS, Kind, decode
 from shared.logs import q
@@ -52,6 +53,35 @@ def _log_outcome(env: Envelope, status: int, elapsed: float) -> None:
         log.debug("Request completed " + fields, *args, stacklevel=2)
 
 
+def destination_refusal(transports: Transports, address: str, policy: Callable[[], Policy] | None = None) -> str | None:
+    """Why the outbound destination policy refuses `address` (http(s): the push policy on its
+    host; gcps: the allowed projects), or None; None too for other schemes and malformed
+    addresses (the decoders answer for those). The one judgement of every target a caller sends
+    (`Service.check_destinations`) and of the routing rules at startup (`shared.config_routes`).
+    `policy`: the push policy, built on demand (a Service keeps one)."""
+    addr = parse_address(address)
+    if addr is None:
+        return None
+    if addr.scheme == "gcps":
+        from shared.delivery.destinations import project_refusal
+
+        return project_refusal(transports.gcps.allow_projects, addr.group)
+    if addr.scheme not in ("http", "https"):
+        return None
+    from urllib3.util import parse_url
+
+    from shared.delivery.destinations import Policy, check_url
+
+    try:
+        u = parse_url(addr.url)
+    except ValueError as e:
+        return f"not a valid URL ({e})"
+    if not u.host:
+        return "the URL has no host"
+    why = check_url(policy() if policy is not None else Policy.from_config(transports.http_push), u.host, u.port)
+    return None if why is None else f"host {u.host!r} {why}"
+
+
 class Service:
     def __init__(self, store: Store, cfg: Config, clock: Clock | None = None, metrics: Metrics | None = None) -> None:
         self.store = store
@@ -61,7 +91,10 @@ class Service:
         self.key_limit: int | None = getattr(store, "max_key_length", None)
         self.engine_cfg = EngineConfig(retry_timeout=cfg.tasks.retry_timeout, claim_timeout=cfg.legacy.claim_timeout,
                                        strict=cfg.strict,
-                                       max_listeners=cfg.promises.max_listeners)
+                                       max_listeners=cfg.promises.max_listeners,
+                                       routes=compile_routes(cfg.tasks.routes))
+        for i, rule in enumerate(cfg.tasks.routes, 1):
+            log.info("Routing %s", rule.describe(i))
         self.clock = clock or Clock()
         self.metrics = metrics
         self.subscribers: tuple[EffectsHook, ...] = ()  # after-commit, in order (`subscribe`)
@@ -173,36 +206,17 @@ class Service:
         transaction, so a refused request changes nothing; pushes check again when they
         connect (`shared.delivery.destinations`). poll:// and bash:// are not destinations."""
         for address in addresses:
-            addr = parse_address(address)
-            if addr is None:
-                continue  # the engine answers for a malformed address
-            if addr.scheme in ("http", "https"):
-                why = self._http_refusal(addr.url)
-            elif addr.scheme == "gcps":
-                from shared.delivery.destinations import project_refusal
-
-                why = project_refusal(self.cfg.transports.gcps.allow_projects, addr.group)
-            else:
-                continue
+            why = destination_refusal(self.cfg.transports, address, self._http_policy)
             if why is not None:
                 log.warning("Destination refused address=%s reason=%s", q(address), q(why))
                 raise Reject(400, f"Invalid request: destination {address!r} refused: {why}")
 
-    def _http_refusal(self, url: str) -> str | None:
-        from urllib3.util import parse_url
-
-        from shared.delivery.destinations import Policy, check_url
-
+    def _http_policy(self) -> Policy:
         if self._policy is None:
+            from shared.delivery.destinations import Policy
+
             self._policy = Policy.from_config(self.cfg.transports.http_push)
-        try:
-            u = parse_url(url)
-        except ValueError as e:
-            return f"not a valid URL ({e})"
-        if not u.host:
-            return "the URL has no host"
-        why = check_url(self._policy, u.host, u.port)
-        return None if why is None else f"host {u.host!r} {why}"
+        return self._policy
 
     def execute(self, req: Request, now: int, corr_id: str = "", scope: str | None = None) -> tuple[int, Any]:
         """Run one decoded request; `scope`: the id prefix the caller is confined to (None: all)."""

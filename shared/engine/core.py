@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from shared.config_routes import Compiled, first_target
 from shared.protocol import I64_MAX
 from shared.records import DELAY, INVOKE, LEASE, RETRY, TARGET, TIMER, Effects, Message, Promise, Task
 from shared.scope import within
 from shared.storage.base import Tx, ordered_ids
 
 Resp = tuple[int, Any]
+SCOPE = "resonate:scope"  # the SDKs' tag: `local` marks a step the SDK runs and settles in-process
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,7 @@ class EngineConfig:
     strict: bool = False  # strict profile (docs/protocol.md#12-profiles); compat otherwise
     schedule_catch_up_cap: int = 1000
     max_listeners: int = 1000  # per promise (promises.max_listeners)
+    routes: Compiled = ()  # tasks.routes, compiled (`shared.config_routes`; `routed` below)
 
     @property
     def timeouts_target_only(self) -> bool:
@@ -161,12 +164,26 @@ def unblock_listeners(c: Ctx, p: Promise) -> None:
         c.fx.messages.append(m)
 
 
+def routed(c: Ctx, id: str, tags: dict[str, str]) -> dict[str, str]:
+    """The operator's routing rules (tasks.routes, docs/routing.md): tags without a target whose
+    promise id matches a rule get its target (the first match), stored like any other tag. Not
+    for the promises an SDK settles itself, whatever their id: local steps (`resonate:scope` =
+    `local`, both SDK generations tag them so) and timers."""
+    if not c.cfg.routes or TARGET in tags or tags.get(SCOPE) == "local" or tags.get(TIMER) == "true":
+        return tags
+    target = first_target(c.cfg.routes, id)
+    return tags if target is None else {**tags, TARGET: target}
+
+
 def create_promise(c: Ctx, id: str, timeout_at: int, param: dict[str, Any], tags: dict[str, str], *,
                    lease: tuple[str, int] | None = None, fired_at: int | None = None,
-                   ikey: str | None = None) -> tuple[Promise, Task | None]:
+                   ikey: str | None = None, route: bool = True) -> tuple[Promise, Task | None]:
     """create_promise (docs/protocol.md#65-create_promise). `lease` makes the task born acquired
     (task.create); `fired_at` marks a schedule firing (createdAt = the instant, no delay honoured);
-    `ikey`: the REST API's idempotency key of the creating request (docs/legacy-api.md)."""
+    `ikey`: the REST API's idempotency key of the creating request (docs/legacy-api.md);
+    `route`: apply the routing rules (`routed`; every create but a running task's own steps)."""
+    if route:
+        tags = routed(c, id, tags)
     target = tags.get(TARGET)
     now = c.now
     if now >= timeout_at:

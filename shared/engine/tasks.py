@@ -135,8 +135,8 @@ def task_fence(c: Ctx, r: TaskFence) -> Resp:
     status, data = 200, None  # type: tuple[int, Any]
     p = touched[op.id]
     if isinstance(op, CreateData):
-        if p is None:
-            p, _ = create_promise(c, op.id, op.timeout_at, op.param, op.tags)
+        if p is None:  # a step of the running task: never routed (docs/routing.md#what-is-routed)
+            p, _ = create_promise(c, op.id, op.timeout_at, op.param, op.tags, route=False)
         data = {"promise": p.wire()}
     elif p is None:
         status, data = 404, "Promise not found"
