@@ -112,19 +112,24 @@ class Flows:
             env["PYTHONPATH"] = self.sdk.pythonpath
         return env
 
-    def spawn(self, name: str, script: str, *argv: str) -> subprocess.Popen[str]:
+    def spawn(self, name: str, script: str, *argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        name = f"{name}-{len(self.procs)}"
         out = self.work / f"{name}.out"
-        proc = subprocess.Popen([self.sdk.python, str(FLOWS / script), *argv], cwd=FLOWS, env=self.env(),
-                                stdout=open(out, "w"), stderr=open(self.work / f"{name}.err", "w"), text=True)
+        with open(out, "w") as stdout, open(out.with_suffix(".err"), "w") as stderr:
+            proc = subprocess.Popen([self.sdk.python, str(FLOWS / script), *argv], cwd=FLOWS,
+                                    env={**self.env(), **(env or {})}, stdout=stdout, stderr=stderr, text=True)
         self.procs.append((name, proc, out))
         return proc
 
-    def start_worker(self) -> None:
-        proc = self.spawn("worker", "worker.py")
+    def start_worker(self, ttl: int = 10) -> subprocess.Popen[str]:
+        """A worker of the remote group; `ttl`: the lease (s) of the tasks it claims (it heartbeats
+        every ttl/2 s)."""
+        proc = self.spawn("worker", "worker.py", env={"FLOWS_TTL": str(ttl)})
         self.worker_pid = self.event(proc, "started")["pid"]
+        return proc
 
     def driver(self, *argv: str) -> subprocess.Popen[str]:
-        return self.spawn(f"driver-{len(self.procs)}", "driver.py", *argv)
+        return self.spawn("driver", "driver.py", *argv)
 
     def lines(self, proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
         out = next(path for _, p, path in self.procs if p is proc)
@@ -348,6 +353,27 @@ def test_second_run_of_a_pending_id_waits_for_the_first(flows: Flows) -> None:
     _check_crash_state(flows, id, value)
 
 
+def test_rpc_moves_to_another_worker_when_its_worker_dies(own_flows: Flows) -> None:
+    """The worker running the RPC's function is SIGKILLed at the gate: once the lease of its task
+    lapses, the server gives the task to another worker of the group, and the caller gets that
+    one's result. The function ran twice (at least once is the promise; its lease ran out)."""
+    f = own_flows
+    dead = f.start_worker(ttl=2)
+    id = fresh("lost")
+    driver = f.driver("run", "crash", id, json.dumps([id, 0.2]))
+    reached = f.dir / f"{id}.gate.reached"
+    f.until(reached.exists, "the RPC to reach its gate")
+    dead.kill()
+    dead.wait()
+    reached.unlink()
+    f.start_worker()  # a lease of 10 s, renewed every 5 s: this one keeps its task
+    f.until(reached.exists, "the RPC to reach its gate again, in the new worker")
+    (f.dir / f"{id}.gate.release").touch()
+    value = _crash_expected(id, f.worker_pid)
+    assert f.outcome(driver) == {"id": id, "ok": True, "value": value}, f.diag()
+    _check_crash_state(f, id, value, remote_runs=2)
+
+
 # ---- across a SIGKILL of the server ------------------------------------------------------------
 
 
@@ -362,14 +388,25 @@ def durable_flows(request, sdk67: Sdk, tmp_path: Path) -> Iterator[Flows]:
         f.stop()
 
 
+@pytest.fixture(params=[marks.param(b) for b in process_backend_names()])
+def own_flows(request, sdk67: Sdk, tmp_path: Path) -> Iterator[Flows]:
+    """A server of its own, without a worker: the test starts (and kills) its workers."""
+    f = open_flows(sdk67, request.param, tmp_path)
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
 def _crash_expected(id: str, worker_pid: int | None) -> dict[str, Any]:
     return {"before": "before#1", "remote": {"gate": "passed", "id": f"{id}.2", "pid": worker_pid},
             "after": "after#1"}
 
 
-def _check_crash_state(f: Flows, id: str, value: dict[str, Any]) -> None:
-    """Every step ran exactly once, and the server holds every promise of the workflow resolved."""
-    assert (f.count(f"{id}.before"), f.count(f"{id}.remote_gate"), f.count(f"{id}.after")) == (1, 1, 1)
+def _check_crash_state(f: Flows, id: str, value: dict[str, Any], remote_runs: int = 1) -> None:
+    """Every step ran once (the remote one `remote_runs` times), and the server holds every
+    promise of the workflow resolved."""
+    assert (f.count(f"{id}.before"), f.count(f"{id}.remote_gate"), f.count(f"{id}.after")) == (1, remote_runs, 1)
     assert f.settled(f"{id}.1") == "before#1"
     assert f.settled(f"{id}.2") == value["remote"]
     assert f.settled(f"{id}.3") is None and f.promise(f"{id}.3")["tags"] == {"resonate:timeout": "true"}
