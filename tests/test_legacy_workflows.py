@@ -97,6 +97,7 @@ class Flows:
     dir: Path = field(init=False)
     procs: list[tuple[str, subprocess.Popen[str], Path]] = field(default_factory=list)
     worker_pid: int | None = None
+    restarts: int = 0
 
     def __post_init__(self) -> None:
         self.dir = self.work / "flows"
@@ -143,10 +144,7 @@ class Flows:
 
     def outcome(self, proc: subprocess.Popen[str]) -> dict[str, Any]:
         """The driver's outcome line, once it has exited."""
-        try:
-            proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the driver (pid {proc.pid}) did not finish within {WAIT} s:\n{self.diag()}")
+        self.until(lambda: _exited(proc), f"the driver (pid {proc.pid}) to finish")
         outs = [d for d in self.lines(proc) if "ok" in d]
         assert proc.returncode == 0 and len(outs) == 1, f"driver rc={proc.returncode}:\n{self.diag()}"
         return outs[0]
@@ -155,11 +153,15 @@ class Flows:
         return self.outcome(self.driver("run", scenario, id, json.dumps(list(args))))
 
     def until(self, probe: Callable[[], Any], what: str) -> Any:
+        """Wait for `probe()` to be truthy. A server that crashed or failed a request (the SDK
+        retries a 500 forever: the workflow would just hang) fails the test at once."""
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
             got = probe()
             if got:
                 return got
+            if self.srv.proc.poll() is not None or "Traceback" in self.srv.logs():
+                pytest.fail(f"the server failed while waiting for {what}:\n{self.diag()}")
             time.sleep(0.05)
         pytest.fail(f"waited {WAIT} s for {what}:\n{self.diag()}")
 
@@ -169,6 +171,8 @@ class Flows:
         """SIGKILL the server, then start it again on the same port, SSE port and database."""
         self.srv.proc.kill()
         self.srv.proc.wait()
+        self.restarts += 1
+        self.srv.log.rename(self.srv.log.with_suffix(f".{self.restarts}.log"))  # the restart writes a new one
         self.srv = start_server(self.backend, self.work, args=["--legacy-poll-port", str(self.poll_port)],
                                 port=self.srv.port, db=self.srv.db, pg_url=self.srv.pg_url, my_url=self.srv.my_url)
 
@@ -193,7 +197,10 @@ class Flows:
         return len(path.read_text().splitlines()) if path.exists() else 0
 
     def diag(self) -> str:
-        parts = [f"--- server ({self.backend}) log, last 4000 chars:\n{self.srv.logs()[-4000:]}"]
+        parts = [f"--- server ({self.backend}) log before restart {n}, last 3000 chars:\n"
+                 f"{self.srv.log.with_suffix(f'.{n}.log').read_text(errors='replace')[-3000:]}"
+                 for n in range(1, self.restarts + 1)]
+        parts.append(f"--- server ({self.backend}) log, last 4000 chars:\n{self.srv.logs()[-4000:]}")
         for name, _, out in self.procs:
             err = out.with_suffix(".err")
             parts.append(f"--- {name} stdout:\n{out.read_text()[-2000:]}\n--- {name} stderr:\n"
