@@ -226,9 +226,16 @@ def decode(value: dict[str, Any]) -> Any:
 
 
 def open_flows(sdk: Sdk, backend: str, work: Path) -> Flows:
-    poll_port = free_port()
-    srv = start_server(backend, work, args=["--legacy-poll-port", str(poll_port)])
-    return Flows(sdk, backend, work, poll_port, srv)
+    for _attempt in range(3):
+        poll_port = free_port()
+        try:
+            srv = start_server(backend, work, args=["--legacy-poll-port", str(poll_port)])
+        except RuntimeError as e:  # another process bound the free SSE port first: take another one
+            if "could not bind" not in str(e):
+                raise
+            continue
+        return Flows(sdk, backend, work, poll_port, srv)
+    raise RuntimeError("no free port for the SSE listener")
 
 
 @pytest.fixture(scope="module", params=[marks.param(b) for b in process_backend_names()])
