@@ -428,18 +428,22 @@ def _check_crash_state(f: Flows, id: str, value: dict[str, Any], remote_runs: in
     assert f.settled(id) == value
 
 
-def test_workflow_survives_server_sigkill_at_rpc_and_at_sleep(durable_flows: Flows) -> None:
-    """The server dies while the RPC's function is running in the worker (stopped at a gate), and
-    again once the workflow has entered its durable sleep; the workflow completes, no step twice."""
+def test_workflow_survives_server_sigkills_at_rpc_sleep_and_local_step(durable_flows: Flows) -> None:
+    """The server dies three times: while the RPC's function runs in the worker (stopped at a
+    gate), once the workflow has entered its durable sleep, and while the caller runs its last
+    step (at a gate, its task claimed). The workflow completes and no step ran twice."""
     f = durable_flows
     id = fresh("crash")
-    driver = f.driver("run", "crash", id, json.dumps([id, 2]))
+    driver = f.driver("run", "crash", id, json.dumps([id, 2, True]))
     f.until(lambda: (f.dir / f"{id}.gate.reached").exists(), "the RPC to reach its gate")
     assert f.settled(f"{id}.1") == "before#1"  # resolved before the kill
     f.kill_and_restart()
     (f.dir / f"{id}.gate.release").touch()
     f.until(lambda: f.exists(f"{id}.3"), "the durable sleep's promise")
     f.kill_and_restart()
+    f.until(lambda: (f.dir / f"{id}.after.gate.reached").exists(), "the last step to reach its gate")
+    f.kill_and_restart()
+    (f.dir / f"{id}.after.gate.release").touch()
     out = f.outcome(driver)
     value = _crash_expected(id, f.worker_pid)
     assert out == {"id": id, "ok": True, "value": value}, f.diag()

@@ -77,6 +77,12 @@ def once(ctx: Context, key: str, label: str) -> str:
     return f"{label}#{n}"
 
 
+def once_gated(ctx: Context, key: str, label: str) -> str:
+    n = count(f"{key}.{label}")
+    gate(f"{key}.{label}.gate")
+    return f"{label}#{n}"
+
+
 # short retries: the SDK's default for a plain function waits 2, 4, 8... seconds between attempts
 FAST_RETRY = Constant(delay=0.1, max_retries=4)
 TWO_RETRIES = Constant(delay=0.1, max_retries=2)
@@ -133,13 +139,13 @@ def catching(ctx: Context, key: str) -> Any:
     return "unreachable"
 
 
-def crash(ctx: Context, key: str, secs: float) -> Any:
-    """The restart test's workflow: a local step, an RPC that blocks at a gate in the other
-    process, a durable sleep, a local step."""
+def crash(ctx: Context, key: str, secs: float, gate_after: bool = False) -> Any:
+    """The restart tests' workflow: a local step, an RPC that blocks at a gate in the other
+    process, a durable sleep, a local step (at a gate too with `gate_after`)."""
     before = yield ctx.run(once, key, "before")
     remote = yield ctx.rpc("remote_gate", key).options(target=REMOTE_GROUP)
     yield ctx.sleep(secs)
-    after = yield ctx.run(once, key, "after")
+    after = yield ctx.run(once_gated if gate_after else once, key, "after")
     return {"before": before, "remote": remote, "after": after}
 
 
