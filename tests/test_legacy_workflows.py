@@ -250,6 +250,16 @@ def flows(request, sdk67: Sdk, tmp_path_factory) -> Iterator[Flows]:
         f.stop()
 
 
+@pytest.fixture(params=[marks.param(b) for b in process_backend_names()])
+def own_flows(request, sdk67: Sdk, tmp_path: Path) -> Iterator[Flows]:
+    """A server of its own, without a worker: the test starts (and kills) its workers."""
+    f = open_flows(sdk67, request.param, tmp_path)
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
 def fresh(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:10]}"
 
@@ -397,16 +407,6 @@ def durable_flows(request, sdk67: Sdk, tmp_path: Path) -> Iterator[Flows]:
     f = open_flows(sdk67, request.param, tmp_path)
     try:
         f.start_worker()
-        yield f
-    finally:
-        f.stop()
-
-
-@pytest.fixture(params=[marks.param(b) for b in process_backend_names()])
-def own_flows(request, sdk67: Sdk, tmp_path: Path) -> Iterator[Flows]:
-    """A server of its own, without a worker: the test starts (and kills) its workers."""
-    f = open_flows(sdk67, request.param, tmp_path)
-    try:
         yield f
     finally:
         f.stop()
