@@ -198,6 +198,8 @@ def create_app(service: Service, hub: PollHub | None, metrics: Metrics | None = 
     """One flask app with every route (the local server; functions expose subsets). `metrics`
     adds `GET /metrics` (the functions; the local server serves it on its metrics port)."""
     app = Flask("resonate")
+    # ids are the rest of a REST path and may hold `//` or end in `/`: no redirects to a cleaned path
+    app.url_map.merge_slashes = False
     keepalive = service.cfg.transports.http_poll.keepalive_interval
     if service.cfg.server.cors.allow_origins:
         from shared.cors import install

@@ -8,9 +8,9 @@ one workflow and prints its outcome as a JSON line, tests/legacy/flows/worker.py
 functions only it registers. Steps count their executions in files (FLOWS_DIR), so the tests
 check how often each step ran, and the server's state is read back over REST.
 
-The interpreter: RESONATE_LEGACY_SDK67_PYTHON, else tests/legacy/.venv-0.6.7/bin/python (made
+The interpreter: RESONATE_LEGACY_SDK67_PYTHON, else tests/legacy/.venv/0.6.7/bin/python (made
 by `make sdk-legacy`), with resonate-sdk 0.6.7 importable (installed in it, or its unpacked
-sdist at tests/legacy/.sdist/resonate_sdk-0.6.7).
+sdist at tests/legacy/.venv/sdist/resonate_sdk-0.6.7).
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ from tests.support.server import ROOT, ServerProc, free_port, process_backend_na
 pytestmark = pytest.mark.process
 
 FLOWS = ROOT / "tests" / "legacy" / "flows"
-VENV_PYTHON = ROOT / "tests" / "legacy" / ".venv-0.6.7" / "bin" / "python"
-SDIST = ROOT / "tests" / "legacy" / ".sdist" / "resonate_sdk-0.6.7"
+VENV_PYTHON = ROOT / "tests" / "legacy" / ".venv" / "0.6.7" / "bin" / "python"  # `make sdk-legacy`
+SDIST = ROOT / "tests" / "legacy" / ".venv" / "sdist" / "resonate_sdk-0.6.7"
 SDK_ENV = "RESONATE_LEGACY_SDK67_PYTHON"
 REMOTE_GROUP = "flows-remote"  # tests/legacy/flows/flows.py
 WAIT = 120  # seconds a process or a workflow state may take before the test gives up (a hang guard)

@@ -86,7 +86,8 @@ def test_function_entry_points_serve_rpc_and_sse(tmp_path):
         r = requests.post(url, json=body, timeout=10)
         assert r.status_code == 200 and r.json()["data"]["promise"]["id"] == "fn"
         assert requests.get(url + "/ready", timeout=5).status_code == 200
-        assert requests.get(url + "/tasks/x", timeout=5).status_code == 410
+        r = requests.get(url + "/promises/nope", timeout=5)  # the older server's REST API (docs/legacy-api.md)
+        assert r.status_code == 404 and r.json()["error"]["code"] == 4040, r.text
     finally:
         proc.terminate()
         proc.wait(10)

@@ -13,11 +13,12 @@ Successful answers carry records (`Promise`, `Task`); the REST routes render the
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from shared.engine.core import Ctx, Resp, acquire, create_promise, lazy_timeout, redispatch, set_timer, settle
 from shared.legacy import ids
-from shared.records import LEASE, Task
+from shared.records import INVOKE, LEASE, TARGET, Task
 from shared.requests_rest import (
     RestCallback,
     RestPromiseComplete,
@@ -112,7 +113,10 @@ def search(c: Ctx, r: RestPromiseSearch) -> Resp:
 def callback(c: Ctx, r: RestCallback) -> Resp:
     """Resume the root promise's task when `promise` settles. 201 registered (or already there);
     200 with no callback when the promise (or the root) is settled already: the caller goes on.
-    The resume goes to the root promise's target (a promise's tags never change), not to `recv`."""
+    The resume goes to `recv` (e.g. `poll://any@group/<the caller's process>`: that process has
+    the run in memory, another would replay it) when the REST API routed the root (its
+    `resonate:invoke` tag: the engine's `resonate:target` is derived, and the last registration
+    names it); an envelope protocol root keeps its own target."""
     if r.promise == r.root:
         return 400, {"code": 4000, "message": "A promise cannot await itself"}
     touched = lazy_timeout(c, [r.promise, r.root])
@@ -124,6 +128,8 @@ def callback(c: Ctx, r: RestCallback) -> Resp:
     task = c.tx.get_task(root.id)
     if task is None or task.state == "fulfilled":
         return 400, {"code": 4000, "message": "The root promise has no task to resume"}
+    if INVOKE in root.tags and root.target != r.address:  # resume where the caller asked (its process first)
+        c.tx.update_promise(replace(root, tags={**root.tags, TARGET: r.address}))
     c.tx.add_callback(p.id, root.id, ready=False)
     cb = {"id": ids.resume_id(root.id, p.id), "promiseId": p.id, "rootPromiseId": root.id,
           "timeout": r.timeout, "createdOn": c.now}
