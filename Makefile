@@ -7,16 +7,16 @@ PORT ?= 8001
 # pytest-xdist workers for `make test` (each starts its own servers; 2 suits a 2-core machine)
 TEST_WORKERS ?= 2
 
-.PHONY: install install-test serve dev cloud-sim test test-fast lint bench docs sdk-ts sdk-legacy clean
+.PHONY: install install-test grpc serve dev cloud-sim test test-fast lint bench docs sdk-ts sdk-legacy clean
 
-# two stamps: `make serve` installs only what the server needs (`pip install -e .`); the test,
-# lint and bench targets add the `test` extra (pytest, the SDKs, ruff, mypy, and through
-# `resonate-gcp[infra]` the Pulumi packages tests/test_infra.py needs)
+# two stamps: `make serve` installs what the server needs (`pip install -e '.[build]'`: the runtime
+# and the gRPC stub generator); the test, lint and bench targets add the `test` extra (pytest, the
+# SDKs, ruff, mypy, and through `resonate-gcp[infra]` the Pulumi packages tests/test_infra.py needs)
 $(VENV)/.installed-runtime: pyproject.toml
 	@echo "Installing the server's runtime dependencies into $(VENV) (first run, or pyproject.toml changed): about 150 MB, 1-3 minutes, mostly downloads..."
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[build]'
 	@echo "Installed: $$($(PY) -m local --version) in $(VENV)"
 	touch $@
 
@@ -27,9 +27,17 @@ $(VENV)/.installed-test: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@ $(VENV)/.installed-runtime
 
-install: $(VENV)/.installed-runtime  ## the server's runtime dependencies only
+# the gRPC API's stubs (docs/grpc.md): generated from shared/grpc/protos/*.proto into the git-ignored
+# shared/grpc/gen/ by grpcio-tools, again whenever a .proto (or the generator) changes
+GRPC_STUBS := shared/grpc/gen/__init__.py
+$(GRPC_STUBS): $(wildcard shared/grpc/protos/*.proto) shared/grpc/build.py | $(VENV)/.installed-runtime
+	$(PY) -m shared.grpc.build
 
-install-test: $(VENV)/.installed-test  ## plus the test extra (includes the infra extra)
+grpc: $(GRPC_STUBS)  ## generate the gRPC stubs (every install target does)
+
+install: $(VENV)/.installed-runtime $(GRPC_STUBS)  ## the server's runtime dependencies and the gRPC stubs
+
+install-test: $(VENV)/.installed-test $(GRPC_STUBS)  ## plus the test extra (includes the build and infra extras)
 
 serve: install  ## start the server on SQLite (resonate.db) at :8001
 	$(PY) -m local serve --server-port $(PORT)
@@ -67,4 +75,4 @@ docs: install  ## regenerate the key table of docs/configuration.md from shared/
 	$(PY) -m local.config_doc --write
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache shared/grpc/gen

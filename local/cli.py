@@ -28,6 +28,7 @@ FLAGS: list[tuple[list[str], str, str]] = [
     (["--server-host"], "server.host", "host used to build the default server URL"),
     (["--server-port", "--port"], "server.port", "HTTP port (default 8001)"),
     (["--server-bind", "--bind"], "server.bind", "listen address (default 0.0.0.0; [::] for IPv6)"),
+    (["--server-grpc-port"], "server.grpc_port", "gRPC port (default 50051; 0 disables)"),
     (["--server-url"], "server.url", "public base URL sent to workers as head.serverUrl"),
     (["--server-shutdown-timeout"], "server.shutdown_timeout", "graceful shutdown budget in ms (default 10000)"),
     (["--server-cors-allow-origin"], "server.cors.allow_origins",

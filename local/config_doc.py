@@ -39,6 +39,8 @@ MEANINGS: dict[str, str] = {
              "`dev` turns it on",
     "profile": "`compat` (accepts both SDKs' id grammars, Vixie cron) or `strict` (the reference server's checks)",
     "server.max_body": "largest request body in bytes; a larger one gets a 413 envelope",
+    "server.grpc_port": "port of the older server's gRPC API ([grpc.md](grpc.md); on `server.bind`; local server "
+                        "and containers only, not the Cloud Functions); `0`: none",
     "server.url": "public base URL sent to workers as `head.serverUrl`; default `http://{host}:{port}`",
     "storage.type": "`sqlite`, `postgres`, `mysql` (MySQL 8.0+ / MariaDB 10.6+, [mysql.md](mysql.md)) or "
                     "`memory` (this server's in-memory store)",

@@ -1,4 +1,5 @@
-"""One process: every route on one gevent WSGI listener, plus the background loops.
+"""One process: every route on one gevent WSGI listener, plus the background loops (and, beside
+them on the same hub, the REST-era SSE listener and the gRPC listener, `shared/grpc/server.py`).
 
 gevent gives each connection a greenlet, so thousands of idle SSE streams cost kilobytes each
 while requests keep flowing; SQLite commits run on a native thread pool so an fsync never
@@ -20,7 +21,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
@@ -34,6 +35,9 @@ from shared.config import Config
 from shared.http import create_app, fast_rpc
 from shared.logs import q, setup_logging
 from shared.runtime import Runtime
+
+if TYPE_CHECKING:
+    from shared.grpc.server import GrpcListener
 
 log = logging.getLogger("resonate")
 access = logging.getLogger("resonate.http")
@@ -225,18 +229,24 @@ def _force_exit(code: int) -> None:
     os._exit(code)
 
 
-def shutdown(server: Server, rt: Runtime, timeout_s: float) -> bool:
-    """Graceful shutdown (docs/operations.md#shutdown) within `timeout_s`: requests get the budget
-    but a quarter (at most 2 s), kept for deliveries, loops and the store. False when something
-    is still running at the end: the caller must leave without waiting for it."""
+def shutdown(server: Server, rt: Runtime, timeout_s: float, grpc: GrpcListener | None = None) -> bool:
+    """Graceful shutdown (docs/operations.md#shutdown) within `timeout_s`: requests (HTTP and gRPC
+    calls alike) get the budget but a quarter (at most 2 s), kept for deliveries, loops and the
+    store. False when something is still running at the end: the caller must leave without
+    waiting for it."""
     start = time.monotonic()
     deadline = start + timeout_s
     reserve = min(2.0, timeout_s / 4)
     close_streams = rt.hub.close_all if rt.hub is not None else None
+    grpc_stopped = grpc.stop(max(0.0, deadline - reserve - time.monotonic())) if grpc is not None else None
     busy = server.drain(deadline - reserve, close_streams)
     if busy:
         log.warning("Requests still in progress at the shutdown timeout, closing them count=%d", busy)
         server.kill_all()
+    if grpc_stopped is not None:  # calls still running at the grace's end were cancelled by grpc
+        if not grpc_stopped.wait(max(0.0, deadline - reserve - time.monotonic()) + 0.5):
+            log.warning("gRPC server did not stop within the shutdown timeout")
+        log.info("gRPC server stopped")
     log.info("HTTP server stopped, draining background tasks...")
     flushed = rt.delivery.flush(max(0.0, deadline - time.monotonic()))
     if not flushed:
@@ -248,6 +258,19 @@ def shutdown(server: Server, rt: Runtime, timeout_s: float) -> bool:
     if not stopper.ready():
         log.warning("Background tasks did not finish within shutdown timeout, forcing exit")
     return stopper.ready() and flushed
+
+
+def _start_grpc(cfg: Config, rt: Runtime) -> GrpcListener | str:
+    """The gRPC listener, or why it cannot start (the fatal message)."""
+    from shared.grpc.server import start
+    from shared.grpc.stubs import StubsMissing
+
+    try:
+        return start(rt.service, cfg.server.bind, cfg.server.grpc_port, cfg.server.max_body)
+    except StubsMissing as e:
+        return f"Cannot start the gRPC server (server.grpc_port={cfg.server.grpc_port}): {e}"
+    except OSError as e:
+        return f"Failed to bind to {cfg.server.bind}:{cfg.server.grpc_port} (server.grpc_port): {e}"
 
 
 def serve(cfg: Config) -> int:
@@ -289,6 +312,16 @@ def serve(cfg: Config) -> int:
             server.stop(timeout=0)
             rt.store.close()
             return _fatal(f"Failed to bind to {cfg.server.bind}:{cfg.legacy.poll_port} (legacy.poll_port): {e}")
+    grpc: GrpcListener | None = None
+    if cfg.server.grpc_port:  # the older server's gRPC API (docs/grpc.md)
+        started = _start_grpc(cfg, rt)
+        if isinstance(started, str):
+            server.stop(timeout=0)
+            if legacy_sse is not None:
+                legacy_sse.stop(timeout=0)
+            rt.store.close()
+            return _fatal(started)
+        grpc = started
     received = gevent.event.AsyncResult()
 
     def on_signal(name: str) -> None:
@@ -305,6 +338,8 @@ def serve(cfg: Config) -> int:
     log.info("Server listening bind=%s port=%d server_url=%s", cfg.server.bind, cfg.server.port, cfg.server_url)
     if legacy_sse is not None:
         log.info("Legacy SSE listener (REST-era SDKs) listening bind=%s port=%d", cfg.server.bind, cfg.legacy.poll_port)
+    if grpc is not None:
+        log.info("gRPC server listening bind=%s port=%d", cfg.server.bind, grpc.port)
     _log_ready(cfg)
     name = received.get()
     log.info("Received %s, initiating graceful shutdown...", name)
@@ -312,7 +347,7 @@ def serve(cfg: Config) -> int:
         scrape.close()  # stop accepting scrapes; one in progress finishes on its own greenlet
     if legacy_sse is not None:
         legacy_sse.close()  # no new streams; the open ones end with the hub's close_all
-    finished = shutdown(server, rt, cfg.server.shutdown_timeout / 1000)
+    finished = shutdown(server, rt, cfg.server.shutdown_timeout / 1000, grpc)
     log.info("Resonate Server stopped")
     if not finished:  # e.g. a push still waiting for its worker: the interpreter's exit would join it
         _force_exit(0)  # the exit status stays 0

@@ -47,6 +47,7 @@ SWEEPER_AUTH_MODES = ("none", "gcp")
 # integer ranges other than the default 0 .. 2**63-1 (u16 ports, u32 pool sizes)
 LIMITS: dict[str, tuple[int, int]] = {
     "server.port": (0, 65535),
+    "server.grpc_port": (0, 65535),
     "observability.metrics_port": (0, 65535),
     "legacy.poll_port": (0, 65535),
     "legacy.claim_timeout": (1, 2**31 - 1),
@@ -156,6 +157,7 @@ class Server(_Section):
     host: str = "localhost"
     port: int = 8001
     bind: str = "0.0.0.0"
+    grpc_port: int = 50051  # the older server's gRPC API (docs/grpc.md), local server and containers only; 0: none
     url: str | None = None  # default http://{host}:{port}
     shutdown_timeout: int = 10000
     max_body: int = 10 * 1024 * 1024  # larger bodies get a 413 envelope (docs/protocol.md#8-limits)

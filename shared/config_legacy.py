@@ -28,7 +28,6 @@ _UNIT_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "μs": 1e-3, "ms": 1.0, "s": 1e
 # legacy keys (lower case) without an equivalent -> why
 UNMAPPED: dict[str, str] = {
     "api.size": "no submission queue",
-    "api.subsystems.grpc.addr": "there is no gRPC API",
     "aio.size": "no internal queues",
     "aio.subsystems.store.subsystem.size": "no internal queues",
     "aio.subsystems.store.subsystem.workers": "no internal queues",
@@ -122,6 +121,18 @@ def _addr(value: Any, written: str, put: Callable[[str, Any, str], None]) -> Non
     put("server.port", port, written)
 
 
+def _grpc_addr(value: Any, written: str, put: Callable[[str, Any, str], None]) -> None:
+    """`0.0.0.0:50051` -> server.grpc_port (gRPC listens on server.bind, like every listener here)."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"invalid value for server.grpc_port from legacy key {written}: "
+                          f"{value!r} is not an address host:port")
+    host, _, port = value.rpartition(":")
+    if host.strip("[]") not in ("", "0.0.0.0", "::"):
+        log.warning("legacy key %s: gRPC listens on server.bind (the HTTP listener's address), not on %s", written,
+                    host)
+    put("server.grpc_port", port, written)
+
+
 def duration_ms(value: Any, written: str, key: str) -> int:
     """A Go duration (`10s`, `250ms`, `1m30s`) in milliseconds."""
     text = value.strip() if isinstance(value, str) else ""
@@ -149,6 +160,8 @@ _MAPPED: dict[str, Callable[..., None]] = {
     "api.subsystems.http.config.addr": _addr,
     "api.subsystems.http.timeout": _to("server.shutdown_timeout", duration_ms),
     "api.subsystems.http.config.timeout": _to("server.shutdown_timeout", duration_ms),
+    "api.subsystems.grpc.addr": _grpc_addr,
+    "api.subsystems.grpc.config.addr": _grpc_addr,
     STORE + "kind": _to("storage.type", _kind),
     STORE + "sqlite.path": _to("storage.sqlite.path"),
     "aio.subsystems.network.config.timeout": _to("transports.http_push.request_timeout", duration_ms),

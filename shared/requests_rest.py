@@ -265,9 +265,13 @@ class RestTaskClaim(Request):
 
 @frozen
 class RestTaskComplete(Request):
+    """POST /tasks/complete. `settle` (the gRPC API's CompleteTask, docs/grpc.md): the state and
+    value the root promise settles with in the same transaction; None over REST."""
+
     kind: ClassVar[str] = "rest.task.complete"
     id: str
     counter: int
+    settle: tuple[str, dict[str, Any]] | None
 
 
 @frozen
@@ -295,8 +299,18 @@ def decode_claim(d: Data, strict: bool) -> RestTaskClaim:
     return RestTaskClaim(id, counter, _str(d, "processId"), max(_int(d, "ttl", 0), MIN_LEASE_MS))
 
 
+TASK_STATES_IN = {"RESOLVED": "resolved", "REJECTED": "rejected"}  # what completing a task may settle with
+
+
 def decode_complete_task(d: Data, strict: bool) -> RestTaskComplete:
-    return RestTaskComplete(*_task_ref(d))
+    """`id`, `counter`; and, with `state` (RESOLVED or REJECTED, any case), `value`: settle the
+    root promise too (the REST route never sends them: its behaviour stays as it was)."""
+    state = d.get("state")
+    if state is None:
+        return RestTaskComplete(*_task_ref(d), None)
+    if not isinstance(state, str) or state.upper() not in TASK_STATES_IN:
+        raise Reject(400, "The field state must be one of RESOLVED, REJECTED")
+    return RestTaskComplete(*_task_ref(d), (TASK_STATES_IN[state.upper()], b64_value(d.get("value"), "value")))
 
 
 def decode_drop(d: Data, strict: bool) -> RestTaskDrop:

@@ -16,9 +16,11 @@ import pytest
 
 from tests.support import marks
 
-# every server the suites start gets no REST-era SSE listener unless a test asks for one (its
-# fixed default port, 8002, would collide between servers running side by side)
+# every server the suites start gets no REST-era SSE listener and no gRPC listener unless a test
+# asks for one (their fixed default ports, 8002 and 50051, would collide between servers running
+# side by side)
 os.environ.setdefault("RESONATE_LEGACY__POLL_PORT", "0")
+os.environ.setdefault("RESONATE_SERVER__GRPC_PORT", "0")
 from tests.support.server import DEFAULT_BACKENDS, ServerProc, backend_names, backends, process_backends, start_server
 
 # fixtures that start processes, open real sockets or need Postgres: their users are marked

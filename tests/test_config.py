@@ -330,7 +330,8 @@ def test_legacy_yaml_maps_keys_and_warns_about_the_rest(tmp_path: Path, caplog: 
     assert cfg.storage.postgres.url == "postgres://res:p%40ss%20word@db.internal:6543/prod?sslmode=disable"
     assert cfg.transports.http_push.request_timeout == 90000
     assert cfg.observability.metrics_port == 9191 and cfg.server_url == "https://resonate.example.com"
-    for key in ("api.size", "api.subsystems.grpc.addr", "aio.size", "aio.subsystems.store.subsystem.batchSize",
+    assert cfg.server.grpc_port == 50051  # api.subsystems.grpc.addr (docs/grpc.md)
+    for key in ("api.size", "aio.size", "aio.subsystems.store.subsystem.batchSize",
                 "aio.subsystems.store.config.sqlite.txTimeout", "aio.subsystems.store.config.postgres.txTimeout",
                 "aio.subsystems.network.subsystem.workers", "system.completionBatchSize"):
         assert f"legacy key {key} has no equivalent" in caplog.text, key

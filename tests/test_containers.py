@@ -174,7 +174,7 @@ def test_dockerfile_stages_user_ports_volume_command(stages: list[Stage], final:
     user = final.last("USER").split(":")[0]
     assert user not in ("", "root", "0"), f"the image runs as {user!r}"
     assert user.isdigit(), "a numeric uid, so Kubernetes can check runAsNonRoot"
-    assert final.last("EXPOSE").split() == ["8001", "9090", "8002"]
+    assert final.last("EXPOSE").split() == ["8001", "9090", "8002", "50051"]
     volumes = final.last("VOLUME")
     assert (exec_form(volumes) if volumes.startswith("[") else volumes.split()) == ["/data"]
     assert final.last("WORKDIR") == "/data"
@@ -195,6 +195,10 @@ def test_dockerfile_runs_the_console_script_from_the_copied_venv(stages: list[St
     run = " ".join(builder.all("RUN"))
     venv = re.search(r"python -m venv (\S+)", run)[1]
     assert f"{venv}/bin/pip install /wheels/*.whl" in run and "[" not in run, run
+    # the gRPC stubs are generated (never committed) before the wheel is built, so the image has them
+    assert "python -m shared.grpc.build --requirements" in run, run
+    generate = re.search(r"python -m shared\.grpc\.build\s+&&", run)
+    assert generate is not None and generate.start() < run.index("pip wheel"), run
     assert any(a.split() == ["--from=" + (builder.name or "0"), venv, venv] for a in final.all("COPY"))
     assert image_env(final)["PATH"].startswith(f"{venv}/bin:")
     assert not final.all("RUN") or "pip" not in " ".join(final.all("RUN")), "nothing installed in the final stage"
@@ -214,8 +218,8 @@ def test_dockerfile_environment_is_the_configuration_it_means(final: Stage) -> N
         assert name in accepted or OTHER_ENV.fullmatch(name), f"{name} is not read by shared/config.py"
     cfg = load(env={k: v for k, v in env.items() if k.startswith("RESONATE_")})
     assert cfg.server.bind == "0.0.0.0"  # the API and the metrics listener (local/metrics_listener.py)
-    assert [str(cfg.server.port), str(cfg.observability.metrics_port), str(cfg.legacy.poll_port)] == \
-        final.last("EXPOSE").split()
+    assert [str(cfg.server.port), str(cfg.observability.metrics_port), str(cfg.legacy.poll_port),
+            str(cfg.server.grpc_port)] == final.last("EXPOSE").split()
     assert cfg.storage.type == "sqlite" and cfg.storage.sqlite.path.startswith("/data/")
 
 
@@ -223,8 +227,9 @@ def test_dockerignore_keeps_heavy_and_local_files_out() -> None:
     for path in (".venv", ".git", "node_modules", "tests/sdk/ts/node_modules", "local/__pycache__", "resonate.db",
                  ".pytest_cache", ".mypy_cache", ".ruff_cache"):
         assert dockerignored(path), path
-    for path in ("pyproject.toml", "shared", "local/cli.py", "functions/main.py"):
+    for path in ("pyproject.toml", "shared", "local/cli.py", "functions/main.py", "shared/grpc/protos"):
         assert not dockerignored(path), path
+    assert dockerignored("shared/grpc/gen"), "a local checkout's stubs: the builder generates its own"
 
 
 # ------------------------------------------------------------------------- the image's command
@@ -243,6 +248,16 @@ def run_healthcheck(command: list[str], env: dict[str, str], timeout: float) -> 
     return subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, timeout=timeout).returncode
 
 
+def grpc_health(port: int) -> str:
+    """The gRPC listener's `grpc.health.v1` answer for the whole server."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
 @pytest.mark.process  # starts the server the image would run
 def test_image_command_and_healthcheck(final: Stage, tmp_path: Path) -> None:
     """`resonate serve` with exactly the image's environment (/data a temporary folder, the
@@ -251,10 +266,11 @@ def test_image_command_and_healthcheck(final: Stage, tmp_path: Path) -> None:
     marks.require(marks.PROCESS, "starts a server process")
     data = tmp_path / "data"
     data.mkdir()
-    port, metrics_port, sse_port = free_port(), free_port(), free_port()
+    port, metrics_port, sse_port, grpc_port = free_port(), free_port(), free_port(), free_port()
     env = {k: v.replace("/data", str(data)) for k, v in image_env(final).items() if k != "PATH"}
     env.update(RESONATE_SERVER__PORT=str(port), RESONATE_OBSERVABILITY__METRICS_PORT=str(metrics_port),
-               RESONATE_LEGACY__POLL_PORT=str(sse_port), PATH=os.environ["PATH"], PYTHONPATH=str(ROOT),
+               RESONATE_LEGACY__POLL_PORT=str(sse_port), RESONATE_SERVER__GRPC_PORT=str(grpc_port),
+               PATH=os.environ["PATH"], PYTHONPATH=str(ROOT),
                HOME=str(tmp_path))
     options, check = healthcheck(final)
     check_timeout = seconds(options["timeout"])
@@ -276,9 +292,11 @@ def test_image_command_and_healthcheck(final: Stage, tmp_path: Path) -> None:
             assert b"resonate_" in r.read()
         with urllib.request.urlopen(f"http://127.0.0.1:{sse_port}/default/w1", timeout=10) as r:
             assert r.headers["Content-Type"].startswith("text/event-stream") and r.readline() == b": connected\n"
+        assert grpc_health(grpc_port) == "SERVING"
         text = log.read_text()
         assert f"Metrics server listening port={metrics_port} bind=0.0.0.0" in text, text
         assert f"Server listening bind=0.0.0.0 port={port}" in text, text
+        assert f"gRPC server listening bind=0.0.0.0 port={grpc_port}" in text, text
         assert (data / "resonate.db").is_file(), "the SQLite database is not in the data volume"
     finally:
         if proc.poll() is None:
@@ -355,7 +373,7 @@ def test_compose_server_on_postgres(compose: dict[str, Any], final: Stage, route
     assert (pg["host"], pg["port"], pg["user"], pg["password"], pg["database"]) == \
         (db_name, 5432, dbenv["POSTGRES_USER"], dbenv["POSTGRES_PASSWORD"], dbenv["POSTGRES_DB"])
     assert sorted(srv["ports"]) == sorted(f"{p}:{p}" for p in (cfg.server.port, cfg.observability.metrics_port,
-                                                               cfg.legacy.poll_port))
+                                                               cfg.legacy.poll_port, cfg.server.grpc_port))
     assert f"127.0.0.1:{cfg.server.port}/" in check[-1]
 
     volume, _, mount = db["volumes"][0].partition(":")
@@ -400,7 +418,8 @@ def test_kubernetes_deployment(kube: dict[str, dict[str, Any]], final: Stage, ro
 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"api": cfg.server.port, "metrics": cfg.observability.metrics_port,
-                     "legacy-sse": cfg.legacy.poll_port} == {"api": 8001, "metrics": 9090, "legacy-sse": 8002}
+                     "legacy-sse": cfg.legacy.poll_port, "grpc": cfg.server.grpc_port} == \
+        {"api": 8001, "metrics": 9090, "legacy-sse": 8002, "grpc": 50051}
     for p in service["spec"]["ports"]:
         assert p["targetPort"] in ports, f"the Service targets {p['targetPort']!r}, not a named container port"
     assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)

@@ -194,10 +194,13 @@ def claim(c: Ctx, r: RestTaskClaim) -> Resp:
 def complete_task(c: Ctx, r: RestTaskComplete) -> Resp:
     """The claimer is done with this run: the root promise settled (its task is fulfilled
     already), or it waits on callbacks (suspended; resumed at once if one is ready). 201 now,
-    200 completed before (any counter), 403 not claimed with this counter (or the lease lapsed)."""
+    200 completed before (any counter), 403 not claimed with this counter (or the lease lapsed).
+    With `settle` the claimer also settles the root promise (`_settle_root`)."""
     ref, t = _task(c, r.id)
     if ref is None or t is None:
         return fail(TASK_NOT_FOUND)
+    if r.settle is not None:
+        return _settle_root(c, r, ref.root, t)
     if t.state in ("fulfilled", "suspended", "halted"):
         return 200, {"task": t}
     if not _leased(c, t, r.counter):
@@ -207,6 +210,23 @@ def complete_task(c: Ctx, r: RestTaskComplete) -> Resp:
     else:
         t = set_timer(c, t, None, None, state="suspended")
     return 201, {"task": t}
+
+
+def _settle_root(c: Ctx, r: RestTaskComplete, root: str, t: Task) -> Resp:
+    """Settle the root promise as the claimer of this run (the settle cascade fulfills the task):
+    201 now; 200 when it is settled already in this state (a repeat); 403 when it is settled in
+    another state (timed out, say), or the task is not claimed with this counter."""
+    assert r.settle is not None
+    state, value = r.settle
+    p = c.tx.get_promise(root)
+    assert p is not None
+    if not p.pending:
+        return (200, {"task": t}) if p.state == state else fail(ALREADY_COMPLETED[p.state])
+    if not _leased(c, t, r.counter):
+        return fail(TASK_COUNTER if t.state == "acquired" else TASK_STATE)
+    settle(c, p, state, value)
+    t2 = c.tx.get_task(t.id)
+    return 201, {"task": t2 if t2 is not None else t}
 
 
 def drop(c: Ctx, r: RestTaskDrop) -> Resp:

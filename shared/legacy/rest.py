@@ -254,7 +254,9 @@ def install(app: Flask, service: Service) -> None:
     def post_task(verb: str) -> Response:
         if verb not in renders:
             return fail(404, "Not found", 4043)
-        return route(service, f"rest.task.{verb}", lambda: body(request, limit), renders[verb])
+        keep_out = ("state", "value") if verb == "complete" else ()  # settling the promise there is gRPC's
+        return route(service, f"rest.task.{verb}",
+                     lambda: {k: v for k, v in body(request, limit).items() if k not in keep_out}, renders[verb])
 
     def get_task(verb: str, rest: str) -> Response:
         """The GET links of a task message (`href`): `/tasks/{verb}/{id}/{counter}`; the

@@ -197,7 +197,8 @@ def _launch(backend: str, cmd: list[str], args: list[str], workdir: Path, port: 
             db: Path | None, pg_url: str | None, my_url: str | None) -> ServerProc | None:
     """Start the server on `port`; the ServerProc once it answers /health on its own socket, None
     when the port was taken by another process (`listens`: a stranger's /health does not count)."""
-    cmd = [*cmd, "--server-port", str(port), "--observability-metrics-port", "0", "--legacy-poll-port", "0", *args]
+    cmd = [*cmd, "--server-port", str(port), "--observability-metrics-port", "0", "--legacy-poll-port", "0",
+           "--server-grpc-port", "0", *args]
     log = workdir / f"server-{port}.log"
     fh = open(log, "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
