@@ -1,13 +1,15 @@
 """Routing rules end to end (docs/routing.md): a server with the rule `analytics/*` ->
 `poll://any@analytics` and an official resonate-sdk 0.8.1 worker in group `analytics`.
 Promises created by plain HTTP requests, with no SDK and no target (the envelope protocol's
-`promise.create`, the REST API's `POST /promises` and `POST /promises/{id}/create`), reach the
+`promise.create`, the REST API's `POST /promises` and `POST /promises/{id}/create`, and the gRPC
+API's `CreatePromise` from a client generated from the .proto files), reach the
 worker and are resolved with its function's result; an id no rule matches gets no task. On
 every process backend. Then the documentation's own example, run as written: its `serve`
 flag, its worker script and its curl commands.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -23,7 +25,8 @@ import pytest
 import requests
 
 from tests.sdk.harness import Harness, b64json, unb64json, wait_until
-from tests.support.server import ROOT, ServerProc, process_backends, start_server
+from tests.support.grpc_client import connect, generated
+from tests.support.server import ROOT, ServerProc, free_port, process_backends, start_server
 
 pytestmark = pytest.mark.process
 
@@ -47,12 +50,13 @@ def deadline() -> int:
 
 @pytest.mark.parametrize("backend", process_backends())
 def test_plain_creates_reach_a_worker_of_the_rules_group(backend: str, tmp_path: Path) -> None:
-    srv = start_server(backend, tmp_path / "server", debug=False, args=ARGS)
+    grpc_port = free_port()
+    srv = start_server(backend, tmp_path / "server", debug=False, args=[*ARGS, "--server-grpc-port", str(grpc_port)])
     h = Harness("py", srv, tmp_path)
     try:
         h.worker("analytics-1", "analytics")
         param = {"data": b64json({"func": "remote_echo", "args": [0]})}
-        ids = {way: f"analytics/{way}-{uuid.uuid4()}" for way in ("envelope", "rest", "rest-create")}
+        ids = {way: f"analytics/{way}-{uuid.uuid4()}" for way in ("envelope", "rest", "rest-create", "grpc")}
         other = f"reports/{uuid.uuid4()}"
 
         def invocation(x: int) -> dict[str, str]:
@@ -70,6 +74,11 @@ def test_plain_creates_reach_a_worker_of_the_rules_group(backend: str, tmp_path:
         r = requests.post(f"{srv.url}/promises/{ids['rest-create']}/create",
                           json={"param": invocation(3), "timeout": deadline()}, timeout=30)
         assert r.status_code == 201, r.text
+        g = connect(grpc_port, generated(tmp_path / "grpc"))  # a client generated from the .proto files
+        made = g.promises.CreatePromise(g.promise.CreatePromiseRequest(
+            id=ids["grpc"], timeout=deadline(),
+            param=g.promise.Value(data=json.dumps({"func": "remote_echo", "args": [4]}).encode())))
+        assert not made.noop and dict(made.promise.tags) == {"resonate:target": "poll://any@analytics"}
         env["data"] = {"id": other, "timeoutAt": deadline(), "param": param, "tags": {}}
         assert requests.post(srv.url + "/", json=env, timeout=30).status_code == 200
         assert srv.rpc("task.get", {"id": other}) == (404, "Task not found")
