@@ -219,10 +219,10 @@ class MemoryTx:
                 out.append((seq, m, failures, dead))
         return out[:limit]
 
-    def revive_dead(self, seq: int | None) -> list[Message]:
+    def revive_dead(self, seq: int | None) -> list[tuple[int, Message]]:
         rows = sorted(self.st.outbox.values(), key=lambda r: r[0])
-        revived = [m for s, m in rows if (seq is None or s == seq) and self._dead(m)]
-        for m in revived:
+        revived = [(s, m) for s, m in rows if (seq is None or s == seq) and self._dead(m)]
+        for _, m in revived:
             self._set(self.st.failures, m.key, _MISSING)
         return revived
 

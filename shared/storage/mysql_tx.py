@@ -495,7 +495,7 @@ class MyTx(PortableQueries):
                        " ORDER BY seq LIMIT %(n)s", after=after, n=limit)
         return [(r[0], Message(r[1], r[2], r[3], r[4]), r[5], bool(r[6])) for r in rows]
 
-    def revive_dead(self, seq: int | None) -> list[Message]:
+    def revive_dead(self, seq: int | None) -> list[tuple[int, Message]]:
         """No `UPDATE ... RETURNING` here: the dead rows are read locked, then made claimable at once."""
         self._w()
         where = f"claimed_until >= {DEAD}" + ("" if seq is None else " AND seq = %(seq)s")
@@ -504,7 +504,7 @@ class MyTx(PortableQueries):
                        **args)
         if rows:
             self._n(f"UPDATE outbox SET claimed_until = 0, attempts = 0 WHERE {where}", **args)
-        return [Message(r[1], r[2], r[3], r[4]) for r in rows]
+        return [(r[0], Message(r[1], r[2], r[3], r[4])) for r in rows]
 
     def outbox_count(self) -> int:
         return self._x("SELECT count(*) FROM outbox")[0][0]
