@@ -18,7 +18,7 @@ from typing import Any
 
 REDRIVE_ATTRIBUTE = "resonate-redrive"
 PULL_BATCH = 100
-PULL_TIMEOUT_S = 10.0
+PULL_TIMEOUT_S = 5.0  # an empty subscription answers at this deadline (a long pull)
 PUBLISH_TIMEOUT_S = 30.0
 _PUBSUB_ATTRIBUTES = "CloudPubSubDeadLetter"  # attributes Pub/Sub adds when dead-lettering: not ours to copy
 
@@ -59,7 +59,7 @@ def redrive_dead_letters(subscription: str, topic: str, dry_run: bool = False,
             try:
                 resp = subscriber.pull(request={"subscription": subscription,
                                                 "max_messages": min(PULL_BATCH, limit - len(moved))},
-                                       timeout=PULL_TIMEOUT_S)
+                                       timeout=PULL_TIMEOUT_S, retry=None)
             except gexc.DeadlineExceeded:
                 break
             except gexc.GoogleAPICallError as e:
