@@ -2,7 +2,7 @@
 
 One `Service` per adapter (memory is the reference; SQLite on a fresh file; more adapters can be
 added through the registry and `RESONATE_DIFF_BACKENDS`). Inside a debug session, a seeded
-generator drives requests of all 26 kinds over a small id pool with a logical clock
+generator drives requests of all 28 kinds over a small id pool with a logical clock
 (`head["resonate:debug_time"]`). After every step the full response and the full `debug.snap`
 must be identical across adapters, and the snapshot must satisfy the cheap snapshot invariants. A run lasts until every kind has succeeded at least once (plus a minimum number of
 steps); if some kind never succeeded within the step cap the test fails and names them.
