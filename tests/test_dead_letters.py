@@ -101,3 +101,29 @@ def test_a_redriven_message_that_fails_again_goes_dead_again(backend: str, tmp_p
     finally:
         srv.stop()
         target.stop()
+
+
+@pytest.mark.parametrize("backend", process_backends())
+def test_a_dead_unblock_is_redriven_with_its_promise(backend: str, tmp_path: Any) -> None:
+    """An HTTP listener's unblock: re-driven, it carries the promise as settled."""
+    target = Capture(status=500).start()
+    srv = start_server(backend, tmp_path, debug=False, env={f"{PUSH}MAX_ATTEMPTS": "1"})
+    try:
+        st, data = srv.rpc("promise.create", {"id": "dl-p", "timeoutAt": int(time.time() * 1000) + HOUR})
+        assert st == 200, data
+        assert srv.rpc("promise.register_listener", {"awaited": "dl-p", "address": target.url("/l")})[0] == 200
+        assert srv.rpc("promise.settle", {"id": "dl-p", "state": "resolved", "value": {"data": "eA=="}})[0] == 200
+        assert wait_until(lambda: len(messages(srv, "--dead")) == 1, 30), (messages(srv), srv.logs())
+        (m,) = messages(srv, "--dead")
+        assert (m["kind"], m["promiseId"], m["attempts"]) == ("unblock", "dl-p", 1) and "taskId" not in m
+        target.status = 200
+        out = cli("messages", "redrive", str(m["id"]), "-S", srv.url, "--json").json()
+        assert [x["promiseId"] for x in out["redriven"]] == ["dl-p"]
+        assert wait_until(lambda: target.count == 2, 20), srv.logs()
+        body = target.requests[-1].body
+        assert body["kind"] == "unblock" and body["data"]["promise"]["id"] == "dl-p", body
+        assert body["data"]["promise"]["state"] == "resolved", body
+        assert wait_until(lambda: messages(srv) == [], 20), messages(srv)
+    finally:
+        srv.stop()
+        target.stop()

@@ -262,6 +262,7 @@ STEPS: list[tuple[str, Callable, bool]] = [
     ("new version", lambda tx: [tx.enqueue(Message("execute", "t2", "poll://a", 2)), tx.dead_messages(),
                                 tx.outbox_page(0, 10), tx.record_failure(Message("execute", "t2", "poll://a", 2), 3)],
      True),
+    ("revive replaced", lambda tx: (tx.revive_dead(None), tx.outbox_rows(False, 0, 10)), True),  # not dead now
     ("ack stale", lambda tx: (tx.ack(Message("execute", "t1", "poll://a", 1)),
                               tx.ack(Message("unblock", "p1", "poll://u", 5))), True),
     ("ack", lambda tx: (tx.ack(Message("execute", "t1", "poll://b", 2)),
