@@ -14,9 +14,10 @@ from typing import Any
 
 from shared import requests as rq
 from shared import requests_locks as rl
+from shared import requests_outbox as ro
 from shared import requests_rest as rr
 from shared import scope
-from shared.engine import debug, locks, promises, rest, rest_schedules, schedules, tasks
+from shared.engine import debug, locks, outbox_ops, promises, rest, rest_schedules, schedules, tasks
 from shared.engine.core import Ctx, Resp
 from shared.protocol import DecodeError, Reject
 from shared.scope import Touched
@@ -75,6 +76,9 @@ KINDS: dict[str, Kind[Any]] = _kinds(
     Kind("schedule.delete", rq.decode_schedule_delete, schedules.schedule_delete, scope.by_id),
     Kind("schedule.search", rq.decode_schedule_search, schedules.schedule_search, scope.everything,
          read_first=True),
+    # the operator's outbox (docs/operations.md#dead-letters): every tenant's rows, so admin tokens only
+    Kind("outbox.search", ro.decode_outbox_search, outbox_ops.outbox_search, scope.everything, read_first=True),
+    Kind("outbox.redrive", ro.decode_outbox_redrive, outbox_ops.outbox_redrive, scope.everything),
     Kind("debug.start", rq.no_fields(rq.DebugStart), debug.debug_start, scope.everything, debug=True),
     Kind("debug.stop", rq.no_fields(rq.DebugStop), debug.debug_stop, scope.everything, debug=True),
     Kind("debug.reset", rq.no_fields(rq.DebugReset), debug.debug_reset, scope.everything, debug=True),

@@ -161,6 +161,9 @@ class Effects:
     # promises schedule firings created
     due: list[tuple[str, int]] = field(default_factory=list)
     schedule_promises: int = 0
+    # dead outbox rows an operator re-drove (also in `messages`): a sender that remembers dead
+    # rows in memory (InProcessClaims) forgets them
+    revived: list[Message] = field(default_factory=list)
 
     def add_deadline(self, at: int) -> None:
         if self.deadline is None or at < self.deadline:

@@ -52,11 +52,11 @@ ALLOWED_STATUS: dict[str, set[int]] = {
     "task.continue": {200, 400, 404, 409}, "task.search": {200, 400}, "schedule.get": {200, 400, 404},
     "schedule.create": {200, 400}, "schedule.delete": {200, 400, 404}, "schedule.search": {200, 400},
     "debug.start": {200}, "debug.stop": {200}, "debug.reset": {200}, "debug.snap": {200},
-    "debug.tick": {200, 400},
+    "debug.tick": {200, 400}, "outbox.search": {200, 400}, "outbox.redrive": {200, 400},
 }
 assert set(ALLOWED_STATUS) == set(KINDS), "every kind needs its allowed statuses here"
 READ_ONLY = {"promise.get", "promise.search", "task.get", "task.search", "schedule.get", "schedule.search",
-             "debug.snap"}
+             "debug.snap", "outbox.search"}
 
 # ------------------------------------------------------------------------------------ harness
 
@@ -249,6 +249,8 @@ WRONG: dict[str, st.SearchStrategy] = {
                                                                                     max_size=1)),
                                      min_size=1, max_size=3)),
 }
+WRONG["bool"] = st.one_of(st.integers(), st.floats(), weird_text, st.lists(json_scalars, max_size=2),
+                          st.dictionaries(st.text(max_size=3), json_scalars, max_size=2))
 WRONG["value"] = st.one_of(
     WRONG["obj"],
     st.fixed_dictionaries({"headers": WRONG["map"]}),
@@ -296,6 +298,8 @@ SCHEMA: dict[str, list[tuple[tuple, str, bool]]] = {
     "task.search": [(("state",), "enum:pending,acquired,suspended,halted,fulfilled", False),
                     (("limit",), "int", False), (("cursor",), "str", False)],
     "schedule.get": [(("id",), "str", True)],
+    "outbox.search": [(("dead",), "bool", False), (("limit",), "int", False), (("cursor",), "str", False)],
+    "outbox.redrive": [(("ids",), "list", False), (("ids", 0), "int", True), (("all",), "bool", False)],
     "schedule.create": [(("id",), "str", True), (("cron",), "str", True), (("promiseId",), "str", True),
                         (("promiseTimeout",), "int", True), (("promiseParam",), "value", False),
                         (("promiseTags",), "map", False)],
@@ -364,6 +368,8 @@ def templates(kind: str) -> list[dict[str, Any]]:
         "schedule.search": [{"tags": {"resonate:target": A}, "limit": 1, "cursor": ""}],
         "debug.start": [{}],
         "debug.snap": [{}],
+        "outbox.search": [{"dead": True, "limit": 1, "cursor": "0"}, {}],
+        "outbox.redrive": [{"ids": [1, 2]}, {"all": True}],
         "debug.tick": [{"time": T}],
     }[kind]
 

@@ -8,6 +8,7 @@ import pytest
 
 from shared import requests as rq
 from shared import requests_locks as rl
+from shared import requests_outbox as ro
 from shared import requests_rest as rr
 from shared.frozen import frozen
 from shared.kinds import KINDS
@@ -73,7 +74,7 @@ def test_a_default_is_refused() -> None:
 
 
 def test_every_request_type_is_a_frozen_record() -> None:
-    classes = [c for module in (rq, rr, rl) for c in vars(module).values()]
+    classes = [c for module in (rq, rr, rl, ro) for c in vars(module).values()]
     for entry in KINDS.values():
         cls = next(c for c in classes if isinstance(c, type) and getattr(c, "kind", None) == entry.name
                    and issubclass(c, rq.Request))

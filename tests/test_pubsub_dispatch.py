@@ -34,6 +34,7 @@ from tests.support.fake_google_oidc import Issuer
 from tests.support.pg import pg_template, pg_url  # noqa: F401 (fixtures)
 from tests.support.pubsub import Emulator, pubsub_emulator  # noqa: F401 (fixture)
 from tests.support.wait import wait_until
+from tests.test_cli import cli
 
 pytestmark = [pytest.mark.process, pytest.mark.postgres, pytest.mark.cloudsim]
 
@@ -42,11 +43,13 @@ MAX_ATTEMPTS = 5
 
 
 class Worker:
-    """The HTTP worker: /ok answers 200, /flaky/<id> fails its first 2 pushes, /down always 500."""
+    """The HTTP worker: /ok answers 200, /flaky/<id> fails its first 2 pushes, /down 500 until
+    its path is in `healed`."""
 
     def __init__(self) -> None:
         self.hits: list[tuple[str, dict, int]] = []  # (path, body, status)
         self.lock = threading.Lock()
+        self.healed: set[str] = set()
         worker = self
 
         class H(BaseHTTPRequestHandler):
@@ -54,8 +57,8 @@ class Worker:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with worker.lock:
                     seen = sum(1 for p, _, _ in worker.hits if p == self.path)
-                    status = 500 if self.path.startswith("/down") or (self.path.startswith("/flaky")
-                                                                       and seen < 2) else 200
+                    down = self.path.startswith("/down") and self.path not in worker.healed
+                    status = 500 if down or (self.path.startswith("/flaky") and seen < 2) else 200
                     worker.hits.append((self.path, body, status))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -287,3 +290,44 @@ def test_a_failed_publish_makes_the_row_claimable_again_soon(pg_url: str, pubsub
         assert t0 < until <= time.time() * 1000 + 5_000 and attempts == 0
     finally:
         rt.stop(5)
+
+
+def dead_letters(sim: SimServer, emu: Emulator) -> list[int]:
+    """The rows named by the dead-letter subscription's messages (a dry run: they stay)."""
+    out = cli("messages", "redrive", "--pubsub", "--subscription", sim.dead_subscription, "--topic", sim.topic,
+              "--dry-run", "--json", env=emu.env())
+    return [m.get("seq") for m in out.json()["messages"]]
+
+
+def test_dead_letters_are_redriven_from_pubsub_and_from_the_outbox(sim: SimServer, worker: Worker,
+                                                                  pubsub_emulator: Emulator):
+    """Two rows die the Pub/Sub way. Once the worker recovers, one comes back through
+    `messages redrive ID` against the api (its commit publishes the row again), then the other
+    through `messages redrive --pubsub` (the dispatch function revives its row and pushes); the
+    first one's dead letter, moved back too, finds its row gone and pushes nothing twice."""
+    ids = ["dlq-" + uuid.uuid4().hex[:8] for _ in range(2)]
+    paths = [f"/down/{id}" for id in ids]
+    for id, path in zip(ids, paths):
+        create(sim, id, worker.url(path))
+    assert wait_until(lambda: all(rows(sim, id)[0][3] for id in ids), 30), [rows(sim, id) for id in ids]
+    seqs = [rows(sim, id)[0][0] for id in ids]
+    assert wait_until(lambda: set(seqs) <= set(dead_letters(sim, pubsub_emulator)), 60)
+    listed = cli("messages", "list", "--dead", "-S", sim.url, "--json").json()["messages"]
+    assert {m["id"] for m in listed} >= set(seqs)
+    worker.healed.update(paths)
+
+    # from the outbox, through the api: the row is claimable again and its commit publishes it
+    out = cli("messages", "redrive", str(seqs[1]), "-S", sim.url, "--json").json()
+    assert [m["id"] for m in out["redriven"]] == [seqs[1]], out
+    assert wait_until(lambda: rows(sim, ids[1]) == [], 30), (rows(sim, ids[1]), worker.at(paths[1]))
+    assert [st for _, _, st in worker.at(paths[1])] == [500] * MAX_ATTEMPTS + [200]
+
+    # the Pub/Sub shape: every dead letter goes back to the dispatch topic, ours among them
+    out = cli("messages", "redrive", "--pubsub", "--subscription", sim.dead_subscription, "--topic", sim.topic,
+              "--json", env=pubsub_emulator.env()).json()
+    assert set(seqs) <= {m["seq"] for m in out["messages"]}, out
+    assert wait_until(lambda: rows(sim, ids[0]) == [], 30), (rows(sim, ids[0]), worker.at(paths[0]))
+    assert [st for _, _, st in worker.at(paths[0])] == [500] * MAX_ATTEMPTS + [200]
+    assert wait_until(lambda: len(forwarded(sim, seqs[1])) == MAX_ATTEMPTS + 2, 20)  # the late one: acked, gone
+    assert forwarded(sim, seqs[1])[-1] == 200 and len(worker.at(paths[1])) == MAX_ATTEMPTS + 1
+    assert not set(seqs) & set(dead_letters(sim, pubsub_emulator))  # the dead-letter subscription let go

@@ -247,9 +247,22 @@ STEPS: list[tuple[str, Callable, bool]] = [
                          tx.dead_messages(), tx.outbox_page(0, 10), tx.outbox_count(), tx.outbox()), True),
     ("dead stays dead", lambda tx: tx.enqueue(Message("execute", "t2", "poll://a", 1)), True),
     ("dead read", lambda tx: (tx.dead_messages(), tx.outbox_page(0, 10)), False),
+    # the operator's listing and re-drive: by queue position, only dead rows revive
+    ("rows", lambda tx: (tx.outbox_rows(False, 0, 10), tx.outbox_rows(True, 0, 10), tx.outbox_rows(False, 1, 1),
+                         tx.outbox_rows(True, 10**9, 5)), False),
+    ("revive one", lambda tx: (tx.revive_dead(10**9), tx.revive_dead(tx.outbox_rows(False, 0, 1)[0][0]),
+                               tx.revive_dead(tx.outbox_rows(True, 0, 1)[0][0]),
+                               tx.revive_dead(tx.outbox_rows(False, 0, 10)[-1][0]),  # alive: untouched
+                               tx.outbox_rows(False, 0, 10), tx.dead_messages(), tx.outbox_page(0, 10)), True),
+    ("dead again", lambda tx: [tx.record_failure(Message("execute", "t2", "poll://a", 1), 2) for _ in range(2)]
+     + [tx.dead_messages()], True),
+    ("revive all", lambda tx: (tx.revive_dead(None), tx.revive_dead(None), tx.outbox_rows(True, 0, 10)), True),
+    ("dead once more", lambda tx: [tx.record_failure(Message("execute", "t2", "poll://a", 1), 2) for _ in range(2)]
+     + [tx.dead_messages()], True),
     ("new version", lambda tx: [tx.enqueue(Message("execute", "t2", "poll://a", 2)), tx.dead_messages(),
                                 tx.outbox_page(0, 10), tx.record_failure(Message("execute", "t2", "poll://a", 2), 3)],
      True),
+    ("revive replaced", lambda tx: (tx.revive_dead(None), tx.outbox_rows(False, 0, 10)), True),  # not dead now
     ("ack stale", lambda tx: (tx.ack(Message("execute", "t1", "poll://a", 1)),
                               tx.ack(Message("unblock", "p1", "poll://u", 5))), True),
     ("ack", lambda tx: (tx.ack(Message("execute", "t1", "poll://b", 2)),
@@ -548,7 +561,7 @@ WRITES = [lambda tx: tx.insert_promise(P("r")), lambda tx: tx.update_promise(P("
           lambda tx: tx.ack(Message("unblock", "a", "b")), lambda tx: tx.insert_schedule(S("s", 1)),
           lambda tx: tx.update_schedule(S("s", 1)), lambda tx: tx.delete_schedule("s"),
           lambda tx: tx.set_meta("a", "b"), lambda tx: tx.reset(), lambda tx: tx.put_lock(L("r", 1)),
-          lambda tx: tx.delete_lock("r")]
+          lambda tx: tx.delete_lock("r"), lambda tx: tx.revive_dead(None)]
 
 
 @pytest.mark.parametrize("fn", WRITES)

@@ -100,6 +100,8 @@ BUILDERS: dict[str, Callable[[Ids], dict[str, Any]]] = {
     "debug.stop": lambda i: {},
     "debug.reset": lambda i: {},
     "debug.snap": lambda i: {},
+    "outbox.search": lambda i: {"dead": True},
+    "outbox.redrive": lambda i: {"all": True},
     "debug.tick": lambda i: {"time": 1},
     # the REST API's kinds: the `data` its routes build (sent over those routes: `rest_request`)
     "rest.promise.get": lambda i: {"id": i.promise},

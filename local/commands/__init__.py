@@ -1,4 +1,4 @@
-"""Client commands of the `resonate` CLI (docs/cli.md): promises, tasks, schedules, invoke, tree.
+"""Client commands of the `resonate` CLI (docs/cli.md): promises, tasks, schedules, invoke, tree, messages.
 
 `local/cli.py` calls `register` from `_parser()` and hands a parsed namespace to `run` when
 `is_client(args)`; everything else about these commands lives in this package.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from local.commands import invoke, promises, schedules, tasks, tree
+from local.commands import invoke, messages, promises, schedules, tasks, tree
 from local.commands.client import run as _run
 
 
@@ -43,7 +43,7 @@ def register(parser: argparse.ArgumentParser, sub: Any) -> None:
     """Add `--version` and the client subcommands to the top-level parser."""
     parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub.metavar = sub.metavar or "COMMAND"  # the alias names would crowd the usage line
-    for module in (promises, tasks, schedules, invoke, tree):
+    for module in (promises, tasks, schedules, invoke, tree, messages):
         module.register(sub)
 
 

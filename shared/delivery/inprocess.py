@@ -70,6 +70,12 @@ class InProcessClaims:
         if fx.debug_changed and not debug:
             out.wake()
         now = time.monotonic()
+        if fx.revived:
+            with self._lock:
+                for m in fx.revived:
+                    if self._dead.get(m.key) == m:
+                        del self._dead[m.key]
+                    self._backoff.pop(m.key, None)
         rows = []
         for m in fx.messages:
             self._acked.pop(m, None)  # queued anew: no longer the row we deleted

@@ -13,7 +13,9 @@ server uses) within the request:
   claim renewed. The last allowed attempt (`dispatch.max_attempts`, counted by the row, or
   Pub/Sub's `deliveryAttempt` when dead-lettering is on) marks the row dead (kept, never
   re-published) while the subscription's dead-letter policy moves the message aside;
-- a row that is gone, replaced by a newer version, or dead: 200, nothing to do.
+- a row that is gone, replaced by a newer version, or dead: 200, nothing to do; but a message an
+  operator moved back from the dead-letter subscription (`resonate messages redrive --pubsub`,
+  attribute `resonate-redrive`) revives its dead row first, as `outbox.redrive` does, and is pushed.
 
 The outbox row stays the truth: a failed publish makes the row claimable again shortly, and a
 row whose lease lapsed (message lost, Pub/Sub gave up) is re-published by the sweeper's re-drive.
@@ -151,6 +153,15 @@ class TokenCheck:
         return None
 
 
+def is_redrive(body: bytes) -> bool:
+    """The push envelope carries a message re-published from the dead letters (shared/delivery/pubsub_redrive.py)."""
+    try:
+        attrs = json.loads(body)["message"].get("attributes") or {}
+        return isinstance(attrs, dict) and attrs.get("resonate-redrive") == "1"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
 def parse_push(body: bytes) -> tuple[int, int, int]:
     """(seq, version, deliveryAttempt or 0) of a Pub/Sub push envelope; ValueError if malformed."""
     try:
@@ -194,6 +205,8 @@ class DispatchHandler:
         if found is None:
             return 200, {"status": "gone"}
         m, _, dead, debug = found
+        if dead and is_redrive(body):
+            dead = not self._revive(seq, m)
         if dead:
             return 200, {"status": "dead"}
         if debug:
@@ -223,6 +236,16 @@ class DispatchHandler:
             log.error("giving up on %s %s to %s after %d failed attempts: row %d marked dead", m.kind, q(m.id),
                       q(m.address), max(failures, attempt), seq)
         return 500, {"status": "failed", "attempts": failures, "dead": dead}
+
+    def _revive(self, seq: int, m: Message) -> bool:
+        """Clear the dead mark of row `seq` if it still holds `m` (not replaced meanwhile), and
+        keep it claimed for this push (the sweeper's re-drive must not publish it again)."""
+        revived = self.store.write(lambda tx: tx.revive_dead(seq))
+        if not any(x == m for _, x in revived):
+            return False
+        self.claims.retry_later(seq, m.version, DISPATCH_LEASE_MS)
+        log.warning("re-driven from the dead letters: %s %s to %s (row %d)", m.kind, q(m.id), q(m.address), seq)
+        return True
 
     def _push(self, row: OutboxRow, promise: dict[str, Any] | None) -> bool:
         """One HTTP push, waited for: the answer to Pub/Sub is its result."""

@@ -90,6 +90,13 @@ class Tx(Protocol):
         dead mark; a different version of an execute starts clean."""
     def dead_messages(self) -> list[tuple[Message, int]]:
         """(message, failures) of the dead rows, in queue order."""
+    def outbox_rows(self, dead_only: bool, after: int, limit: int) -> list[tuple[int, Message, int, bool]]:
+        """(seq, message, failures, dead) of the rows after queue position `after`, in queue order
+        (only the dead ones with `dead_only`): the operator's listing (`resonate messages list`)."""
+    def revive_dead(self, seq: int | None) -> list[tuple[int, Message]]:
+        """Clear the dead mark and the failure count of the dead row at `seq` (None: of every dead
+        row), so delivery tries it again; returns the revived (seq, message) in queue order. A row that
+        is gone, or no longer dead (acked, or replaced by a new version), is left alone."""
     def ack(self, m: Message) -> bool:
         """Delete the row iff it still equals m (an execute replaced meanwhile stays)."""
     def outbox_count(self) -> int:

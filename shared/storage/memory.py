@@ -210,6 +210,22 @@ class MemoryTx:
         rows = sorted(self.st.outbox.values(), key=lambda r: r[0])
         return [(m, self.st.failures[m.key][1]) for _, m in rows if self._dead(m)]
 
+    def outbox_rows(self, dead_only: bool, after: int, limit: int) -> list[tuple[int, Message, int, bool]]:
+        out = []
+        for seq, m in sorted((r for r in self.st.outbox.values() if r[0] > after), key=lambda r: r[0]):
+            f = self.st.failures.get(m.key)
+            failures, dead = (f[1], f[2]) if f is not None and f[0] == m else (0, False)
+            if dead or not dead_only:
+                out.append((seq, m, failures, dead))
+        return out[:limit]
+
+    def revive_dead(self, seq: int | None) -> list[tuple[int, Message]]:
+        rows = sorted(self.st.outbox.values(), key=lambda r: r[0])
+        revived = [(s, m) for s, m in rows if (seq is None or s == seq) and self._dead(m)]
+        for _, m in revived:
+            self._set(self.st.failures, m.key, _MISSING)
+        return revived
+
     def outbox_count(self) -> int:
         return len(self.st.outbox)
 

@@ -489,6 +489,23 @@ class MyTx(PortableQueries):
                        " ORDER BY seq")
         return [(Message(r[0], r[1], r[2], r[3]), r[4]) for r in rows]
 
+    def outbox_rows(self, dead_only: bool, after: int, limit: int) -> list[tuple[int, Message, int, bool]]:
+        rows = self._x(f"SELECT seq, kind, id, address, version, attempts, claimed_until >= {DEAD} FROM outbox"
+                       f" WHERE seq > %(after)s{f' AND claimed_until >= {DEAD}' if dead_only else ''}"
+                       " ORDER BY seq LIMIT %(n)s", after=after, n=limit)
+        return [(r[0], Message(r[1], r[2], r[3], r[4]), r[5], bool(r[6])) for r in rows]
+
+    def revive_dead(self, seq: int | None) -> list[tuple[int, Message]]:
+        """No `UPDATE ... RETURNING` here: the dead rows are read locked, then made claimable at once."""
+        self._w()
+        where = f"claimed_until >= {DEAD}" + ("" if seq is None else " AND seq = %(seq)s")
+        args = {} if seq is None else {"seq": seq}
+        rows = self._x(f"SELECT seq, kind, id, address, version FROM outbox WHERE {where} ORDER BY seq FOR UPDATE",
+                       **args)
+        if rows:
+            self._n(f"UPDATE outbox SET claimed_until = 0, attempts = 0 WHERE {where}", **args)
+        return [(r[0], Message(r[1], r[2], r[3], r[4])) for r in rows]
+
     def outbox_count(self) -> int:
         return self._x("SELECT count(*) FROM outbox")[0][0]
 

@@ -455,6 +455,20 @@ class PgTx(PortableQueries):
                        " ORDER BY seq")
         return [(Message(r[0], r[1], r[2], r[3]), r[4]) for r in rows]
 
+    def outbox_rows(self, dead_only: bool, after: int, limit: int) -> list[tuple[int, Message, int, bool]]:
+        rows = self._x(f"SELECT seq, kind, id, address, version, attempts, claimed_until >= {DEAD} FROM outbox"
+                       f" WHERE seq > :after{f' AND claimed_until >= {DEAD}' if dead_only else ''}"
+                       " ORDER BY seq LIMIT :n", after=after, n=limit)
+        return [(r[0], Message(r[1], r[2], r[3], r[4]), r[5], bool(r[6])) for r in rows]
+
+    def revive_dead(self, seq: int | None) -> list[tuple[int, Message]]:
+        """Claimable at once (`claimed_until` 0): the cluster's claim and its background pass send it."""
+        self._w()
+        where = f"claimed_until >= {DEAD}" + ("" if seq is None else " AND seq = :seq")
+        rows = self._x(f"UPDATE outbox SET claimed_until = 0, attempts = 0 WHERE {where}"
+                       " RETURNING seq, kind, id, address, version", **({} if seq is None else {"seq": seq}))
+        return [(r[0], Message(r[1], r[2], r[3], r[4])) for r in sorted(rows)]
+
     def outbox_count(self) -> int:
         return self._x("SELECT count(*) FROM outbox")[0][0]
 

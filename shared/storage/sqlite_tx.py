@@ -308,6 +308,17 @@ class SqliteTx(PortableQueries):
         rows = self._x("SELECT kind, id, address, version, attempts FROM outbox WHERE dead = 1 ORDER BY seq")
         return [(Message(r[0], r[1], r[2], r[3]), r[4]) for r in rows]
 
+    def outbox_rows(self, dead_only: bool, after: int, limit: int) -> list[tuple[int, Message, int, bool]]:
+        rows = self._x("SELECT seq, kind, id, address, version, attempts, dead FROM outbox WHERE seq > ?"
+                       f"{' AND dead = 1' if dead_only else ''} ORDER BY seq LIMIT ?", (after, limit))
+        return [(r[0], Message(r[1], r[2], r[3], r[4]), r[5], bool(r[6])) for r in rows]
+
+    def revive_dead(self, seq: int | None) -> list[tuple[int, Message]]:
+        self._w()
+        rows = self._x("UPDATE outbox SET attempts = 0, dead = 0 WHERE dead = 1 AND (? IS NULL OR seq = ?)"
+                       " RETURNING seq, kind, id, address, version", (seq, seq)).fetchall()
+        return [(r[0], Message(r[1], r[2], r[3], r[4])) for r in sorted(rows)]
+
     def outbox_count(self) -> int:
         return self._x("SELECT count(*) FROM outbox").fetchone()[0]
 
