@@ -50,7 +50,7 @@ def read_body(req: Request, limit: int) -> bytes | None:
         parts.append(chunk)
 
 
-def rpc(service: Service, req: Request) -> Response:
+def rpc(service: Service, req: Request, operator: bool = False) -> Response:
     try:
         raw = read_body(req, service.cfg.server.max_body)
     except Exception as e:  # a broken upload (bad chunked framing, a client gone mid-body)
@@ -60,7 +60,7 @@ def rpc(service: Service, req: Request) -> Response:
     if raw is None:
         body = dumps(response("unknown", "0", 413, f"Request body exceeds {service.cfg.server.max_body} bytes"))
         return Response(body, 413, mimetype=JSON)
-    status, body = service.rpc(raw)
+    status, body = service.rpc(raw, operator)
     return Response(body, status, mimetype=JSON)
 
 
@@ -209,6 +209,8 @@ def create_app(service: Service, hub: PollHub | None, metrics: Metrics | None = 
         app.add_url_rule("/metrics", "metrics", lambda: metrics_route(service, metrics, request), methods=["GET"])
 
     app.add_url_rule("/", "rpc", lambda: rpc(service, request), methods=["POST"])
+    # operators' actions and queries (dead letters, retention): envelopes of kinds `POST /` never serves
+    app.add_url_rule("/operator", "operator", lambda: rpc(service, request, operator=True), methods=["POST"])
     app.add_url_rule("/health", "health", health, methods=["GET"])
     app.add_url_rule("/ready", "ready", lambda: ready(service), methods=["GET"])
     if hub is not None:

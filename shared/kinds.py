@@ -30,6 +30,8 @@ class Kind[R: rq.Request]:
     read_first: tried on a read snapshot first, re-run as a write only when it must change
       something (a lazy timeout); searches and snapshots never write.
     debug: served only when the server runs with `debug` on.
+    operator: an operator's action or query (dead letters, retention): served on `POST /operator`
+      only, never on `POST /` (the SDKs' protocol surface stays as it is).
     rest: a kind of the older server's REST API (docs/legacy-api.md): its routes build the
       request, `POST /` does not know it (the SDKs' protocol surface stays as it is).
     """
@@ -41,6 +43,7 @@ class Kind[R: rq.Request]:
     read_first: bool = False
     debug: bool = False
     rest: bool = False
+    operator: bool = False
 
     @property
     def metric_label(self) -> str:
@@ -77,8 +80,9 @@ KINDS: dict[str, Kind[Any]] = _kinds(
     Kind("schedule.search", rq.decode_schedule_search, schedules.schedule_search, scope.everything,
          read_first=True),
     # the operator's outbox (docs/operations.md#dead-letters): every tenant's rows, so admin tokens only
-    Kind("outbox.search", ro.decode_outbox_search, outbox_ops.outbox_search, scope.everything, read_first=True),
-    Kind("outbox.redrive", ro.decode_outbox_redrive, outbox_ops.outbox_redrive, scope.everything),
+    Kind("outbox.search", ro.decode_outbox_search, outbox_ops.outbox_search, scope.everything, read_first=True,
+         operator=True),
+    Kind("outbox.redrive", ro.decode_outbox_redrive, outbox_ops.outbox_redrive, scope.everything, operator=True),
     Kind("debug.start", rq.no_fields(rq.DebugStart), debug.debug_start, scope.everything, debug=True),
     Kind("debug.stop", rq.no_fields(rq.DebugStop), debug.debug_stop, scope.everything, debug=True),
     Kind("debug.reset", rq.no_fields(rq.DebugReset), debug.debug_reset, scope.everything, debug=True),
@@ -107,7 +111,8 @@ KINDS: dict[str, Kind[Any]] = _kinds(
     Kind("rest.lock.release", rl.decode_release, locks.release, scope.rest_lock, rest=True),
     Kind("rest.lock.heartbeat", rl.decode_heartbeat, locks.heartbeat, scope.nothing, rest=True),
 )
-RPC_KINDS = {name: k for name, k in KINDS.items() if not k.rest}  # what `POST /` serves
+RPC_KINDS = {name: k for name, k in KINDS.items() if not k.rest and not k.operator}  # what `POST /` serves
+OPERATOR_KINDS = {name: k for name, k in KINDS.items() if k.operator}  # `POST /operator`
 REST_KINDS = {name: k for name, k in KINDS.items() if k.rest}
 
 

@@ -112,19 +112,19 @@ class Service:
 
     # ---- requests ----------------------------------------------------------------------------
 
-    def rpc(self, raw: bytes) -> tuple[int, bytes]:
+    def rpc(self, raw: bytes, operator: bool = False) -> tuple[int, bytes]:
         """POST / : bytes in, (status, JSON bytes) out. Never raises: whatever goes wrong, the
         client gets an envelope (a 500 naming the error), never the web framework's HTML page.
 
         Metrics count the envelopes that parsed (the reference's rule), timed from the
         raw bytes to the encoded response."""
         try:
-            return self._rpc(raw)
+            return self._rpc(raw, operator)
         except Exception as e:  # a bug outside handle() (parsing, auth, encoding, metrics, logging)
             log.exception("internal error while handling a request")
             return 500, internal_error(e)
 
-    def _rpc(self, raw: bytes) -> tuple[int, bytes]:
+    def _rpc(self, raw: bytes, operator: bool = False) -> tuple[int, bytes]:
         t0 = perf_counter()
         env, err = parse_envelope(raw)
         if err is not None:
@@ -139,7 +139,7 @@ class Service:
         if isinstance(claims, tuple):  # not authenticated
             status, data = refused = claims
         else:
-            status, data = self.handle(env, claims)
+            status, data = self.handle(env, claims, operator=operator)
             refused = (status, data) if (status, data) == FORBIDDEN else None
         body = dumps(response(env.kind, env.corr_id, status, data))
         if refused is not None:
@@ -160,12 +160,14 @@ class Service:
             log.exception("internal error while authenticating kind=%s", q(env.kind))
             return 500, f"Internal error: {type(e).__name__}: {e}"
 
-    def handle(self, env: Envelope, claims: Mapping[str, Any] | None = None, rest: bool = False) -> tuple[int, Any]:
+    def handle(self, env: Envelope, claims: Mapping[str, Any] | None = None, rest: bool = False,
+               operator: bool = False) -> tuple[int, Any]:
         """Decode, authorize (`claims` of an authenticated caller; None with auth off), execute.
-        `rest`: the REST API's routes call (its kinds are served there only, never on `POST /`)."""
+        `rest`: the REST API's routes call; `operator`: `POST /operator` calls. Each kind is served
+        on its own surface only (never a REST or operator kind on `POST /`)."""
         try:
             k = KINDS.get(env.kind)
-            if k is None or (k.rest and not rest):
+            if k is None or k.rest != rest or k.operator != operator:
                 return 400, f"Unknown operation: {env.kind}"
             if k.debug and not self.cfg.debug:
                 return 403, "Debug operations are disabled"

@@ -24,7 +24,7 @@ import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shared.kinds import REST_KINDS
+from shared.kinds import OPERATOR_KINDS, REST_KINDS
 from shared.kinds import RPC_KINDS as REGISTRY
 from tests.support.envelope import VERSION, check_reply, envelope
 from tests.support.server import ServerProc
@@ -41,7 +41,13 @@ SETTINGS = settings(max_examples=300, deadline=None, database=None, print_blob=T
                                            HealthCheck.filter_too_much])
 DATA_SETTINGS = settings(SETTINGS, max_examples=400)
 
-KINDS = tuple(REGISTRY)  # every kind `POST /` serves (shared/kinds.py; the REST API's are tested in test_legacy_*)
+# every kind `POST /` serves and the operators' kinds (`POST /operator`; shared/kinds.py); the REST
+# API's are tested in test_legacy_*
+KINDS = tuple(REGISTRY) + tuple(OPERATOR_KINDS)
+
+
+def path_of(kind: Any) -> str:
+    return "/operator" if kind in OPERATOR_KINDS else "/"
 ALLOWED_STATUS: dict[str, set[int]] = {
     "promise.get": {200, 400, 404}, "promise.create": {200, 400}, "promise.settle": {200, 400, 404},
     "promise.register_callback": {200, 400, 404, 422}, "promise.register_listener": {200, 400, 404},
@@ -68,11 +74,12 @@ class Fuzz:
         self.srv = server
         self.dirty = True
 
-    def post(self, body: Any) -> tuple[requests.Response, Any]:
+    def post(self, body: Any, path: str = "/") -> tuple[requests.Response, Any]:
         """One request (a process: on its kept-alive session; whatever was sent before, the
         connection must survive)."""
         try:
-            r = self.srv.post(body, raw=True)
+            r = self.srv.post(body, raw=True) if path == "/" else self.srv.request(
+                "POST", path, data=body, headers={"Content-Type": "application/json"}, timeout=60)
         except requests.RequestException as e:  # a dropped or reset connection
             pytest.fail(f"connection failed for body {body[:300]!r}: {e!r}\nserver log tail:\n{self.srv.logs()[-3000:]}")
         assert r.status_code != 500, (
@@ -95,7 +102,7 @@ class Fuzz:
 
     def rpc(self, kind: str, data: Any) -> tuple[int, Any]:
         req = envelope(kind, data, time=T)
-        r, env = self.post(json.dumps(req).encode())
+        r, env = self.post(json.dumps(req).encode(), path_of(kind))
         check_reply(env, kind, req["head"]["corrId"], r.status_code)
         return r.status_code, env["data"]
 
@@ -157,7 +164,7 @@ class Fuzz:
                 self.seed()
                 before = self.state()
             self.dirty = False
-        r, env = self.post(body)
+        r, env = self.post(body, path_of(kind))
         status = r.status_code
         if echo is not None:
             assert (env["kind"], env["head"]["corrId"]) == echo, (echo, env, body[:300])
@@ -770,10 +777,18 @@ def test_very_long_ids(fz: Fuzz) -> None:
     assert fz.rpc("debug.snap", {})[0] == 200
 
 
-@pytest.mark.parametrize("kind", sorted(REST_KINDS))
-def test_rest_kinds_are_unknown_to_post_root(fz: Fuzz, kind: str) -> None:
-    """The REST API's kinds are served by its routes only: `POST /` (the SDKs' protocol surface)
-    answers them as unknown, whatever their data, and changes nothing."""
-    status, env = fz.check(json.dumps(envelope(kind, {"id": "p1", "processId": "x"}, time=T)).encode(), kind=kind,
-                           expect=400)
-    assert env["data"] == f"Unknown operation: {kind}"
+@pytest.mark.parametrize("kind", sorted([*REST_KINDS, *OPERATOR_KINDS]))
+def test_other_surfaces_kinds_are_unknown_to_post_root(fz: Fuzz, kind: str) -> None:
+    """The REST API's kinds are served by its routes only, the operators' on `POST /operator`
+    only: `POST /` (the SDKs' protocol surface) answers them as unknown, whatever their data, and
+    changes nothing."""
+    before = fz.state()
+    r, env = fz.post(json.dumps(envelope(kind, {"id": "p1", "processId": "x"}, time=T)).encode())
+    assert (r.status_code, env["data"]) == (400, f"Unknown operation: {kind}")
+    assert fz.state() == before
+
+
+@pytest.mark.parametrize("kind", ["promise.get", "task.search", "debug.snap", "rest.promise.get"])
+def test_post_operator_knows_only_the_operators_kinds(fz: Fuzz, kind: str) -> None:
+    r, env = fz.post(json.dumps(envelope(kind, {"id": "p1"}, time=T)).encode(), "/operator")
+    assert (r.status_code, env["data"]) == (400, f"Unknown operation: {kind}")

@@ -35,7 +35,7 @@ import pytest
 
 from shared import cron
 from shared.config import load
-from shared.kinds import KINDS, REST_KINDS
+from shared.kinds import KINDS, OPERATOR_KINDS, REST_KINDS
 from shared.legacy.ids import invoke_id, resume_id
 from shared.protocol import Envelope
 from shared.service import Service
@@ -975,8 +975,9 @@ class Run:
         raw = json.dumps(envelope).encode()
         self.trace.append(envelope)
         outs = []
+        operator = envelope["kind"] in OPERATOR_KINDS  # served on `POST /operator`
         for svc in self.services:
-            status, body = svc.rpc(raw)
+            status, body = svc.rpc(raw, operator)
             outs.append((status, _positions(json.loads(body))))
         ref_status, ref = outs[0]
         for name, (status, body) in zip(self.names[1:], outs[1:]):

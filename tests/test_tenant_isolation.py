@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from shared.kinds import KINDS, REST_KINDS, decode, touches
+from shared.kinds import KINDS, OPERATOR_KINDS, REST_KINDS, decode, touches
 from shared.legacy.ids import invoke_id
+from tests.support.envelope import envelope
 from tests.support.server import ServerProc, backends, start_server
 from tests.support.tokens import KeyPair, claims
 
@@ -267,6 +268,9 @@ def srv(request: pytest.FixtureRequest, key: KeyPair, tmp_path_factory: pytest.T
 def send(s: ServerProc, kind: str, data: dict[str, Any], auth: str) -> tuple[int, Any]:
     """One request of any kind with this token: an envelope on `POST /`, or a REST route
     (its refusal normalized to the envelope's `(403, "Forbidden")`)."""
+    if kind in OPERATOR_KINDS:
+        r = s.request("POST", "/operator", json=envelope(kind, data, auth=auth))
+        return r.status_code, r.json()["data"]
     if kind not in REST_KINDS:
         return s.rpc(kind, data, auth=auth)
     method, path, body = rest_request(kind, data)

@@ -69,16 +69,18 @@ class Client:
             head["auth"] = self.token
         return {"kind": kind, "head": head, "data": data}
 
-    def call(self, kind: str, data: Any) -> Any:
-        """Send one request; return the response data on a 2xx envelope status, else raise."""
+    def call(self, kind: str, data: Any, path: str = "") -> Any:
+        """Send one request (to `<server>/<path>`: `operator` for the operators' kinds); return the
+        response data on a 2xx envelope status, else raise."""
         headers = {"Content-Type": "application/json"}
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
         body = json.dumps(self.envelope(kind, data)).encode()
+        url = self.url + path
         try:
-            resp = self.http.request("POST", self.url, body=body, headers=headers)
+            resp = self.http.request("POST", url, body=body, headers=headers)
         except (urllib3.exceptions.HTTPError, ValueError, OSError) as e:
-            raise CliError(f"Connection error: error sending request for url ({self.url}): {_short_reason(e)}") from e
+            raise CliError(f"Connection error: error sending request for url ({url}): {_short_reason(e)}") from e
         try:
             envelope = json.loads(resp.data)
         except ValueError as e:  # also bad UTF-8

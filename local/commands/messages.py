@@ -29,7 +29,7 @@ def list_(args: argparse.Namespace) -> None:
     data: dict[str, Any] = {"limit": args.limit, "dead": args.dead}
     if args.cursor is not None:
         data["cursor"] = args.cursor
-    out = client_from(args).call("outbox.search", data)
+    out = client_from(args).call("outbox.search", data, path="operator")
     if json_mode(args) or not isinstance(out, dict) or not isinstance(out.get("messages"), list):
         emit(args, out)
         return
@@ -52,7 +52,7 @@ def redrive(args: argparse.Namespace) -> None:
         if not (raw.isascii() and raw.isdigit() and 0 < int(raw) < 2**63):
             raise CliError(f"invalid message id {raw!r}: ids are the positive numbers `messages list` shows")
         ids.append(int(raw))
-    out = client_from(args).call("outbox.redrive", {"all": True} if args.all else {"ids": ids})
+    out = client_from(args).call("outbox.redrive", {"all": True} if args.all else {"ids": ids}, path="operator")
     if json_mode(args) or not isinstance(out, dict):
         emit(args, out)
         return
