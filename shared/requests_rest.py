@@ -221,16 +221,11 @@ def decode_complete(d: Data, strict: bool) -> RestPromiseComplete:
     return RestPromiseComplete(s, _ikey(d), d.get("strict") is True, d.get("variant") == "A")
 
 
-def decode_search(d: Data, strict: bool) -> RestPromiseSearch:
+def search_fields(d: Data) -> tuple[str, dict[str, str], int, str | None]:
+    """(id pattern, tags, limit, cursor) of a search, promises' and schedules' alike."""
     pattern = d.get("id")
     if not isinstance(pattern, str) or pattern == "":
         raise Reject(400, "The field id is required")
-    state = d.get("state")
-    states = None
-    if state is not None:
-        if not isinstance(state, str) or state.lower() not in SEARCH_STATES:
-            raise Reject(400, "The field state must be one of pending, resolved, rejected")
-        states = SEARCH_STATES[state.lower()]
     try:
         tags = str_map(d.get("tags"), "tags")
         limit = opt_int(d, "limit") or MAX_LIMIT
@@ -239,6 +234,17 @@ def decode_search(d: Data, strict: bool) -> RestPromiseSearch:
         raise Reject(400, str(e)) from None
     if not 1 <= limit <= MAX_LIMIT:
         raise Reject(400, f"The field limit must be between 1 and {MAX_LIMIT}")
+    return pattern, tags, limit, cursor
+
+
+def decode_search(d: Data, strict: bool) -> RestPromiseSearch:
+    pattern, tags, limit, cursor = search_fields(d)
+    state = d.get("state")
+    states = None
+    if state is not None:
+        if not isinstance(state, str) or state.lower() not in SEARCH_STATES:
+            raise Reject(400, "The field state must be one of pending, resolved, rejected")
+        states = SEARCH_STATES[state.lower()]
     return RestPromiseSearch(pattern, states, tags, limit, cursor)
 
 
@@ -435,15 +441,4 @@ def decode_schedule_create(d: Data, strict: bool) -> RestScheduleCreate:
 
 
 def decode_schedule_search(d: Data, strict: bool) -> RestScheduleSearch:
-    pattern = d.get("id")
-    if not isinstance(pattern, str) or pattern == "":
-        raise Reject(400, "The field id is required")
-    try:
-        tags = str_map(d.get("tags"), "tags")
-        limit = opt_int(d, "limit") or MAX_LIMIT
-        cursor = opt_str(d, "cursor")
-    except DecodeError as e:
-        raise Reject(400, str(e)) from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise Reject(400, f"The field limit must be between 1 and {MAX_LIMIT}")
-    return RestScheduleSearch(pattern, tags, limit, cursor)
+    return RestScheduleSearch(*search_fields(d))

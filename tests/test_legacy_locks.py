@@ -30,6 +30,7 @@ from shared.storage.base import Store
 from shared.storage.memory import MemoryStore
 from shared.storage.sqlite import SqliteStore
 from shared.timers import TimerLoop
+from tests.support.clock import SetClock
 from tests.support.server import ServerProc, process_backends, start_server
 from tests.support.tokens import KeyPair, claims
 from tests.support.wait import wait_until
@@ -38,23 +39,13 @@ T0 = 1_700_000_000_000  # the manual clock's start (tokens check `exp` against t
 Reply = tuple[int, Any]
 
 
-class ManualClock(Clock):
-    """The service's clock, moved only by the test."""
-
-    def __init__(self, t: int) -> None:
-        super().__init__()
-        self.t = t
-
-    def now(self) -> int:
-        return self.t
-
 
 class Locks:
-    """The flask app over a MemoryStore and a ManualClock; the deadlines each commit announced."""
+    """The flask app over a MemoryStore and a SetClock; the deadlines each commit announced."""
 
     def __init__(self, env: dict[str, str] | None = None, clock: Clock | None = None,
                  store: Store | None = None) -> None:
-        self.clock = clock or ManualClock(T0)
+        self.clock = clock or SetClock(T0)
         self.service = Service(store or MemoryStore(), load({}, env=env or {}), clock=self.clock)
         self.deadlines: list[int] = []
         self.timers = TimerLoop(self.service)  # started only by the test that wants it
@@ -67,7 +58,7 @@ class Locks:
         self.client = Client(create_app(self.service, None))
 
     def move(self, t: int) -> None:
-        assert isinstance(self.clock, ManualClock)
+        assert isinstance(self.clock, SetClock)
         self.clock.t = t
 
     def post(self, verb: str, body: Any = None, raw: bytes | None = None, token: str | None = None) -> Reply:

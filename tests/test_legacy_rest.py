@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from shared.clock import Clock
 from shared.config import load
 from shared.delivery.hub import PollHub
 from shared.delivery.messages import encode
@@ -24,28 +23,22 @@ from shared.legacy.ids import invoke_id, resume_id
 from shared.records import Message
 from shared.service import Service
 from shared.storage.memory import MemoryStore
+from tests.support.clock import SetClock
 from tests.support.tokens import KeyPair, claims
 
 FAR = 2**62
 B64 = base64.b64encode(b'{"x": 1}').decode()
 
 
-class FixedClock(Clock):
-    def __init__(self, t: int) -> None:
-        self.t = t
 
-    def now(self) -> int:
-        return self.t
-
-
-def make(overrides: dict[str, Any] | None = None) -> tuple[Service, Client, FixedClock]:
-    clock = FixedClock(1_800_000_000_000)
+def make(overrides: dict[str, Any] | None = None) -> tuple[Service, Client, SetClock]:
+    clock = SetClock(1_800_000_000_000)
     svc = Service(MemoryStore(), load(overrides or {}, env={}), clock=clock)
     return svc, Client(create_app(svc, PollHub())), clock
 
 
 @pytest.fixture
-def rest() -> tuple[Service, Client, FixedClock]:
+def rest() -> tuple[Service, Client, SetClock]:
     return make()
 
 

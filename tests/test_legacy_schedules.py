@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from shared.clock import Clock
 from shared.config import load
 from shared.http import create_app
 from shared.kinds import decode, touches
 from shared.legacy import ids
 from shared.service import Service
 from shared.storage.memory import MemoryStore
+from tests.support.clock import SetClock
 from tests.support.server import ServerProc, process_backends, start_server
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z (a Tuesday)
@@ -32,14 +32,6 @@ BODY = {"id": "s", "description": "every five minutes", "cron": "*/5 * * * *", "
         "promiseParam": {"headers": {"h": "v"}, "data": "aGVsbG8="}, "promiseTags": {"k": "v"}}
 RUN = T0 + 100_000  # the first tick of */5 after T0
 
-
-class SetClock(Clock):
-    def __init__(self, t: int) -> None:
-        super().__init__()
-        self.t = t
-
-    def now(self) -> int:
-        return self.t
 
 
 class Api:

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from shared.clock import Clock
 from shared.config import load
 from shared.delivery.hub import PollHub
 from shared.http import create_app
 from shared.records import Message
 from shared.service import Service
 from shared.storage.memory import MemoryStore
+from tests.support.clock import SetClock
 from tests.support.tokens import KeyPair, claims
 
 T0 = 1_800_000_000_000
@@ -28,14 +28,6 @@ ANALYTICS = "poll://any@analytics"
 RULES = ("analytics/eu/*=poll://any@analytics-eu", "analytics/*=" + ANALYTICS)
 B64 = "eyJmdW5jIjogInN1bW1hcml6ZSJ9"  # {"func": "summarize"}
 
-
-class SetClock(Clock):
-    def __init__(self, t: int) -> None:
-        super().__init__()
-        self.t = t
-
-    def now(self) -> int:
-        return self.t
 
 
 class Server:

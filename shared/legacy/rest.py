@@ -146,6 +146,20 @@ def _cursor_in(token: str) -> Data:
     return d
 
 
+def search_query(args: Any, pattern_key: str = "id") -> Data:
+    """A search's query string (`id` or the earliest API's `q`, `tags[k]=v`, `limit`) as request
+    fields; a cursor carries the whole query (promises' and schedules' searches alike)."""
+    if args.get("cursor"):
+        return _cursor_in(args["cursor"])
+    tags = {k[5:-1]: v for k, v in args.items() if k.startswith("tags[") and k.endswith("]")}
+    raw = args.get("limit")
+    try:
+        limit = int(raw) if raw not in (None, "") else None
+    except ValueError:
+        raise BadRequest("The field limit must be an integer") from None
+    return {"id": args.get(pattern_key), "tags": tags, "limit": limit or None}
+
+
 def _claimed(base: str) -> Callable[[Data], Data]:
     def render(d: Data) -> Data:
         def one(p: Promise) -> Data:
@@ -167,21 +181,11 @@ def install(app: Flask, service: Service) -> None:
     limit = service.cfg.server.max_body
     base = service.cfg.server_url.rstrip("/")
 
-    def search_query(args: Any, pattern_key: str) -> Data:
-        if args.get("cursor"):
-            return _cursor_in(args["cursor"])
-        tags = {k[5:-1]: v for k, v in args.items() if k.startswith("tags[") and k.endswith("]")}
-        limit_arg = args.get("limit")
-        try:
-            n = int(limit_arg) if limit_arg not in (None, "") else None
-        except ValueError:
-            raise BadRequest("The field limit must be an integer") from None
-        return {"id": args.get(pattern_key), "state": args.get("state") or None, "tags": tags,
-                "limit": n or None}
-
     def search(pattern_key: str) -> Response:
         try:
             query = search_query(request.args, pattern_key)
+            if "cursor" not in query:
+                query["state"] = request.args.get("state") or None
         except BadRequest as e:
             return fail(400, e.message)
         status, out = call(service, "rest.promise.search", query)

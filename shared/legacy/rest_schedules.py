@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, Response, request
 
 from shared.legacy import wire
-from shared.legacy.rest import BadRequest, Data, _cursor_in, _cursor_out, _json, answer, body, call, fail, route
+from shared.legacy.rest import BadRequest, Data, _cursor_out, _json, answer, body, call, fail, route, search_query
 from shared.records import Schedule
 from shared.requests_rest import REST_SCHEDULE
 from shared.service import Service
@@ -37,19 +37,6 @@ def _one(d: Data) -> dict[str, Any]:
     return schedule(d["schedule"])
 
 
-def _query(args: Any) -> Data:
-    """The search's query parameters as request fields; a cursor carries the whole query."""
-    if args.get("cursor"):
-        return _cursor_in(args["cursor"])
-    tags = {k[5:-1]: v for k, v in args.items() if k.startswith("tags[") and k.endswith("]")}
-    raw = args.get("limit")
-    try:
-        limit = int(raw) if raw not in (None, "") else None
-    except ValueError:
-        raise BadRequest("The field limit must be an integer") from None
-    return {"id": args.get("id"), "tags": tags, "limit": limit or None}
-
-
 def install(app: Flask, service: Service) -> None:
     """Add the schedule routes to the app (called by `shared.legacy.rest.install`)."""
     limit = service.cfg.server.max_body
@@ -67,7 +54,7 @@ def install(app: Flask, service: Service) -> None:
 
     def search() -> Response:
         try:
-            query = _query(request.args)
+            query = search_query(request.args)
         except BadRequest as e:
             return fail(400, e.message)
         status, out = call(service, "rest.schedule.search", query)
