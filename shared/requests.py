@@ -399,8 +399,10 @@ def decode_promise_purge(d: Data, strict: bool) -> PromisePurge:
     older_than = req_int(d, "olderThan")
     if older_than < 0:
         raise Reject(400, "Invalid request: olderThan must not be negative")
-    dry_run = d.get("dryRun", False)
-    if not isinstance(dry_run, bool):
+    dry_run = d.get("dryRun")
+    if dry_run is None:
+        dry_run = False
+    elif not isinstance(dry_run, bool):
         raise DecodeError("invalid type for `dryRun`: expected a boolean")
     return PromisePurge(older_than, dry_run)
 

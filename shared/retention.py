@@ -81,7 +81,8 @@ class Maintenance:
 def promise_purge(m: Maintenance, r: PromisePurge) -> tuple[int, Any]:
     """`promise.purge`: delete (dry: count) the workflows finished `olderThan` ms before now, in
     transactions of `batch_size` promises, for at most PURGE_BUDGET_S; `more`: some are left."""
-    done = purge(m.store, m.now - r.older_than, m.batch_size, r.dry_run, PURGE_BUDGET_S)
+    before = max(m.now - r.older_than, -(2 ** 63))  # a debug time near the 64-bit floor stays storable
+    done = purge(m.store, before, m.batch_size, r.dry_run, PURGE_BUDGET_S)
     if not r.dry_run and done.promises:
         log.info("Purge deleted workflows=%d promises=%d older_than_ms=%d", done.workflows, done.promises,
                  r.older_than)

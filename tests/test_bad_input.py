@@ -52,7 +52,7 @@ ALLOWED_STATUS: dict[str, set[int]] = {
     "task.continue": {200, 400, 404, 409}, "task.search": {200, 400}, "schedule.get": {200, 400, 404},
     "schedule.create": {200, 400}, "schedule.delete": {200, 400, 404}, "schedule.search": {200, 400},
     "debug.start": {200}, "debug.stop": {200}, "debug.reset": {200}, "debug.snap": {200},
-    "debug.tick": {200, 400},
+    "debug.tick": {200, 400}, "promise.purge": {200, 400},
 }
 assert set(ALLOWED_STATUS) == set(KINDS), "every kind needs its allowed statuses here"
 READ_ONLY = {"promise.get", "promise.search", "task.get", "task.search", "schedule.get", "schedule.search",
@@ -249,6 +249,8 @@ WRONG: dict[str, st.SearchStrategy] = {
                                                                                     max_size=1)),
                                      min_size=1, max_size=3)),
 }
+WRONG["bool"] = st.one_of(st.integers(), st.floats(), weird_text, st.lists(json_scalars, max_size=2),
+                          st.dictionaries(st.text(max_size=3), json_scalars, max_size=2))
 WRONG["value"] = st.one_of(
     WRONG["obj"],
     st.fixed_dictionaries({"headers": WRONG["map"]}),
@@ -302,6 +304,7 @@ SCHEMA: dict[str, list[tuple[tuple, str, bool]]] = {
     "schedule.delete": [(("id",), "str", True)],
     "schedule.search": [(("tags",), "map", False), (("limit",), "int", False), (("cursor",), "str", False)],
     "debug.tick": [(("time",), "int", True)],
+    "promise.purge": [(("olderThan",), "int", True), (("dryRun",), "bool", False)],
 }
 FENCE_CREATE = [(("action", "data") + p, t, r) for p, t, r in CREATE_FIELDS]
 FENCE_SETTLE = [(("action", "data") + p, t, r) for p, t, r in SETTLE_FIELDS]
@@ -365,6 +368,7 @@ def templates(kind: str) -> list[dict[str, Any]]:
         "debug.start": [{}],
         "debug.snap": [{}],
         "debug.tick": [{"time": T}],
+        "promise.purge": [{"olderThan": 0, "dryRun": True}, {"olderThan": 3_600_000}],
     }[kind]
 
 
@@ -413,6 +417,8 @@ def valid_for(ty: str) -> st.SearchStrategy:
         return boundary_ints
     if ty.startswith("enum:"):
         return st.sampled_from(ty[5:].split(","))
+    if ty == "bool":
+        return st.booleans()
     if ty == "map":
         return st.one_of(
             st.dictionaries(weird_text, weird_text, max_size=3),
