@@ -161,3 +161,24 @@ def test_finished_needs_every_promise_settled_before_the_horizon() -> None:
     assert not finished([p("resolved", 5), p("resolved", 11)], 10)
     assert not finished([p("resolved", 5), p("pending", None)], 10)
     assert not finished([], 10)
+
+
+def test_retention_runs_only_when_configured_and_reports_what_it_deleted() -> None:
+    """`Retention.run` against the store's clock: off at 0; else the horizon is now minus
+    `settled_after`, and the metrics hook hears what was deleted."""
+    from shared.clock import Clock
+    from shared.metrics import Metrics
+    from shared.retention import Purged, Retention
+
+    class At(Clock):
+        def now(self) -> int:
+            return 1_000
+
+    store = MemoryStore()
+    store.write(lambda tx: [tx.insert_promise(Promise(i, "resolved", {}, {}, {}, FAR, 1, at))
+                            for i, at in (("a", 100), ("b", 500), ("c", 900))])
+    metrics = Metrics()
+    assert Retention(store, At(), 0, 100, metrics.retention).run() == Purged()
+    assert Retention(store, At(), 500, 100, metrics.retention).run() == Purged(2, 2)  # settled at or before 500
+    assert [p.id for p in store.read(lambda tx: tx.all_promises())] == ["c"]
+    assert metrics.registry.get_sample_value("resonate_retention_deleted_total") == 2
