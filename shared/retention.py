@@ -1,13 +1,15 @@
 """Running retention (docs/operations.md#retention): the background loop of the local server,
 the sweeper's once-per-call pass and the `promise.purge` operator request all come here.
 
-Finished workflows are listed on a read snapshot (a scan that never holds the writer), then
-deleted in write transactions of at most `batch_size` promises, each checking again what it
-deletes (shared/engine/retention.py), so requests wait at most for one small batch. Retention
-is never part of `next_deadline`: it runs on its own slow cadence and never wakes the timer loop.
+Promises are listed in short pages on read snapshots (never one long statement, never the
+writer), and the finished workflows found there deleted in write transactions of at most
+`batch_size` promises, each checking again what it deletes (shared/engine/retention.py), so
+requests wait at most for one small batch. Retention is never part of `next_deadline`: it runs
+on its own slow cadence and never wakes the timer loop.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -16,13 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.clock import Clock
-from shared.engine.retention import Pass, purge_workflows
+from shared.engine.retention import purge_workflows
 from shared.requests import PromisePurge
 from shared.storage.base import Store, Tx
 
 log = logging.getLogger("resonate.retention")
 
-KEYS_PER_SCAN = 10_000  # workflow keys listed per snapshot scan (each scan reads the promises table once)
+SCAN_PAGE = 1_000  # promises listed per read: one short index range, never a long statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,29 +43,40 @@ class Purged:
 def purge(store: Store, before: int, batch_size: int, dry_run: bool = False, budget_s: float | None = None,
           stop: Callable[[], bool] = lambda: False) -> Purged:
     """Delete (dry: count) every workflow finished at `before`, `batch_size` promises per
-    transaction; stop early once `budget_s` seconds have passed or `stop()` says so."""
+    transaction; stop early once `budget_s` seconds have passed or `stop()` says so.
+
+    The promises are walked in id order, SCAN_PAGE per read; a workflow with a promise seen
+    there that is not done is skipped, the others are checked whole and deleted by
+    `purge_workflows` (a workflow already deleted from an earlier page is found empty)."""
     t_end = None if budget_s is None else time.monotonic() + budget_s
     workflows = promises = 0
+    counted: set[str] = set()  # dry run: a workflow spread over several pages is counted once
     after: str | None = None
     while True:
-        def scan(tx: Tx, after: str | None = after) -> list[str]:
-            return tx.settled_workflows(before, after, KEYS_PER_SCAN)
-
-        keys = store.read(scan)
+        if stop() or (t_end is not None and time.monotonic() >= t_end):
+            return Purged(workflows, promises, True)
+        page = store.read(functools.partial(_page, before=before, after=after))
+        if not page:
+            return Purged(workflows, promises)
+        live = {k for _, k, done in page if not done}
+        keys = [k for k in dict.fromkeys(k for _, k, done in page if done) if k not in live and k not in counted]
         i = 0
         while i < len(keys):
             if stop() or (t_end is not None and time.monotonic() >= t_end):
                 return Purged(workflows, promises, True)
-
-            def run(tx: Tx, rest: list[str] = keys[i:]) -> Pass:
-                return purge_workflows(tx, rest, before, batch_size, dry_run)
-
+            run = functools.partial(purge_workflows, keys=keys[i:], before=before, max_promises=batch_size,
+                                    dry_run=dry_run)
             p = store.read(run) if dry_run else store.write(run)
             workflows, promises, i = workflows + p.workflows, promises + p.promises, i + p.consumed
             time.sleep(0)  # let requests waiting for the store (and, under gevent, the loop) go first
-        if len(keys) < KEYS_PER_SCAN:
-            return Purged(workflows, promises)
-        after = keys[-1]
+        if dry_run:
+            counted.update(keys)
+        after = page[-1][0]
+        time.sleep(0)
+
+
+def _page(tx: Tx, before: int, after: str | None) -> list[tuple[str, str, bool]]:
+    return tx.retention_page(before, after, SCAN_PAGE)
 
 
 PURGE_BUDGET_S = 20.0  # one `promise.purge` request's share; `more` tells the client to send it again

@@ -322,10 +322,9 @@ STEPS: list[tuple[str, Callable, bool]] = [
                               tx.enqueue(Message("execute", "w2.x", "poll://a", 1)),
                               tx.enqueue(Message("unblock", "w2", "poll://u", 0)),
                               tx.enqueue(Message("unblock", "w1", "poll://u", 0))], True),
-    ("settled workflows", lambda tx: (tx.settled_workflows(10, None, 100), tx.settled_workflows(10, "w2", 100),
-                                      tx.settled_workflows(10, None, 2), tx.settled_workflows(4, None, 100),
-                                      tx.settled_workflows(2**62, None, 1000), tx.settled_workflows(-1, None, 9)),
-     False),
+    ("retention pages", lambda tx: (tx.retention_page(10, None, 1000), tx.retention_page(10, "w2", 3),
+                                    tx.retention_page(10, None, 2), tx.retention_page(4, "w", 100),
+                                    tx.retention_page(2**62, "p", 1000), tx.retention_page(-1, "w6", 9)), False),
     ("workflow promises", lambda tx: (tx.workflow_promises("w1"), tx.workflow_promises("w2"),
                                       tx.workflow_promises("w4"), tx.workflow_promises("w5"),
                                       tx.workflow_promises(""), tx.workflow_promises("nope"),
@@ -333,7 +332,7 @@ STEPS: list[tuple[str, Callable, bool]] = [
     ("delete promises", lambda tx: (tx.delete_promises(["w2", "w2.x", "nope", "w2"]), tx.delete_promises([]),
                                     tx.delete_promises(["nope"]), tx.ready_counts(["p3", "w2"]),
                                     tx.get_task("w2.x"), tx.count_listeners("w2"), tx.workflow_promises("w2"),
-                                    tx.settled_workflows(10, None, 100)), True),
+                                    tx.retention_page(10, "w", 100)), True),
     ("snapshot", lambda tx: (tx.all_promises(), tx.all_tasks(), tx.all_callbacks(), tx.all_listeners()), False),
     ("reset", lambda tx: tx.reset(), True),
     ("after reset", lambda tx: (snapshot(tx), tx.next_deadline(False), tx.get_meta("a"), tx.outbox_count(),
@@ -431,7 +430,7 @@ def test_differential_random(durable: Adapter) -> None:
                                  tags={ORIGIN: rng.choice(["", "i1", "i2", "é"])}):
                   tx.update_promise(p)), True),
         lambda: ((lambda tx, t=rng.randint(-1, 10), c=rng.choice([None] + ids), n=rng.randint(1, 5):
-                  tx.settled_workflows(t, c, n)), False),
+                  tx.retention_page(t, c, n)), False),
         lambda: ((lambda tx, k=rng.choice(ids + [""]): tx.workflow_promises(k)), False),
         lambda: ((lambda tx, d=rng.sample(ids, rng.randint(0, 3)): tx.delete_promises(d)), True),
         lambda: ((lambda tx: tx.reset()) if rng.random() < .05 else (lambda tx: None), True),
@@ -478,7 +477,7 @@ EDGE_STEPS: list[tuple[Callable, bool]] = [
     (lambda tx: (tx.due_locks(BIG, 100), tx.locks_of_process("😀"), tx.get_lock("𐀀"), tx.next_deadline(False)), False),
     (lambda tx: [tx.update_promise(P(i, "resolved", tags={ORIGIN: IDS[n * 7 % len(IDS)]}, settled_at=n))
                  for n, i in enumerate(IDS) if n % 3], True),
-    (lambda tx: (tx.settled_workflows(BIG, None, 100), [tx.settled_workflows(BIG, c, 4) for c in ("", "a", "é", "😀")],
+    (lambda tx: (tx.retention_page(BIG, None, 100), [tx.retention_page(5, c, 4) for c in ("", "a", "é", "😀")],
                  [tx.workflow_promises(i) for i in IDS]), False),
     (lambda tx: tx.delete_promises(IDS[::2]), True),
 ]

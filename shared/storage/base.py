@@ -49,9 +49,10 @@ class Tx(Protocol):
 
     # retention (shared/engine/retention.py): a workflow is the promises sharing one key, their
     # resonate:origin tag, or their own id when that tag is absent or empty -------------------
-    def settled_workflows(self, before: int, after: str | None, limit: int) -> list[str]:
-        """Keys > after of workflows whose every promise is settled with settled_at <= before,
-        by key, at most limit."""
+    def retention_page(self, before: int, after: str | None, limit: int) -> list[tuple[str, str, bool]]:
+        """(id, workflow key, done) of the promises with id > after, by id, at most limit; done:
+        settled with settled_at <= before. One bounded index range per call, so that listing a
+        large table never runs as one long statement."""
     def workflow_promises(self, key: str) -> list[Promise]:
         """The promises of the workflow `key` (origin tag == key, or no/empty origin tag and
         id == key), by id."""

@@ -103,15 +103,11 @@ class MemoryTx:
         return due[:limit]
 
     # retention
-    def settled_workflows(self, before: int, after: str | None, limit: int) -> list[str]:
-        live: set[str] = set()
-        keys: set[str] = set()
-        for p in self.st.promises.values():
-            k = p.tags.get(ORIGIN) or p.id
-            keys.add(k)
-            if p.state == "pending" or p.settled_at is None or p.settled_at > before:
-                live.add(k)
-        return sorted(k for k in keys - live if after is None or k > after)[:limit]
+    def retention_page(self, before: int, after: str | None, limit: int) -> list[tuple[str, str, bool]]:
+        ids = sorted(i for i in self.st.promises if after is None or i > after)[:limit]
+        return [(p.id, p.tags.get(ORIGIN) or p.id,
+                 p.state != "pending" and p.settled_at is not None and p.settled_at <= before)
+                for p in (self.st.promises[i] for i in ids)]
 
     def workflow_promises(self, key: str) -> list[Promise]:
         return [p for _, p in sorted(self.st.promises.items()) if (p.tags.get(ORIGIN) or p.id) == key]

@@ -386,12 +386,14 @@ class MyTx(PortableQueries):
         return [_promise(r) for r in self._x(sql, t=t, n=limit)]
 
     # retention -----------------------------------------------------------------------------
-    def settled_workflows(self, before: int, after: str | None, limit: int) -> list[str]:
-        sql = ("SELECT k FROM (SELECT COALESCE(NULLIF(origin, ''), id) AS k, state, settled_at FROM promises) w"
-               " WHERE %(after)s IS NULL OR k > %(after)s GROUP BY k"
-               " HAVING SUM(state = 'pending' OR settled_at IS NULL OR settled_at > %(before)s) = 0"
-               " ORDER BY k LIMIT %(n)s")
-        return [r[0] for r in self._x(sql, after=after, before=before, n=limit)]
+    def retention_page(self, before: int, after: str | None, limit: int) -> list[tuple[str, str, bool]]:
+        cols = ("SELECT id, COALESCE(NULLIF(origin, ''), id),"
+                " state <> 'pending' AND settled_at IS NOT NULL AND settled_at <= %(before)s FROM promises")
+        if after is None:
+            rows = self._x(cols + " ORDER BY id LIMIT %(n)s", before=before, n=limit)
+        else:
+            rows = self._x(cols + " WHERE id > %(after)s ORDER BY id LIMIT %(n)s", before=before, after=after, n=limit)
+        return [(r[0], r[1], bool(r[2])) for r in rows]
 
     def workflow_promises(self, key: str) -> list[Promise]:
         """Rows locked in a write transaction: a settle racing the purge waits for it."""

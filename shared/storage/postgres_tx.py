@@ -370,12 +370,14 @@ class PgTx(PortableQueries):
         return [_promise(r) for r in self._x(sql, t=t, n=limit)]
 
     # retention -----------------------------------------------------------------------------
-    def settled_workflows(self, before: int, after: str | None, limit: int) -> list[str]:
-        sql = (f"SELECT k FROM (SELECT {_WORKFLOW} AS k, state, settled_at FROM promises) w"
-               " WHERE CAST(:after AS text) IS NULL OR k > CAST(:after AS text) GROUP BY k"
-               " HAVING bool_and(state <> 'pending' AND settled_at IS NOT NULL AND settled_at <= :before)"
-               " ORDER BY k LIMIT :n")
-        return [r[0] for r in self._x(sql, after=after, before=before, n=limit)]
+    def retention_page(self, before: int, after: str | None, limit: int) -> list[tuple[str, str, bool]]:
+        cols = (f"SELECT id, {_WORKFLOW}, state <> 'pending' AND settled_at IS NOT NULL AND settled_at <= :before"
+                " FROM promises")
+        if after is None:
+            rows = self._x(cols + " ORDER BY id LIMIT :n", before=before, n=limit)
+        else:
+            rows = self._x(cols + " WHERE id > :after ORDER BY id LIMIT :n", before=before, after=after, n=limit)
+        return [(r[0], r[1], bool(r[2])) for r in rows]
 
     def workflow_promises(self, key: str) -> list[Promise]:
         """Rows locked in a write transaction: a settle racing the purge waits for it."""

@@ -219,11 +219,14 @@ class SqliteTx(PortableQueries):
         return [_promise(r) for r in self._x(sql, (t, limit))]
 
     # retention -----------------------------------------------------------------------------
-    def settled_workflows(self, before: int, after: str | None, limit: int) -> list[str]:
-        sql = (f"SELECT k FROM (SELECT {_WORKFLOW} AS k, state, settled_at FROM promises)"
-               " WHERE ? IS NULL OR k > ? GROUP BY k"
-               " HAVING SUM(state = 'pending' OR settled_at IS NULL OR settled_at > ?) = 0 ORDER BY k LIMIT ?")
-        return [r[0] for r in self._x(sql, (after, after, before, limit))]
+    def retention_page(self, before: int, after: str | None, limit: int) -> list[tuple[str, str, bool]]:
+        cols = (f"SELECT id, {_WORKFLOW}, state <> 'pending' AND settled_at IS NOT NULL AND settled_at <= ?"
+                " FROM promises")
+        if after is None:
+            rows = self._x(cols + " ORDER BY id LIMIT ?", (before, limit))
+        else:
+            rows = self._x(cols + " WHERE id > ? ORDER BY id LIMIT ?", (before, after, limit))
+        return [(r[0], r[1], bool(r[2])) for r in rows]
 
     def workflow_promises(self, key: str) -> list[Promise]:
         sql = (f"SELECT {_P} FROM promises WHERE {_ORIGIN} = ? AND ? <> ''"
