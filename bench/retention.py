@@ -1,7 +1,7 @@
 """(i) Requests while retention purges: `promise.create` latency on a SQLite server whose retention
 loop is deleting N finished promises, against the same load on a copy of the same database with
-retention off. Retention deletes in transactions of `retention.batch_size` promises and lists on a
-read snapshot, so requests should wait at most for one batch (docs/operations.md#retention)."""
+retention off. Retention deletes in transactions of `retention.batch_size` promises and lists in
+short pages, so requests should wait at most for one batch (docs/operations.md#retention)."""
 from __future__ import annotations
 
 import functools
