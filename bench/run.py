@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench import cluster, coldstart, figures, sdkbench
 from bench import pg as pgdb
+from bench import retention as retention_bench
 from bench.cloudtimers import cloud_timer_lateness
 from bench.rawsqlite import commits_per_second
 
@@ -189,12 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sdk-seq", type=int, default=100, help="sequential SDK workflows per backend and round (h)")
     p.add_argument("--sdk-conc", type=int, default=200, help="SDK workflows started at once (h)")
     p.add_argument("--no-sdk", action="store_true", help="skip (h) (the SDK workflow)")
-    p.add_argument("--only", choices=["h"], help="run only this figure (h: about a minute and a half)")
+    p.add_argument("--only", choices=["h", "i"],
+                   help="run only this figure (h: about a minute and a half; i: about half a minute)")
+    p.add_argument("--purge", type=int, default=100_000, help="finished promises retention deletes during (i)")
     p.add_argument("--no-mysql", action="store_true", help="skip the MySQL part of (e)")
     p.add_argument("--cross-samples", type=int, default=200, help="dispatches between two processes (e)")
     args = p.parse_args(argv)
     if args.only == "h":
         return main_sdk_only(args)
+    if args.only == "i":
+        return main_retention_only(args)
 
     from tests.support.server import start_server  # the suite's launcher: same command line as users run
 
@@ -357,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"server RSS after {created:,} promises: {rss:.1f} MB")
         rows.append(Row(f"(d) server RSS after {created // 1000}k promises", f"{rss:.1f} MB", "< 150 MB",
                         f"RSS at start {rss0:.1f} MB", f"{rss / rss0:.2f}", _verdict(rss < 150)))
+        rows += retention_rows(args, workdir)
         rows += e_rows + cold_rows
 
         # (g) timer lateness in the cloud simulation: the sweeper function is the only timer
@@ -397,6 +403,41 @@ def main(argv: list[str] | None = None) -> int:
     if any(r.name.startswith("(e)") and "MySQL" in r.name for r in rows):
         stores += "; MySQL for (e)"
     print_table(rows, f"Resonate server benchmark ({stores}, {os.cpu_count()} CPUs, load average {load0:.2f} -> "
+                      f"{os.getloadavg()[0]:.2f}, {time.perf_counter() - t_start:.0f} s)")
+    return 0
+
+
+def retention_rows(args: argparse.Namespace, workdir: Path) -> list[Row]:
+    """(i): request p99 while the retention loop purges `--purge` finished promises, against the
+    same load with retention off."""
+    m = retention_bench.measure(workdir, args.purge, args.procs, args.conns, args.seconds, log)
+    off, on = m["off"], m["purging"]
+    spanned = "the whole window" if on["left_at_end"] else "part of the window only"
+    return [Row(f"(i) promise.create p99 while purging {args.purge // 1000}k", _ms(on["p99_ms"]), "-",
+                f"retention off {_ms(off['p99_ms'])}", f"{on['p99_ms'] / off['p99_ms']:.2f}",
+                "info" if on["errors"] == 0 else "MISS"),
+            Row("(i) promise.create rate while purging", _fmt_rate(on["rate"]), "-",
+                f"retention off {_fmt_rate(off['rate'])}", f"{on['rate'] / off['rate']:.2f}",
+                f"info: purged {on['purged']:,}, over {spanned}")]
+
+
+def main_retention_only(args: argparse.Namespace) -> int:
+    """`--only i`: the retention figure alone."""
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="resonate-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    try:
+        rows = retention_rows(args, workdir)
+    except BaseException:
+        args.keep = True
+        raise
+    finally:
+        if args.keep or args.workdir:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print_table(rows, f"Resonate retention benchmark (SQLite, {os.cpu_count()} CPUs, load average {load0:.2f} -> "
                       f"{os.getloadavg()[0]:.2f}, {time.perf_counter() - t_start:.0f} s)")
     return 0
 

@@ -38,7 +38,8 @@ setup_logging(os.environ.get("RESONATE_LEVEL", "info"), os.environ.get("RESONATE
 
 
 # deployed, pushes must not reach the VPC or the instance itself unless the environment says so
-CLOUD_DEFAULTS = {"transports.http_push.deny_private": True}
+# ... and finished workflows are deleted 30 days (in ms) after they settled (docs/operations.md#retention)
+CLOUD_DEFAULTS = {"transports.http_push.deny_private": True, "retention.settled_after": 2_592_000_000}
 
 
 _built: dict[str, object] = {}
@@ -101,10 +102,12 @@ def poll(request: flask.Request) -> flask.Response:
 
 @functions_framework.http
 def sweeper(request: flask.Request) -> flask.Response:
-    """Called by Cloud Scheduler every minute: timeouts, retries, leases, schedules, outbox."""
+    """Called by Cloud Scheduler every minute: timeouts, retries, leases, schedules, outbox,
+    then retention."""
     rt = _runtime()
     return flask.jsonify(run_window(rt.service, rt.delivery, rt.cfg.sweeper.window,
-                                    poll_ms=rt.cfg.sweeper.poll_interval))
+                                    poll_ms=rt.cfg.sweeper.poll_interval,
+                                    retain=lambda budget_s: rt.retention.run(budget_s)))
 
 
 @functions_framework.http

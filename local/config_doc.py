@@ -64,6 +64,12 @@ MEANINGS: dict[str, str] = {
                     "objects or of `\"pattern=target\"` strings; flag: `PATTERN=TARGET` per rule. Checked at startup",
     "timeouts.batch_size": "rows per background transaction of the timer loop",
     "timeouts.max_sleep": "longest sleep of the timer loop in ms (it is woken earlier by a nearer deadline)",
+    "retention.settled_after": "ms after the last promise of a workflow (the promises sharing one "
+                               "`resonate:origin`) settled before the whole workflow is deleted, with its tasks, "
+                               "callbacks, listeners and queued messages; 0: never (the Cloud Functions default "
+                               "to 30 days). See [operations.md](operations.md#retention)",
+    "retention.interval": "ms between retention passes of the local server (the sweeper runs one per call)",
+    "retention.batch_size": "promises deleted per transaction (requests wait at most for one batch)",
     "sweeper.window": "ms one sweeper call keeps handling deadlines (above the 60 s tick, so calls overlap)",
     "sweeper.poll_interval": "ms between a running sweeper's looks for deadlines other instances wrote",
     "sweeper.url": "the sweeper function's URL, called by an `api` instance that commits a near deadline "
@@ -122,8 +128,8 @@ SECTION_NOTES: dict[str, str] = {
 
 SECTION_TITLES = {"": "General", "server": "Server", "storage": "Storage", "auth": "Inbound auth",
                   "promises": "Promises", "tasks": "Tasks", "messages": "Messages (outbox)",
-                  "timeouts": "Timeouts (timer loop)", "sweeper": "Sweeper", "dispatch": "Dispatch",
-                  "transports": "Transports", "observability": "Observability"}
+                  "timeouts": "Timeouts (timer loop)", "retention": "Retention", "sweeper": "Sweeper",
+                  "dispatch": "Dispatch", "transports": "Transports", "observability": "Observability"}
 
 
 def _defaults() -> dict[str, Any]:

@@ -51,6 +51,8 @@ LIMITS: dict[str, tuple[int, int]] = {
     "observability.metrics_port": (0, 65535),
     "legacy.poll_port": (0, 65535),
     "legacy.claim_timeout": (1, 2**31 - 1),
+    "retention.interval": (1, 2 ** 63 - 1),
+    "retention.batch_size": (1, 100_000),
     "storage.postgres.pool_size": (0, 2 ** 32 - 1),
     "storage.mysql.pool_size": (0, 2 ** 32 - 1),
 }
@@ -247,6 +249,14 @@ class Timeouts(_Section):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
+class Retention(_Section):
+    """Deleting settled workflows (shared/retention.py, docs/operations.md#retention)."""
+    settled_after: int = 0  # ms after its last settlement a finished workflow is deleted; 0: never
+    interval: int = 60000  # ms between retention passes of the local server (the sweeper: once per call)
+    batch_size: int = 100  # promises deleted per transaction
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class Sweeper(_Section):
     window: int = 65000  # ms one sweeper call keeps handling deadlines (> the 60 s tick: overlap)
     poll_interval: int = 250  # ms between looks for deadlines other instances wrote meanwhile
@@ -288,6 +298,7 @@ class Config(_Section):
     tasks: Tasks = field(default_factory=Tasks)
     messages: Messages = field(default_factory=Messages)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    retention: Retention = field(default_factory=Retention)
     sweeper: Sweeper = field(default_factory=Sweeper)
     dispatch: Dispatch = field(default_factory=Dispatch)
     transports: Transports = field(default_factory=Transports)

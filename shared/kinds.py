@@ -20,6 +20,7 @@ from shared import scope
 from shared.engine import debug, locks, outbox_ops, promises, rest, rest_schedules, schedules, tasks
 from shared.engine.core import Ctx, Resp
 from shared.protocol import DecodeError, Reject
+from shared.retention import Maintenance, promise_purge
 from shared.scope import Touched
 
 
@@ -34,16 +35,20 @@ class Kind[R: rq.Request]:
       only, never on `POST /` (the SDKs' protocol surface stays as it is).
     rest: a kind of the older server's REST API (docs/legacy-api.md): its routes build the
       request, `POST /` does not know it (the SDKs' protocol surface stays as it is).
+    batched: instead of `operation` (None then), an operator kind that runs across many short
+      transactions of its own (a purge must never hold one long transaction); it gets the
+      store, not a `Ctx`.
     """
 
     name: str
     decode: Callable[[dict[str, Any], bool], R]
-    operation: Callable[[Ctx, R], Resp]
+    operation: Callable[[Ctx, R], Resp] | None
     touches: Callable[[R], Touched]
     read_first: bool = False
     debug: bool = False
     rest: bool = False
     operator: bool = False
+    batched: Callable[[Maintenance, R], Resp] | None = None
 
     @property
     def metric_label(self) -> str:
@@ -83,6 +88,8 @@ KINDS: dict[str, Kind[Any]] = _kinds(
     Kind("outbox.search", ro.decode_outbox_search, outbox_ops.outbox_search, scope.everything, read_first=True,
          operator=True),
     Kind("outbox.redrive", ro.decode_outbox_redrive, outbox_ops.outbox_redrive, scope.everything, operator=True),
+    # operators only (unscoped: role admin, or prefix "", when auth is on)
+    Kind("promise.purge", rq.decode_promise_purge, None, scope.everything, batched=promise_purge, operator=True),
     Kind("debug.start", rq.no_fields(rq.DebugStart), debug.debug_start, scope.everything, debug=True),
     Kind("debug.stop", rq.no_fields(rq.DebugStop), debug.debug_stop, scope.everything, debug=True),
     Kind("debug.reset", rq.no_fields(rq.DebugReset), debug.debug_reset, scope.everything, debug=True),

@@ -26,6 +26,7 @@ from shared.records import Effects, Message
 
 if TYPE_CHECKING:
     from shared.delivery.hub import PollHub
+    from shared.retention import Purged
     from shared.storage.base import Store
 
 log = logging.getLogger("resonate.metrics")
@@ -67,6 +68,8 @@ class Metrics:
             "resonate_timer_lateness_seconds",
             "How late a due timer (promise timeout, task retry, lease expiry, schedule) was processed",
             ["timer"], buckets=LATENESS_BUCKETS, registry=r)
+        self.retention_deleted = Counter("resonate_retention_deleted_total",
+                                         "Promises deleted by retention (docs/operations.md#retention)", registry=r)
         if store is not None or hub is not None:
             r.register(_ScrapeTimeGauges(store, hub))
         # children are created up front: every series exists from the first scrape (the reference
@@ -118,6 +121,10 @@ class Metrics:
         late = self._late
         for timer, at in due:
             late[timer](max(0.0, now_ms - at) / 1000)
+
+    def retention(self, done: Purged) -> None:
+        """A retention run that deleted something."""
+        self.retention_deleted.inc(done.promises)
 
     # ---- delivery ---------------------------------------------------------------------------
 

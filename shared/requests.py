@@ -387,6 +387,26 @@ class DebugTick(Request):
     time: int
 
 
+@frozen
+class PromisePurge(Request):
+    """An operator's purge of finished workflows (docs/operations.md#retention)."""
+    kind: ClassVar[str] = "promise.purge"
+    older_than: int  # ms: workflows whose last promise settled at least this long ago
+    dry_run: bool
+
+
+def decode_promise_purge(d: Data, strict: bool) -> PromisePurge:
+    older_than = req_int(d, "olderThan")
+    if older_than < 0:
+        raise Reject(400, "Invalid request: olderThan must not be negative")
+    dry_run = d.get("dryRun")
+    if dry_run is None:
+        dry_run = False
+    elif not isinstance(dry_run, bool):
+        raise DecodeError("invalid type for `dryRun`: expected a boolean")
+    return PromisePurge(older_than, dry_run)
+
+
 def decode_promise_get(d: Data, strict: bool) -> PromiseGet:
     return PromiseGet(_id(d, "Promise ID is required"))
 

@@ -19,6 +19,7 @@ from shared.delivery.push import HttpPush
 from shared.delivery.push_auth import make_push_auth
 from shared.delivery.sender import Sender, Transport
 from shared.metrics import Metrics
+from shared.retention import Retention, RetentionLoop
 from shared.service import EffectsHook, Service
 from shared.storage.base import OutboxClaims, Store
 from shared.timers import TimerLoop
@@ -98,6 +99,13 @@ class Runtime:
         self.delivery = Delivery(self.store, self.sender, self._claims(shared_db), self.metrics,
                                  cfg.messages.redrive_interval, background)
         self.timers = TimerLoop(self.service, cfg.timeouts.max_sleep) if background else None
+        # retention (shared/retention.py): its own slow loop here, one budgeted pass per sweeper call
+        # in the cloud; never on the timer loop, whose sleep it must not shorten
+        rc = cfg.retention
+        self.retention = Retention(self.store, self.service.clock, rc.settled_after, rc.batch_size,
+                                   self.metrics.retention if self.metrics is not None else None)
+        self.retention_loop = (RetentionLoop(self.retention, rc.interval, lambda: self.service.debug_session)
+                               if background and rc.settled_after > 0 else None)
         self.waker = self._waker(cfg.sweeper.url) if cfg.sweeper.url and not background else None  # serverless
         # after each commit, in this order (the service's own metrics come first of all)
         subscribers: list[EffectsHook] = [self.delivery.on_effects]  # send what the commit queued
@@ -158,12 +166,16 @@ class Runtime:
         self.delivery.start()
         if self.timers is not None:
             self.timers.start()
+        if self.retention_loop is not None:
+            self.retention_loop.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.hub is not None:
             self.hub.close_all()
         if self.timers is not None:
             self.timers.stop(timeout_s)
+        if self.retention_loop is not None:
+            self.retention_loop.stop(timeout_s)
         self.delivery.stop(timeout_s)
         self.sender.close()
         self.store.close()

@@ -22,6 +22,7 @@ from shared.logs import q
 from shared.protocol import Envelope, Reject, dumps, parse_address, parse_envelope, response
 from shared.records import DEBUG_SESSION, Effects
 from shared.requests import DebugTick, Request
+from shared.retention import Maintenance
 from shared.storage.base import Busy, ReadOnlyViolation, StorageError, Store
 
 FORBIDDEN = (403, "Forbidden")  # shared.auth's refusal (imported lazily: PyJWT only with auth on)
@@ -223,10 +224,14 @@ class Service:
     def execute(self, req: Request, now: int, corr_id: str = "", scope: str | None = None) -> tuple[int, Any]:
         """Run one decoded request; `scope`: the id prefix the caller is confined to (None: all)."""
         k: Kind[Any] = KINDS[req.kind]
+        if k.batched is not None:  # an operator kind: many short transactions of its own
+            return k.batched(Maintenance(self.store, now, self.cfg.retention.batch_size), req)
+        op = k.operation
+        assert op is not None
 
         def run(tx: Any) -> tuple[tuple[int, Any], Effects]:
             c = Ctx(tx, now, self.engine_cfg, corr_id, scope=scope)
-            return k.operation(c, req), c.fx
+            return op(c, req), c.fx
 
         if k.read_first:
             try:

@@ -30,11 +30,13 @@ from shared.storage.base import Store, Tx
 
 if TYPE_CHECKING:
     from shared.delivery.push_auth import PushAuth
+    from shared.retention import Purged
 
 log = logging.getLogger("resonate.sweeper")
 
 UNTIL = "sweeper_until"  # meta key: epoch ms until which a sweeper is running (or was asked to)
 START_GRACE_MS = 10_000
+RETAIN_BUDGET_S = 20.0  # one call's retention pass (the function's timeout is 180 s, the window 65 s)
 REDRIVE_EVERY_MS = 1_000  # a requested sweeper that did not announce itself by then is asked again
 
 
@@ -71,8 +73,10 @@ def _withdraw(tx: Tx, end: int, now: int) -> None:
 
 
 def run_window(service: Sweeps, delivery: Redrives, window_ms: int, sleep: Callable[[float], None] = time.sleep,
-               poll_ms: int = 250) -> dict:
-    """Sweep due timers and re-drive the outbox until no deadline remains inside the window."""
+               poll_ms: int = 250, retain: Callable[[float], Purged] | None = None) -> dict:
+    """Sweep due timers and re-drive the outbox until no deadline remains inside the window;
+    then one retention pass (`retain(budget_s)`, shared/retention.py) of at most RETAIN_BUDGET_S,
+    once the timers of the window are handled (a backlog is continued by the next calls)."""
     clock = service.clock
     start = clock.now()
     end = start + window_ms
@@ -100,9 +104,10 @@ def run_window(service: Sweeps, delivery: Redrives, window_ms: int, sleep: Calla
             store.write(lambda tx: tx.set_meta(UNTIL, str(max(end, _until(tx)))))
         if nxt > now:
             sleep(min(nxt - now, poll_ms) / 1000)
+    retained = retain(RETAIN_BUDGET_S).as_dict() if retain is not None and not service.debug_session else None
     delivery.flush(max(1.0, (end - clock.now()) / 1000))  # results are recorded before we return
     return {"handled": handled, "redriven": redriven, "passes": passes, "elapsed_ms": clock.now() - start,
-            "debug_session": service.debug_session}
+            "debug_session": service.debug_session, "retention": retained}
 
 
 class SweeperWaker:

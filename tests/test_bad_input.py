@@ -59,6 +59,7 @@ ALLOWED_STATUS: dict[str, set[int]] = {
     "schedule.create": {200, 400}, "schedule.delete": {200, 400, 404}, "schedule.search": {200, 400},
     "debug.start": {200}, "debug.stop": {200}, "debug.reset": {200}, "debug.snap": {200},
     "debug.tick": {200, 400}, "outbox.search": {200, 400}, "outbox.redrive": {200, 400},
+    "promise.purge": {200, 400},
 }
 assert set(ALLOWED_STATUS) == set(KINDS), "every kind needs its allowed statuses here"
 READ_ONLY = {"promise.get", "promise.search", "task.get", "task.search", "schedule.get", "schedule.search",
@@ -313,6 +314,7 @@ SCHEMA: dict[str, list[tuple[tuple, str, bool]]] = {
     "schedule.delete": [(("id",), "str", True)],
     "schedule.search": [(("tags",), "map", False), (("limit",), "int", False), (("cursor",), "str", False)],
     "debug.tick": [(("time",), "int", True)],
+    "promise.purge": [(("olderThan",), "int", True), (("dryRun",), "bool", False)],
 }
 FENCE_CREATE = [(("action", "data") + p, t, r) for p, t, r in CREATE_FIELDS]
 FENCE_SETTLE = [(("action", "data") + p, t, r) for p, t, r in SETTLE_FIELDS]
@@ -378,6 +380,7 @@ def templates(kind: str) -> list[dict[str, Any]]:
         "outbox.search": [{"dead": True, "limit": 1, "cursor": "0"}, {}],
         "outbox.redrive": [{"ids": [1, 2]}, {"all": True}],
         "debug.tick": [{"time": T}],
+        "promise.purge": [{"olderThan": 0, "dryRun": True}, {"olderThan": 3_600_000}],
     }[kind]
 
 
@@ -426,6 +429,8 @@ def valid_for(ty: str) -> st.SearchStrategy:
         return boundary_ints
     if ty.startswith("enum:"):
         return st.sampled_from(ty[5:].split(","))
+    if ty == "bool":
+        return st.booleans()
     if ty == "map":
         return st.one_of(
             st.dictionaries(weird_text, weird_text, max_size=3),

@@ -90,7 +90,7 @@ def test_version():
 
 HELP = [[], ["promises"], ["promise"], ["tasks"], ["task"], ["schedules"], ["schedule"], ["invoke"], ["tree"],
         *[["promises", s] for s in ("get", "create", "resolve", "reject", "cancel", "search",
-                                    "register-callback", "register-listener")],
+                                    "register-callback", "register-listener", "purge")],
         *[["tasks", s] for s in ("get", "create", "claim", "fence", "heartbeat", "suspend", "complete", "release",
                                  "halt", "continue", "search")],
         *[["schedules", s] for s in ("get", "create", "delete", "search")]]
@@ -123,6 +123,30 @@ def test_promise_create_get_resolve(srv):
     assert server_get(srv, "promise.get", pid)["promise"]["value"] == {"data": b64("ok")}
     # already settled: unchanged
     assert run(srv, "promises", "reject", pid)["promise"]["state"] == "resolved"
+
+
+def test_promise_purge(tmp_path):
+    """`promises purge` on a server of its own (it deletes every finished workflow it finds)."""
+    s = start_server("memory", tmp_path, debug=True)
+    try:
+        for id, tags in (("wf", {"resonate:origin": "wf"}), ("wf.1", {"resonate:origin": "wf"}),
+                         ("run", {"resonate:origin": "run"}), ("run.1", {"resonate:origin": "run"})):
+            assert s.rpc("promise.create", {"id": id, "timeoutAt": FAR, "tags": tags})[0] == 200
+        for id in ("wf", "wf.1", "run.1"):
+            assert s.rpc("promise.settle", {"id": id, "state": "resolved"})[0] == 200
+        time.sleep(0.01)
+        assert run(s, "promises", "purge", "--older-than", "1h") == {"workflows": 0, "promises": 0, "dryRun": False}
+        assert run(s, "promises", "purge", "--older-than", "1ms", "--dry-run") == {
+            "workflows": 1, "promises": 2, "dryRun": True}
+        assert s.rpc("promise.get", {"id": "wf"})[0] == 200
+        r = cli("promises", "purge", "--older-than", "1ms", "-S", s.url)
+        assert (r.rc, r.out) == (0, "deleted 1 workflows (2 promises) settled more than 1ms ago\n")
+        assert [s.rpc("promise.get", {"id": i})[0] for i in ("wf", "wf.1", "run", "run.1")] == [404, 404, 200, 200]
+        for bad in ("", "30", "30x"):
+            r = cli("promises", "purge", "--older-than", bad, "-S", s.url)
+            assert r.rc == 1 and r.err.startswith("Error: "), (bad, r)
+    finally:
+        s.stop()
 
 
 def test_promise_reject_cancel_and_flag_placement(srv):
@@ -438,6 +462,22 @@ def test_envelope_token_and_env(fake):
     # no token anywhere: neither head.auth nor the header
     assert cli("promises", "get", "z", "-S", url).rc == 0
     assert "auth" not in _Fake.seen[-1][1]["head"] and "Authorization" not in _Fake.seen[-1][0]
+
+
+def test_purge_repeats_while_the_server_has_more(fake):
+    """Each `promise.purge` works for a bounded time; `more` makes the CLI send another and add up."""
+    url = f"http://127.0.0.1:{fake.server_port}"
+    answers = [{"workflows": 3, "promises": 7, "dryRun": False, "more": True},
+               {"workflows": 1, "promises": 2, "dryRun": False, "more": False}]
+
+    def reply(body: dict[str, Any]) -> bytes:
+        head = {"corrId": body["head"]["corrId"], "status": 200, "version": "2026-04-01"}
+        return json.dumps({"kind": body["kind"], "head": head, "data": answers.pop(0)}).encode()
+
+    _Fake.reply = reply
+    out = cli("promises", "purge", "--older-than", "30d", "-S", url, "--json").json()
+    assert out == {"workflows": 4, "promises": 9, "dryRun": False}
+    assert [b["data"] for _, b in _Fake.seen] == [{"olderThan": 2_592_000_000, "dryRun": False}] * 2
 
 
 def test_error_data_rendering(fake):

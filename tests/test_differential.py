@@ -172,6 +172,7 @@ ALLOWED_STATUS: dict[str, set[int]] = {
     "outbox.search": {200, 400},
     "outbox.redrive": {200, 400},
     "debug.tick": {200, 400},
+    "promise.purge": {200, 400},
     # the REST API's kinds (sent to `Service.handle` as its routes do; errors carry a code)
     "rest.promise.get": {200, 400, 404},
     "rest.promise.create": {200, 201, 400, 409},
@@ -350,7 +351,7 @@ class Gen:
         "task.search": 2,
         "schedule.get": 1.5, "schedule.create": 1.5, "schedule.delete": 1.2, "schedule.search": 1,
         "debug.start": 0.15, "debug.stop": 0.15, "debug.reset": 0.25, "debug.snap": 0.5, "debug.tick": 5,
-        "outbox.search": 0.5, "outbox.redrive": 0.3,
+        "outbox.search": 0.5, "outbox.redrive": 0.3, "promise.purge": 0.6,
         "rest.promise.get": 1.5, "rest.promise.create": 4, "rest.promise.complete": 3, "rest.promise.search": 1,
         "rest.promise.callback": 2, "rest.promise.subscribe": 1.5, "rest.task.claim": 3, "rest.task.complete": 2.5,
         "rest.task.drop": 1, "rest.task.heartbeat": 1.5,
@@ -604,6 +605,12 @@ class Gen:
     def g_outbox_redrive(self, head):
         return self.r.choice([{"all": True}, {"ids": [1, 2, 3]}, {"ids": [7]}, {}, {"ids": []},
                               {"ids": [1], "all": True}])
+
+    def g_promise_purge(self, head):
+        d: dict[str, Any] = {"olderThan": self.r.choice([0, 0, 1, 1_000, 60_000, 1_000_000, -1, I64_MAX])}
+        if self.chance(0.3):
+            d["dryRun"] = self.r.choice([True, False])
+        return d
 
     def g_debug_tick(self, head):
         roll = self.r.random()
@@ -887,6 +894,39 @@ def check_invariants(snap: dict[str, Any], prev: dict[str, Any] | None, reset: b
     return errs
 
 
+def workflow_key(p: dict[str, Any]) -> str:
+    return p["tags"].get("resonate:origin") or p["id"]
+
+
+def check_purge(prev: dict[str, Any], snap: dict[str, Any], req: dict[str, Any], out: dict[str, Any],
+                now: int) -> list[str]:
+    """`promise.purge` (docs/operations.md#retention) removed exactly the workflows whose every
+    promise settled at or before now - olderThan, with their tasks; a dry run removed nothing."""
+    before = now - req["olderThan"]
+    workflows: dict[str, list[dict[str, Any]]] = {}
+    for p in prev["promises"]:
+        workflows.setdefault(workflow_key(p), []).append(p)
+    finished = {k for k, ps in workflows.items()
+                if all(p["state"] != "pending" and p.get("settledAt") is not None and p["settledAt"] <= before
+                       for p in ps)}
+    want = sorted(p["id"] for k in finished for p in workflows[k])
+    kept = {p["id"] for p in snap["promises"]}
+    gone = sorted(p["id"] for p in prev["promises"] if p["id"] not in kept)
+    errs = []
+    if req.get("dryRun"):
+        if gone:
+            errs.append(f"R-1 a dry run deleted {gone}")
+    elif gone != want:
+        errs.append(f"R-2 purged {gone}, expected {want}")
+    if (out["workflows"], out["promises"]) != (len(finished), len(want)) or out["more"]:
+        errs.append(f"R-3 purge answered {out}, expected {len(finished)} workflows, {len(want)} promises")
+    if not req.get("dryRun"):
+        errs += [f"R-4 task {t['id']} outlived its purged promise" for t in snap["tasks"] if t["id"] not in kept]
+        errs += [f"R-4 message for purged {m}" for m in snap["messages"]
+                 if (m["message"]["data"].get("task") or m["message"]["data"].get("promise"))["id"] in gone]
+    return errs
+
+
 # ---------------------------------------------------------------------------------- the run
 
 INTERACTIONS = ("resume", "lease_expiry", "schedule_fired", "tick_timeout", "lazy_timeout", "timer_resolved",
@@ -1066,7 +1106,14 @@ def run_seed(seed: int, tmp: Path) -> dict[str, Any]:
             if kind == "rest.task.complete" and status == 201:
                 dormant.add(out["task"]["id"])
             dormant &= {t["id"] for t in snap["tasks"] if t["state"] == "suspended"}
-            errs = check_invariants(snap, prev, reset=(kind == "debug.reset"), dormant=frozenset(dormant))
+            if kind == "promise.purge" and status == 200:
+                errs = check_purge(prev, snap, data, out, gen.clock)
+                kept = {p["id"] for p in snap["promises"]}  # the rest holds against what the purge kept
+                prev = {**prev, "promises": [p for p in prev["promises"] if p["id"] in kept],
+                        "tasks": [t for t in prev["tasks"] if t["id"] in kept]}
+                errs += check_invariants(snap, prev, reset=False, dormant=frozenset(dormant))
+            else:
+                errs = check_invariants(snap, prev, reset=(kind == "debug.reset"), dormant=frozenset(dormant))
             if errs:
                 run.fail("invariant violations after " + json.dumps(env, ensure_ascii=False)[:800] + ":\n  "
                          + "\n  ".join(errs[:20]))

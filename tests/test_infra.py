@@ -320,6 +320,7 @@ def test_entry_environment(stack, shape):
         assert env["RESONATE_AUTH__ISS"] == "https://issuer.example"
         # no HTTP push to private, loopback or metadata addresses from inside Google's network
         assert env["RESONATE_TRANSPORTS__HTTP_PUSH__DENY_PRIVATE"] == "true", name
+        assert env["RESONATE_RETENTION__SETTLED_AFTER"] == str(30 * 86_400_000), name  # retentionDays: 30 days
     fns = stack.functions()
     for name in ("api", "poll"):
         if name in fns:
@@ -337,6 +338,16 @@ def test_environment_is_a_valid_server_config(stack, shape):
     cfg = load(env={k: v for k, v in env.items() if k.startswith("RESONATE_")})
     assert cfg.dispatch.max_attempts == 5 and cfg.storage.postgres.ip_type == "public"
     assert cfg.server.url == BASE_URLS[shape] and cfg.sweeper.auth == "gcp"
+    assert cfg.retention.settled_after == 30 * 86_400_000
+
+
+def test_retention_days() -> None:
+    """`retentionDays` sets every function's horizon; 0 keeps everything; a negative one is refused."""
+    for days, want in (("7", str(7 * 86_400_000)), ("0", "0")):
+        st = deploy_with({**SHAPES["default"], "retentionDays": days})
+        for name, f in st.functions().items():
+            assert f["serviceConfig"]["environmentVariables"]["RESONATE_RETENTION__SETTLED_AFTER"] == want, name
+    assert "retentionDays=-1" in refused({**SHAPES["default"], "retentionDays": "-1"})
 
 
 def test_push_subscription(stack):

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from shared.records import BRANCH, LEASE, RETRY, TARGET, Lock, Message, Promise, Schedule, Task
+from shared.records import BRANCH, LEASE, ORIGIN, RETRY, TARGET, Lock, Message, Promise, Schedule, Task
 from shared.storage.base import ReadOnlyViolation, StorageError, Tx
 from shared.storage.memory import MemoryStore
 from tests.support.mysql import my_server, my_url  # noqa: F401 (fixtures)
@@ -318,6 +318,34 @@ STEPS: list[tuple[str, Callable, bool]] = [
     ("raise after writes", lambda tx: [tx.insert_promise(P("boom")), tx.set_meta("a", "x"), 1 / 0], True),
     ("readonly violation", lambda tx: tx.set_meta("c", "1"), False),
     ("readonly lock", lambda tx: tx.put_lock(L("r9", 1)), False),
+    # retention: workflows by origin tag (else the promise's own id), deleted with what hangs off them
+    ("workflows", lambda tx: [tx.insert_promise(P("w1", "resolved", tags={ORIGIN: "w1"}, settled_at=10)),
+                              tx.insert_promise(P("w1.a", "rejected", tags={ORIGIN: "w1"}, settled_at=20)),
+                              tx.insert_promise(P("w1.b", tags={ORIGIN: "w1"})),
+                              tx.insert_promise(P("w2.x", "resolved", tags={ORIGIN: "w2", "é": "ü"}, settled_at=8)),
+                              tx.insert_promise(P("w2", "resolved", tags={ORIGIN: "w2"}, settled_at=5)),
+                              tx.insert_promise(P("w3", "rejected_timedout", settled_at=3)),
+                              tx.insert_promise(P("w4", "resolved", tags={ORIGIN: ""}, settled_at=2)),
+                              tx.insert_promise(P("w5", "resolved", tags={ORIGIN: "w6"}, settled_at=2)),
+                              tx.insert_promise(P("w6", "resolved", tags={ORIGIN: "w5"}, settled_at=2)),
+                              tx.insert_task(Task("w2", "completed", 2)), tx.insert_task(Task("w2.x", "completed", 1)),
+                              tx.add_callback("w2.x", "w2", True), tx.add_callback("w2", "p3", True),
+                              tx.add_callback("p1", "w2.x", False), tx.add_listener("w2", "poll://l"),
+                              tx.add_listener("w2.x", "http://l"), tx.add_listener("w1", "poll://l"),
+                              tx.enqueue(Message("execute", "w2.x", "poll://a", 1)),
+                              tx.enqueue(Message("unblock", "w2", "poll://u", 0)),
+                              tx.enqueue(Message("unblock", "w1", "poll://u", 0))], True),
+    ("retention pages", lambda tx: (tx.retention_page(10, None, 1000), tx.retention_page(10, "w2", 3),
+                                    tx.retention_page(10, None, 2), tx.retention_page(4, "w", 100),
+                                    tx.retention_page(2**62, "p", 1000), tx.retention_page(-1, "w6", 9)), False),
+    ("workflow promises", lambda tx: (tx.workflow_promises("w1"), tx.workflow_promises("w2"),
+                                      tx.workflow_promises("w4"), tx.workflow_promises("w5"),
+                                      tx.workflow_promises(""), tx.workflow_promises("nope"),
+                                      tx.workflow_promises("p1")), False),
+    ("delete promises", lambda tx: (tx.delete_promises(["w2", "w2.x", "nope", "w2"]), tx.delete_promises([]),
+                                    tx.delete_promises(["nope"]), tx.ready_counts(["p3", "w2"]),
+                                    tx.get_task("w2.x"), tx.count_listeners("w2"), tx.workflow_promises("w2"),
+                                    tx.retention_page(10, "w", 100)), True),
     ("snapshot", lambda tx: (tx.all_promises(), tx.all_tasks(), tx.all_callbacks(), tx.all_listeners()), False),
     ("reset", lambda tx: tx.reset(), True),
     ("after reset", lambda tx: (snapshot(tx), tx.next_deadline(False), tx.get_meta("a"), tx.outbox_count(),
@@ -411,6 +439,13 @@ def test_differential_random(durable: Adapter) -> None:
         lambda: ((lambda tx, t=rng.randint(0, 60), n=rng.randint(1, 5): tx.due_schedules(t, n)), False),
         lambda: ((lambda tx, o=rng.random() < .5: tx.next_deadline(o)), False),
         lambda: ((lambda tx, k=rng.choice(["a", "b"]), v=rng.choice([None, "", "v"]): tx.set_meta(k, v)), True),
+        lambda: ((lambda tx, p=P(rng.choice(ids), rng.choice(["resolved", "rejected"]), settled_at=rng.randint(0, 9),
+                                 tags={ORIGIN: rng.choice(["", "i1", "i2", "é"])}):
+                  tx.update_promise(p)), True),
+        lambda: ((lambda tx, t=rng.randint(-1, 10), c=rng.choice([None] + ids), n=rng.randint(1, 5):
+                  tx.retention_page(t, c, n)), False),
+        lambda: ((lambda tx, k=rng.choice(ids + [""]): tx.workflow_promises(k)), False),
+        lambda: ((lambda tx, d=rng.sample(ids, rng.randint(0, 3)): tx.delete_promises(d)), True),
         lambda: ((lambda tx: tx.reset()) if rng.random() < .05 else (lambda tx: None), True),
     ]
     for _ in range(500):
@@ -453,6 +488,11 @@ EDGE_STEPS: list[tuple[Callable, bool]] = [
                  for pat in ("*", "a*", "*b") for i in IDS[:6] for c in (None, "a")], False),
     (lambda tx: [tx.put_lock(Lock(i, i, "😀" if n % 2 else "w", BIG, BIG - n)) for n, i in enumerate(IDS)], True),
     (lambda tx: (tx.due_locks(BIG, 100), tx.locks_of_process("😀"), tx.get_lock("𐀀"), tx.next_deadline(False)), False),
+    (lambda tx: [tx.update_promise(P(i, "resolved", tags={ORIGIN: IDS[n * 7 % len(IDS)]}, settled_at=n))
+                 for n, i in enumerate(IDS) if n % 3], True),
+    (lambda tx: (tx.retention_page(BIG, None, 100), [tx.retention_page(5, c, 4) for c in ("", "a", "é", "😀")],
+                 [tx.workflow_promises(i) for i in IDS]), False),
+    (lambda tx: tx.delete_promises(IDS[::2]), True),
 ]
 
 
@@ -462,7 +502,7 @@ def test_differential_edge_values(durable: Adapter) -> None:
     pair = Pair(durable.open())
     for fn, write in EDGE_STEPS:
         pair.run(fn, write)
-    assert pair.sql.read(lambda tx: [p.id for p in tx.all_promises()]) == sorted(IDS + ["big"])
+    assert pair.sql.read(lambda tx: [p.id for p in tx.all_promises()]) == sorted(IDS[1::2] + ["big"])  # [::2] purged
 
 
 # (b) rollback and errors ----------------------------------------------------------------------------
@@ -561,7 +601,8 @@ WRITES = [lambda tx: tx.insert_promise(P("r")), lambda tx: tx.update_promise(P("
           lambda tx: tx.ack(Message("unblock", "a", "b")), lambda tx: tx.insert_schedule(S("s", 1)),
           lambda tx: tx.update_schedule(S("s", 1)), lambda tx: tx.delete_schedule("s"),
           lambda tx: tx.set_meta("a", "b"), lambda tx: tx.reset(), lambda tx: tx.put_lock(L("r", 1)),
-          lambda tx: tx.delete_lock("r"), lambda tx: tx.revive_dead(None)]
+          lambda tx: tx.delete_lock("r"), lambda tx: tx.revive_dead(None),
+          lambda tx: tx.delete_promises(["r"])]
 
 
 @pytest.mark.parametrize("fn", WRITES)

@@ -13,6 +13,7 @@ from shared.delivery.inprocess import InProcessClaims
 from shared.delivery.outbox import Delivery
 from shared.delivery.sender import Sender
 from shared.protocol import dumps
+from shared.records import DEBUG_SESSION, Promise
 from shared.service import Service
 from shared.storage.sqlite import SqliteStore
 from shared.sweeper import run_window
@@ -92,11 +93,16 @@ def test_window_handles_its_deadlines_on_time_and_leaves_later_ones(tmp_path):
 def test_sweeper_function_entry_point(tmp_path):
     port = free_port()
     db = tmp_path / "fn.db"
-    env = {"RESONATE_STORAGE__SQLITE__PATH": str(db), "RESONATE_SWEEPER__WINDOW": "800"}
+    env = {"RESONATE_STORAGE__SQLITE__PATH": str(db), "RESONATE_SWEEPER__WINDOW": "800",
+           "RESONATE_RETENTION__SETTLED_AFTER": "60000"}  # the cloud default is 30 days
     store = SqliteStore(str(db))
     service = Service(store, load({}, env={}))
     _rpc(service, "promise.create", {"id": "due", "timeoutAt": Clock().now() + 300,
                                      "tags": {"resonate:target": "poll://any@g"}})
+    old = Clock().now() - 120_000  # a workflow that finished two minutes ago, and a younger one
+    store.write(lambda tx: [tx.insert_promise(Promise(i, "resolved", {}, {}, {"resonate:origin": i[:3]}, old, old,
+                                                      old if i.startswith("old") else Clock().now()))
+                            for i in ("old", "old.1", "new")])
     store.close()
     proc = _functions_framework("sweeper", port, env)
     try:
@@ -104,6 +110,7 @@ def test_sweeper_function_entry_point(tmp_path):
         _wait_health(url)  # any path reaches the sweeper; the first call already sweeps
         r = requests.post(url + "/", timeout=30)
         assert r.status_code == 200
+        assert r.json()["retention"]["partial"] is False  # (the health check's call already purged)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -111,6 +118,34 @@ def test_sweeper_function_entry_point(tmp_path):
     p = store.read(lambda tx: tx.get_promise("due"))
     assert p.state == "rejected_timedout" and p.settled_at == p.timeout_at
     assert store.read(lambda tx: tx.get_task("due")).state == "fulfilled"
+    assert [p.id for p in store.read(lambda tx: tx.all_promises())] == ["due", "new"]
+    store.close()
+
+
+def test_window_ends_with_one_retention_pass_unless_a_debug_session_runs(tmp_path):
+    """The window's timers first, then one budgeted retention pass; none during a debug session."""
+    from shared.retention import Purged
+
+    store = SqliteStore(str(tmp_path / "s.db"))
+    clock = ManualClock(Clock().now())
+    service = Service(store, load({"storage.type": "sqlite"}, env={}), clock=clock)
+    delivery = Delivery(store, Sender(None, None, {}, None), InProcessClaims(store, None, service))
+    _rpc(service, "promise.create", {"id": "due", "timeoutAt": clock.t + 100})
+    calls: list[tuple[float, str]] = []
+
+    def retain(budget_s: float) -> Purged:
+        calls.append((budget_s, store.read(lambda tx: tx.get_promise("due")).state))
+        return Purged(2, 5)
+
+    def sleep(seconds: float) -> None:
+        clock.t += round(seconds * 1000)
+
+    result = run_window(service, delivery, window_ms=1000, sleep=sleep, poll_ms=250, retain=retain)
+    assert calls == [(20.0, "rejected_timedout")]  # after the window's timer fired
+    assert result["retention"] == {"workflows": 2, "promises": 5, "partial": False}
+    store.write(lambda tx: tx.set_meta(DEBUG_SESSION, "1"))  # another instance started a debug session
+    result = run_window(service, delivery, window_ms=1000, sleep=sleep, poll_ms=250, retain=retain)
+    assert len(calls) == 1 and result["retention"] is None and result["debug_session"]
     store.close()
 
 

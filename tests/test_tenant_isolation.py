@@ -97,6 +97,7 @@ BUILDERS: dict[str, Callable[[Ids], dict[str, Any]]] = {
                                   "promiseTags": {"resonate:target": _target(i)}},
     "schedule.delete": lambda i: {"id": i.schedule},
     "schedule.search": lambda i: {},
+    "promise.purge": lambda i: {"olderThan": 0, "dryRun": True},
     "debug.start": lambda i: {},
     "debug.stop": lambda i: {},
     "debug.reset": lambda i: {},

@@ -47,6 +47,8 @@ def environment(s: config.Settings, base_url: pulumi.Input[str], connection_name
         # never push to private, loopback or metadata addresses: a client chooses the push URL,
         # and the functions run inside Google's network (the metadata server hands out tokens)
         "RESONATE_TRANSPORTS__HTTP_PUSH__DENY_PRIVATE": "true",
+        # finished workflows are deleted this long after they settled (docs/operations.md#retention)
+        "RESONATE_RETENTION__SETTLED_AFTER": str(s.retention_days * 86_400_000),
     }
     if s.auth_publickey:
         env["RESONATE_AUTH__PUBLICKEY"] = f"{functions.KEY_MOUNT}/public.pem"

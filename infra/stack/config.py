@@ -31,6 +31,7 @@ class Settings:
     poll_concurrency: int = 1000  # SSE streams per instance of whatever serves /poll
     poll_max_instances: int = 10
     api_max_instances: int = 20
+    retention_days: int = 30  # retention.settled_after: finished workflows are deleted after this; 0: never
     extra_env: dict[str, str] = field(default_factory=dict)  # more RESONATE_* (non-secret) settings
     allow_insecure: bool = False  # deploy even when `insecure()` names a problem (tests, demos)
 
@@ -72,6 +73,8 @@ RUNTIMES = ("functions", "cloudrun")
 def invalid(s: Settings) -> list[str]:
     """Settings that cannot be deployed at all (no allowInsecure for these)."""
     found = []
+    if s.retention_days < 0:
+        found.append(f"retentionDays={s.retention_days}: expected a number of days, 0 to keep everything")
     if s.runtime not in RUNTIMES:
         found.append(f"runtime={s.runtime!r}: expected 'functions' or 'cloudrun'")
     if s.image and not s.cloudrun:
@@ -111,6 +114,7 @@ def load() -> Settings:
     gcp = pulumi.Config("gcp")
     cfg = pulumi.Config()
     project = cfg.get("project") or gcp.require("project")
+    retention = cfg.get_int("retentionDays")  # 0 is a choice (keep everything), not "unset"
     return Settings(
         project=project,
         region=cfg.get("region") or gcp.get("region") or "us-central1",
@@ -131,6 +135,7 @@ def load() -> Settings:
         poll_concurrency=cfg.get_int("pollConcurrency") or 1000,
         poll_max_instances=cfg.get_int("pollMaxInstances") or 10,
         api_max_instances=cfg.get_int("apiMaxInstances") or 20,
+        retention_days=30 if retention is None else retention,
         extra_env=dict(cfg.get_object("env") or {}),
         allow_insecure=bool(cfg.get_bool("allowInsecure")),
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from local.commands.client import group, leaf
+from local.commands.client import CliError, client_from, group, json_mode, leaf, pretty
 from local.commands.output import send
-from local.commands.values import encode_data, json_flag, timeout_at
+from local.commands.values import encode_data, json_flag, parse_duration, timeout_at
 
 STATES = "pending, resolved, rejected, rejected_canceled, rejected_timedout"
 
@@ -53,6 +53,28 @@ def register_listener(args: argparse.Namespace) -> None:
     send(args, "promise.register_listener", {"awaited": args.awaited, "address": args.address})
 
 
+def purge(args: argparse.Namespace) -> None:
+    """`promise.purge` until the server reports nothing left (each request works for a bounded
+    time, `more` asks for another); prints the totals."""
+    if not args.older_than:
+        raise CliError("--older-than needs a duration, e.g. 30d")
+    older_than = parse_duration(args.older_than)
+    client = client_from(args)
+    workflows = promises = 0
+    while True:
+        out = client.call("promise.purge", {"olderThan": older_than, "dryRun": args.dry_run}, path="operator")
+        workflows += out["workflows"]
+        promises += out["promises"]
+        if not out.get("more"):
+            break
+    totals = {"workflows": workflows, "promises": promises, "dryRun": args.dry_run}
+    if json_mode(args):
+        print(pretty(totals))
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{verb} {workflows} workflows ({promises} promises) settled more than {args.older_than} ago")
+
+
 def register(sub: Any) -> None:
     cmds = group(sub, "promises", "promise", "promise operations")
 
@@ -77,6 +99,14 @@ def register(sub: Any) -> None:
     p.add_argument("--tags", metavar="JSON", help="JSON object; every pair must match")
     p.add_argument("--limit", type=int, default=100, metavar="N", help="page size (default 100)")
     p.add_argument("--cursor", metavar="C", help="cursor returned by the previous page")
+
+    p = leaf(cmds, "purge", "delete finished workflows settled longer ago than --older-than (role admin)", purge,
+             description="delete every workflow (the promises sharing one resonate:origin) whose promises are all "
+                         "settled, the last longer ago than --older-than, with their tasks, callbacks, listeners "
+                         "and queued messages; a deleted id may be created again, as new (docs/operations.md"
+                         "#retention)")
+    p.add_argument("--older-than", required=True, metavar="DUR", help="e.g. 30d, 12h, 90m")
+    p.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
 
     p = leaf(cmds, "register-callback", "make task AWAITER wait for promise AWAITED", register_callback)
     p.add_argument("awaited", metavar="AWAITED", help="awaited promise id")

@@ -47,6 +47,20 @@ class Tx(Protocol):
     def due_promises(self, t: int, target_only: bool, limit: int) -> list[Promise]:
         """Pending promises with timeout_at <= t (only those with a target if target_only), by (timeout_at, id)."""
 
+    # retention (shared/engine/retention.py): a workflow is the promises sharing one key, their
+    # resonate:origin tag, or their own id when that tag is absent or empty -------------------
+    def retention_page(self, before: int, after: str | None, limit: int) -> list[tuple[str, str, bool]]:
+        """(id, workflow key, done) of the promises with id > after, by id, at most limit; done:
+        settled with settled_at <= before. One bounded index range per call, so that listing a
+        large table never runs as one long statement."""
+    def workflow_promises(self, key: str) -> list[Promise]:
+        """The promises of the workflow `key` (origin tag == key, or no/empty origin tag and
+        id == key), by id."""
+    def delete_promises(self, ids: Collection[str]) -> int:
+        """Delete these promises with everything that hangs off them: their tasks, the callbacks
+        in which they are the awaited or the awaiter, their listeners and their outbox rows.
+        Returns the promises deleted (absent ids are skipped)."""
+
     # tasks ---------------------------------------------------------------------------------
     def get_task(self, id: str) -> Task | None: ...
     def insert_task(self, t: Task) -> None: ...

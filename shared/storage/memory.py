@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
-from shared.records import LEASE, Lock, Message, Promise, Schedule, Task
+from shared.records import LEASE, ORIGIN, Lock, Message, Promise, Schedule, Task
 from shared.storage.base import StorageError
 
 T = TypeVar("T")
@@ -101,6 +101,30 @@ class MemoryTx:
                if p.state == "pending" and p.timeout_at <= t and (not target_only or p.target is not None)]
         due.sort(key=lambda p: (p.timeout_at, p.id))
         return due[:limit]
+
+    # retention
+    def retention_page(self, before: int, after: str | None, limit: int) -> list[tuple[str, str, bool]]:
+        ids = sorted(i for i in self.st.promises if after is None or i > after)[:limit]
+        return [(p.id, p.tags.get(ORIGIN) or p.id,
+                 p.state != "pending" and p.settled_at is not None and p.settled_at <= before)
+                for p in (self.st.promises[i] for i in ids)]
+
+    def workflow_promises(self, key: str) -> list[Promise]:
+        return [p for _, p in sorted(self.st.promises.items()) if (p.tags.get(ORIGIN) or p.id) == key]
+
+    def delete_promises(self, ids: Collection[str]) -> int:
+        gone = {i for i in ids if i in self.st.promises}
+        for i in sorted(gone):
+            self._set(self.st.promises, i, _MISSING)
+            if i in self.st.tasks:
+                self._set(self.st.tasks, i, _MISSING)
+        for table in (self.st.callbacks, self.st.listeners):
+            for key in [k for k in table if k[0] in gone or (table is self.st.callbacks and k[1] in gone)]:
+                self._set(table, key, _MISSING)
+        for queue in (self.st.outbox, self.st.failures):
+            for mkey in [k for k in queue if k[1] in gone]:
+                self._set(queue, mkey, _MISSING)
+        return len(gone)
 
     # tasks
     def get_task(self, id: str) -> Task | None:

@@ -34,6 +34,7 @@ from shared.protocol import parse_address
 from shared.records import LEASE, Lock, Message, Promise, Schedule, Task
 from shared.storage.base import Busy, ReadOnlyViolation, StorageError
 from shared.storage.sql_common import (
+    CASCADE,
     DEAD,
     LIKE_ESCAPE,
     LOCK_COLS,
@@ -383,6 +384,33 @@ class MyTx(PortableQueries):
         sql = (f"SELECT {_P} FROM promises WHERE state = 'pending'{extra} AND timeout_at <= %(t)s"
                f" ORDER BY timeout_at, id LIMIT %(n)s{self._lock()}")
         return [_promise(r) for r in self._x(sql, t=t, n=limit)]
+
+    # retention -----------------------------------------------------------------------------
+    def retention_page(self, before: int, after: str | None, limit: int) -> list[tuple[str, str, bool]]:
+        cols = ("SELECT id, COALESCE(NULLIF(origin, ''), id),"
+                " state <> 'pending' AND settled_at IS NOT NULL AND settled_at <= %(before)s FROM promises")
+        if after is None:
+            rows = self._x(cols + " ORDER BY id LIMIT %(n)s", before=before, n=limit)
+        else:
+            rows = self._x(cols + " WHERE id > %(after)s ORDER BY id LIMIT %(n)s", before=before, after=after, n=limit)
+        return [(r[0], r[1], bool(r[2])) for r in rows]
+
+    def workflow_promises(self, key: str) -> list[Promise]:
+        """Rows locked in a write transaction: a settle racing the purge waits for it."""
+        lock = " FOR UPDATE" if self.writable else ""
+        sql = (f"SELECT {_P} FROM promises WHERE (origin = %(k)s AND %(k)s <> '')"
+               f" OR (id = %(k)s AND COALESCE(origin, '') = '') ORDER BY id{lock}")
+        return [_promise(r) for r in self._x(sql, k=key)]
+
+    def delete_promises(self, ids: Collection[str]) -> int:
+        if not ids:
+            return 0
+        self._w()
+        found = [r[0] for r in self._x("SELECT id FROM promises WHERE id IN %(ids)s FOR UPDATE", ids=tuple(ids))]
+        for table, col in CASCADE:
+            if found:
+                self._n(f"DELETE FROM {table} WHERE {col} IN %(ids)s", ids=tuple(found))
+        return len(found)
 
     # tasks ---------------------------------------------------------------------------------
     def get_task(self, id: str) -> Task | None:

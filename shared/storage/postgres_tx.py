@@ -25,6 +25,7 @@ from shared.protocol import parse_address
 from shared.records import BRANCH, LEASE, TARGET, Lock, Message, Promise, Schedule, Task
 from shared.storage.base import ReadOnlyViolation, StorageError
 from shared.storage.sql_common import (
+    CASCADE,
     DEAD,
     LIKE_ESCAPE,
     LOCK_COLS,
@@ -49,6 +50,8 @@ DB_NOW = "(extract(epoch from clock_timestamp()) * 1000)::bigint"  # leases use 
 MIGRATION_LOCK = 0x7265736F6E617465  # pg_advisory_xact_lock key ("resonate"), per database
 
 _C = 'TEXT COLLATE "C" NOT NULL'
+_ORIGIN = "tags->>'resonate:origin'"  # the expression promises_origin indexes
+_WORKFLOW = f"COALESCE(NULLIF({_ORIGIN}, ''), id) COLLATE \"C\""  # a promise's workflow key
 # Append-only: (version, DDL). Applied in order inside one transaction, under MIGRATION_LOCK;
 # never edit a shipped entry, add a new version instead.
 MIGRATIONS: list[tuple[int, list[str]]] = [
@@ -109,6 +112,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         " ttl BIGINT NOT NULL, expires_at BIGINT NOT NULL)",
         "CREATE INDEX locks_process ON locks (process_id, resource_id)",
         "CREATE INDEX locks_due ON locks (expires_at, resource_id)",
+    ]),
+    # retention (shared/engine/retention.py): a workflow's promises by their origin tag, and the
+    # outbox rows of deleted promises
+    (5, [
+        f"CREATE INDEX promises_origin ON promises (({_ORIGIN}), id)",
+        "CREATE INDEX outbox_id ON outbox (id)",
     ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -359,6 +368,33 @@ class PgTx(PortableQueries):
         sql = (f"SELECT {_P} FROM promises WHERE state = 'pending'{extra} AND timeout_at <= :t"
                f" ORDER BY timeout_at, id LIMIT :n{self._lock()}")
         return [_promise(r) for r in self._x(sql, t=t, n=limit)]
+
+    # retention -----------------------------------------------------------------------------
+    def retention_page(self, before: int, after: str | None, limit: int) -> list[tuple[str, str, bool]]:
+        cols = (f"SELECT id, {_WORKFLOW}, state <> 'pending' AND settled_at IS NOT NULL AND settled_at <= :before"
+                " FROM promises")
+        if after is None:
+            rows = self._x(cols + " ORDER BY id LIMIT :n", before=before, n=limit)
+        else:
+            rows = self._x(cols + " WHERE id > :after ORDER BY id LIMIT :n", before=before, after=after, n=limit)
+        return [(r[0], r[1], bool(r[2])) for r in rows]
+
+    def workflow_promises(self, key: str) -> list[Promise]:
+        """Rows locked in a write transaction: a settle racing the purge waits for it."""
+        lock = " FOR UPDATE" if self.writable else ""
+        sql = (f"SELECT {_P} FROM promises WHERE ({_ORIGIN} = :k AND :k <> '')"
+               f" OR (id = :k AND COALESCE({_ORIGIN}, '') = '') ORDER BY id{lock}")
+        return [_promise(r) for r in self._x(sql, k=key)]
+
+    def delete_promises(self, ids: Collection[str]) -> int:
+        if not ids:
+            return 0
+        self._w()
+        found = [r[0] for r in self._x("DELETE FROM promises WHERE id = ANY(:ids) RETURNING id", ids=list(ids))]
+        for table, col in CASCADE[1:]:
+            if found:
+                self._x(f"DELETE FROM {table} WHERE {col} = ANY(:ids)", ids=found)
+        return len(found)
 
     # tasks ---------------------------------------------------------------------------------
     def get_task(self, id: str) -> Task | None:

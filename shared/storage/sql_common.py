@@ -14,6 +14,9 @@ PROMISE_COLS = "id, state, param, value, tags, timeout_at, created_at, settled_a
 TASK_COLS = "id, state, version, timer_type, timer_at, pid, ttl"
 LOCK_COLS = "resource_id, execution_id, process_id, ttl, expires_at"
 DATA_TABLES = ("promises", "tasks", "callbacks", "listeners", "outbox", "schedules", "locks")
+# what a deleted promise takes with it (Tx.delete_promises): (table, column naming its id)
+CASCADE = (("promises", "id"), ("tasks", "id"), ("callbacks", "awaited"), ("callbacks", "awaiter"),
+           ("listeners", "promise_id"), ("outbox", "id"))
 DEAD = 2 ** 62  # outbox.claimed_until of a row given up: never claimed again (the cluster outboxes)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from shared.records import BRANCH, LEASE, TARGET, Lock, Message, Promise, Schedule, Task
 from shared.storage.base import ReadOnlyViolation, StorageError
-from shared.storage.sql_common import LOCK_COLS, PROMISE_COLS, TASK_COLS, PortableQueries, glob_pattern
+from shared.storage.sql_common import CASCADE, LOCK_COLS, PROMISE_COLS, TASK_COLS, PortableQueries, glob_pattern
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -21,6 +21,9 @@ _loads = json.loads
 
 def _obj(s: str) -> dict:
     return {} if s == "{}" else _loads(s)  # empty value/tags are the common case
+
+_ORIGIN = """json_extract(tags, '$."resonate:origin"')"""  # the expression promises_origin indexes
+_WORKFLOW = f"COALESCE(NULLIF({_ORIGIN}, ''), id)"  # a promise's workflow key
 
 # Append-only: (version, DDL). Applied in order inside one transaction at open; never edit a
 # shipped entry, add a new version instead.
@@ -67,6 +70,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         " process_id TEXT NOT NULL, ttl INTEGER NOT NULL, expires_at INTEGER NOT NULL)",
         "CREATE INDEX locks_process ON locks (process_id, resource_id)",
         "CREATE INDEX locks_due ON locks (expires_at, resource_id)",
+    ]),
+    # retention (shared/engine/retention.py): a workflow's promises by their origin tag, and the
+    # outbox rows of deleted promises
+    (4, [
+        f"CREATE INDEX promises_origin ON promises ({_ORIGIN}, id)",
+        "CREATE INDEX outbox_id ON outbox (id)",
     ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -208,6 +217,34 @@ class SqliteTx(PortableQueries):
         sql = (f"SELECT {_P} FROM promises WHERE state = 'pending'{extra} AND timeout_at <= ?"
                " ORDER BY timeout_at, id LIMIT ?")
         return [_promise(r) for r in self._x(sql, (t, limit))]
+
+    # retention -----------------------------------------------------------------------------
+    def retention_page(self, before: int, after: str | None, limit: int) -> list[tuple[str, str, bool]]:
+        cols = (f"SELECT id, {_WORKFLOW}, state <> 'pending' AND settled_at IS NOT NULL AND settled_at <= ?"
+                " FROM promises")
+        if after is None:
+            rows = self._x(cols + " ORDER BY id LIMIT ?", (before, limit))
+        else:
+            rows = self._x(cols + " WHERE id > ? ORDER BY id LIMIT ?", (before, after, limit))
+        return [(r[0], r[1], bool(r[2])) for r in rows]
+
+    def workflow_promises(self, key: str) -> list[Promise]:
+        sql = (f"SELECT {_P} FROM promises WHERE {_ORIGIN} = ? AND ? <> ''"
+               f" UNION ALL SELECT {_P} FROM promises WHERE id = ? AND COALESCE({_ORIGIN}, '') = '' ORDER BY id")
+        return [_promise(r) for r in self._x(sql, (key, key, key))]
+
+    def delete_promises(self, ids: Collection[str]) -> int:
+        if not ids:
+            return 0
+        self._w()
+        within = "IN (SELECT value FROM json_each(?))"
+        found = [r[0] for r in self._x(f"SELECT id FROM promises WHERE id {within}", (json.dumps(list(ids)),))]
+        if not found:
+            return 0
+        arg = (json.dumps(found),)
+        for table, col in CASCADE:
+            self._x(f"DELETE FROM {table} WHERE {col} {within}", arg)
+        return len(found)
 
     # tasks ---------------------------------------------------------------------------------
     def get_task(self, id: str) -> Task | None:
