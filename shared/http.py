@@ -125,10 +125,17 @@ def client_socket(environ: dict[str, Any]) -> Any:
     return getattr(raw, "_sock", None)
 
 
-def poll(hub: PollHub, keepalive_ms: int, group: str, id: str, auth: Authenticator | None = None) -> Response:
+def poll(hub: PollHub, keepalive_ms: int, group: str, id: str, auth: Authenticator | None = None, *,
+         render: Callable[[bytes], bytes] | None = None, replace: bool = False, at_capacity: int | None = None,
+         content_type: str = "text/event-stream") -> Response:
     """The SSE stream of worker `id` in `group`. With auth on: a valid bearer token entitled to
     the group (401/403), then the hub's rules for its principal: the id not held by another
-    principal (409), the principal under its connection cap (429); all plain text."""
+    principal (409), the principal under its connection cap (429); all plain text.
+
+    The REST-era SDKs' listener (shared/legacy/sse.py) adds: `render` (its message shapes),
+    `replace` (a new stream ends the same principal's older ones of that id: those SDKs abandon
+    streams without closing them), `at_capacity` (its status when every slot is taken) and its
+    content type."""
     group, id = unquote(group), unquote(id)
     if not group or not id:
         return Response("", 404)
@@ -140,10 +147,12 @@ def poll(hub: PollHub, keepalive_ms: int, group: str, id: str, auth: Authenticat
         if isinstance(held, tuple):
             return Response(held[1], held[0], mimetype="text/plain")
         principal = held
+    if replace:
+        hub.disconnect_id(group, id, principal)
     try:
-        conn = hub.register(group, id, principal)
+        conn = hub.register(group, id, principal, render=render)
     except AtCapacity as e:
-        return Response(e.message, e.status, mimetype="text/plain")
+        return Response(e.message, at_capacity or e.status, mimetype="text/plain")
     except Refused as e:
         log.warning("Poll refused: %s status=%d group=%s id=%s", e.message, e.status, q(group), q(id))
         return Response(e.message, e.status, mimetype="text/plain")
@@ -151,7 +160,7 @@ def poll(hub: PollHub, keepalive_ms: int, group: str, id: str, auth: Authenticat
     if sock is not None:
         hub.watch(conn, sock)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return Response(hub.stream(conn, keepalive_ms / 1000), 200, content_type="text/event-stream", headers=headers,
+    return Response(hub.stream(conn, keepalive_ms / 1000), 200, content_type=content_type, headers=headers,
                     direct_passthrough=True)
 
 

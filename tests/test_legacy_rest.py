@@ -272,3 +272,12 @@ def test_bearer_tokens_authenticate_rest_routes(tmp_path: Path) -> None:
     error(c.post("/promises", json={**body, "id": "tenantB/x"}, headers={"Authorization": f"Bearer {worker}"}),
           403, 4039)
     error(c.get("/promises?id=*", headers={"Authorization": f"Bearer {worker}"}), 403, 4039)
+
+
+def test_a_new_stream_replaces_only_the_same_principals_streams() -> None:
+    """The REST-era listener's replacement of abandoned streams never ends another principal's."""
+    hub = PollHub()
+    mine = hub.register("g", "w1", "tenantA")
+    other = hub.register("g", "w2", "tenantB")
+    assert hub.disconnect_id("g", "w1", "tenantB") == 0 and not mine.closed
+    assert hub.disconnect_id("g", "w1", "tenantA") == 1 and mine.closed and not other.closed

@@ -179,10 +179,12 @@ class PollHub:
         with self._lock:
             return {(c.group, c.id): c.principal for cs in self._groups.values() for c in cs if c.admitted}
 
-    def disconnect_id(self, group: str, id: str) -> int:
-        """End every connection of one worker id (another principal holds it now); how many."""
+    def disconnect_id(self, group: str, id: str, principal: str | object | None = ...) -> int:
+        """End every connection of one worker id (another principal holds it now; or, given a
+        principal, only that principal's: a newer stream replaces them); how many."""
         with self._lock:
-            conns = [c for c in self._groups.get(group, ()) if c.id == id]
+            conns = [c for c in self._groups.get(group, ()) if c.id == id
+                     and (principal is ... or c.principal == principal)]
         for c in conns:
             self.disconnect(c)
         return len(conns)

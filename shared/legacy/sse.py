@@ -12,21 +12,17 @@ streams open), as the older server did.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
-from flask import Flask, Response, request
+from flask import Flask, Response
 
-from shared.delivery.hub import AtCapacity, PollHub, Refused
-from shared.http import client_socket
+from shared.delivery.hub import PollHub
+from shared.http import poll
 from shared.legacy import ids, wire
-from shared.logs import q
-from shared.protocol import dumps, has_control
+from shared.protocol import dumps
 from shared.service import Service
 
-log = logging.getLogger("resonate.legacy")
 CONTENT_TYPE = "text/event-stream; charset=utf-8"  # their client reads lines as text only with a charset
 
 
@@ -52,32 +48,12 @@ def renderer(service: Service) -> Callable[[bytes], bytes]:
 
 def create_app(service: Service, hub: PollHub) -> Flask:
     app = Flask("resonate-legacy-sse")
-    keepalive = service.cfg.transports.http_poll.keepalive_interval / 1000
+    keepalive = service.cfg.transports.http_poll.keepalive_interval
     render = renderer(service)
 
     def stream(group: str, id: str) -> Response:
-        group, id = unquote(group), unquote(id)
-        if has_control(group) or has_control(id):
-            return Response("Invalid poll address", 400, mimetype="text/plain")
-        principal: str | None = None
-        if service.auth is not None:
-            held = service.auth.check_poll(request.headers, group)
-            if isinstance(held, tuple):
-                return Response(held[1], held[0], mimetype="text/plain")
-            principal = held
-        hub.disconnect_id(group, id)  # the newest stream of a worker id wins
-        try:
-            conn = hub.register(group, id, principal, render=render)
-        except AtCapacity as e:
-            return Response(e.message, 429, mimetype="text/plain")
-        except Refused as e:
-            log.warning("Poll refused: %s status=%d group=%s id=%s", e.message, e.status, q(group), q(id))
-            return Response(e.message, e.status, mimetype="text/plain")
-        sock = client_socket(request.environ)
-        if sock is not None:
-            hub.watch(conn, sock)
-        return Response(hub.stream(conn, keepalive), 200, content_type=CONTENT_TYPE,
-                        headers={"Cache-Control": "no-cache"}, direct_passthrough=True)
+        return poll(hub, keepalive, group, id, service.auth, render=render, replace=True, at_capacity=429,
+                    content_type=CONTENT_TYPE)
 
     app.add_url_rule("/<group>/<id>", "legacy_poll", stream, methods=["GET"])
 
