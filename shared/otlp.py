@@ -165,7 +165,7 @@ class OtlpExporter:
         sm.scope.name = "resonate"
         for family in self.metrics.registry.collect():
             if family.type == "histogram":
-                self._histogram(sm.metrics.add(), family, now)
+                self._histogram(sm.metrics, family, now)
                 continue
             if not family.samples:
                 continue
@@ -183,10 +183,9 @@ class OtlpExporter:
                 self._labels(pt, s.labels)
         return req
 
-    def _histogram(self, m: Any, family: Any, now: int) -> None:
-        m.name, m.description = family.name, family.documentation
-        m.unit = "s" if family.name.endswith("_seconds") else ""
-        m.histogram.aggregation_temporality = self._pb.AGGREGATION_TEMPORALITY_CUMULATIVE
+    def _histogram(self, metrics: Any, family: Any, now: int) -> None:
+        """Prometheus's cumulative `le` buckets → OTLP's per-bucket counts (+Inf last, implicit
+        bound). A histogram no request has observed yet (no labelled child) is left out."""
         series: dict[tuple, dict[str, Any]] = defaultdict(lambda: {"buckets": []})
         for s in family.samples:
             key = tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))
@@ -196,6 +195,11 @@ class OtlpExporter:
                 series[key]["count"] = s.value
             elif s.name.endswith("_sum"):
                 series[key]["sum"] = s.value
+        if not series:
+            return
+        m = metrics.add(name=family.name, description=family.documentation,
+                        unit="s" if family.name.endswith("_seconds") else "")
+        m.histogram.aggregation_temporality = self._pb.AGGREGATION_TEMPORALITY_CUMULATIVE
         for key, d in series.items():
             bounds = sorted(d["buckets"])  # (le, cumulative count), +Inf last
             counts, prev = [], 0.0

@@ -170,3 +170,40 @@ def test_local_server_exports_its_totals_when_it_stops(tmp_path, receiver) -> No
         srv.stop()
     assert len(receiver.exports) == 1, "one export: the final one"
     assert created(receiver.exports[0]) == 2
+
+
+def test_encoding_matches_the_prometheus_registry() -> None:
+    """Same names and labels as GET /metrics; histogram buckets per bucket (not cumulative) with
+    the registry's bounds; a histogram nothing observed yet is left out; counters carry a start."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from shared.metrics import REQUEST_BUCKETS, Metrics
+    from shared.otlp import OtlpExporter
+
+    m = Metrics()
+    exporter = OtlpExporter(m, "http://127.0.0.1:9/v1/metrics", 60, instance_id="i-1")
+    (e,) = otlp_receiver.decode(exporter.encode().SerializeToString())
+    assert "resonate_request_duration_seconds" not in {n for n, _ in e.points}, "no request yet: no histogram"
+    m.request("promise.create", 200, 0.003)
+    m.request("promise.create", 200, 0.2)
+    m.request("promise.get", 404, 0.001)
+    (e,) = otlp_receiver.decode(exporter.encode().SerializeToString())
+    assert e.resource["service.instance.id"] == "i-1"
+    metric = {x.name: x for x in e.raw.scope_metrics[0].metrics}
+    (create,) = [p for p in metric["resonate_request_duration_seconds"].histogram.data_points
+                 if p.attributes[0].value.string_value == "promise.create"]
+    assert list(create.explicit_bounds) == list(REQUEST_BUCKETS)
+    assert create.bucket_counts[0] == 1 and create.bucket_counts[REQUEST_BUCKETS.index(0.25)] == 1
+    assert create.count == 2 and create.sum == pytest.approx(0.203)
+    assert metric["resonate_request_duration_seconds"].unit == "s"
+    total = metric["resonate_request_total"].sum
+    assert total.is_monotonic and all(p.start_time_unix_nano == exporter.start_ns for p in total.data_points)
+    # every series of the exposition, by name and labels, with its value (histograms: their count)
+    expected = {}
+    for fam in text_string_to_metric_families(m.exposition().decode()):
+        for s in fam.samples:
+            if s.name.endswith(("_bucket", "_sum")):
+                continue
+            name = s.name.removesuffix("_count") if fam.type == "histogram" else s.name
+            expected[(name, tuple(sorted(s.labels.items())))] = s.value
+    assert e.points == expected
