@@ -82,7 +82,19 @@ def _route(request: flask.Request) -> flask.Response:
         return flask.Response(text, 503, mimetype="text/plain")
     environ = {**request.environ, "wsgi.input": request.stream, "wsgi.input_terminated": True}
     with app.request_context(environ):
-        return app.full_dispatch_request()
+        resp = app.full_dispatch_request()
+    _export()
+    return resp
+
+
+def _export() -> None:
+    """The OTLP metrics export (observability.otlp_endpoint), at the end of a request when its
+    interval has passed: the instance has CPU now, and may have none (or be gone) after it
+    answers, so a timer thread is not relied on here (docs/operations.md#metrics-export-otlp)."""
+    rt = _built.get("runtime")
+    exporter = cast(Runtime, rt).exporter if rt is not None else None
+    if exporter is not None:
+        exporter.maybe_export()
 
 
 @functions_framework.http
@@ -105,9 +117,10 @@ def sweeper(request: flask.Request) -> flask.Response:
     """Called by Cloud Scheduler every minute: timeouts, retries, leases, schedules, outbox,
     then retention."""
     rt = _runtime()
-    return flask.jsonify(run_window(rt.service, rt.delivery, rt.cfg.sweeper.window,
-                                    poll_ms=rt.cfg.sweeper.poll_interval,
-                                    retain=lambda budget_s: rt.retention.run(budget_s)))
+    body = run_window(rt.service, rt.delivery, rt.cfg.sweeper.window, poll_ms=rt.cfg.sweeper.poll_interval,
+                      retain=lambda budget_s: rt.retention.run(budget_s))
+    _export()
+    return flask.jsonify(body)
 
 
 @functions_framework.http
@@ -120,9 +133,11 @@ def dispatch(request: flask.Request) -> tuple[flask.Response, int]:
     rt = _runtime()
     if rt.cfg.dispatch.topic:
         status, body = _dispatcher(rt).handle(request.headers.get("Authorization"), request.get_data())
+        _export()
         return flask.jsonify(body), status
     sent = rt.delivery.redrive()
     done = rt.delivery.flush(rt.cfg.transports.http_push.request_timeout / 1000 + 5)
+    _export()
     return flask.jsonify({"sent": sent, "settled": done}), (200 if done else 503)
 
 

@@ -55,10 +55,17 @@ def _requirement_name(spec: str) -> str:
     return re.sub(r"[-_.]+", "-", m.group(1)).lower()
 
 
-def requirements(root: Path = ROOT) -> str:
-    """requirements.txt: [project].dependencies of pyproject.toml, one a line, as written there."""
+def requirements(root: Path = ROOT, extras: tuple[str, ...] = ()) -> str:
+    """requirements.txt: [project].dependencies of pyproject.toml, one a line, as written there,
+    then those of the named optional-dependency groups (`otel`: infra/ sets an OTLP endpoint)."""
     with open(root / "pyproject.toml", "rb") as fh:
-        deps = tomllib.load(fh)["project"]["dependencies"]
+        project = tomllib.load(fh)["project"]
+    deps = list(project["dependencies"])
+    for extra in extras:
+        group = project.get("optional-dependencies", {}).get(extra)
+        if group is None:
+            raise ValueError(f"no optional-dependencies group {extra!r} in pyproject.toml")
+        deps.extend(d for d in group if d not in deps)
     kept = [d.strip() for d in deps if not EXCLUDED_REQUIREMENTS.match(_requirement_name(d))]
     return "".join(f"{d}\n" for d in kept)
 
@@ -80,9 +87,9 @@ def source_files(root: Path = ROOT) -> list[tuple[str, Path]]:
     return sorted(out)
 
 
-def archive_bytes(root: Path = ROOT) -> bytes:
+def archive_bytes(root: Path = ROOT, extras: tuple[str, ...] = ()) -> bytes:
     """The zip, deterministically: sorted entries, fixed times and modes, deflate level 9."""
-    entries: dict[str, bytes] = {"main.py": MAIN_PY.encode(), "requirements.txt": requirements(root).encode()}
+    entries: dict[str, bytes] = {"main.py": MAIN_PY.encode(), "requirements.txt": requirements(root, extras).encode()}
     for arcname, path in source_files(root):
         entries[arcname] = path.read_bytes()
     buf = io.BytesIO()
@@ -96,13 +103,13 @@ def archive_bytes(root: Path = ROOT) -> bytes:
     return buf.getvalue()
 
 
-def build_source(out_dir: Path, root: Path = ROOT) -> Path:
+def build_source(out_dir: Path, root: Path = ROOT, extras: tuple[str, ...] = ()) -> Path:
     """Write OUT_DIR/function-source.zip (created if needed) and return its path. Rewritten only
     when its bytes change, atomically (a reader never sees half an archive)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / ARCHIVE_NAME
-    data = archive_bytes(Path(root))
+    data = archive_bytes(Path(root), extras)
     if target.is_file() and target.read_bytes() == data:
         return target
     tmp = out_dir / f".{ARCHIVE_NAME}.{os.getpid()}.tmp"

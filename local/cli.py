@@ -95,7 +95,10 @@ FLAGS: list[tuple[list[str], str, str]] = [
     (["--observability-metrics-port"], "observability.metrics_port", "Prometheus port (default 9090; 0 disables)"),
     (["--legacy-enabled"], "legacy.enabled", "serve the older server's REST API (default true; false: 410 Gone)"),
     (["--legacy-poll-port"], "legacy.poll_port", "the REST-era SDKs' SSE port (default 8002; 0 disables)"),
-    (["--observability-otlp-endpoint"], "observability.otlp_endpoint", "OTLP endpoint (unused, as in the reference)"),
+    (["--observability-otlp-endpoint"], "observability.otlp_endpoint",
+     "OTLP/HTTP receiver of the metrics export, http(s)://host:port (default: none, no export)"),
+    (["--observability-otlp-interval"], "observability.otlp_interval",
+     "ms between OTLP metrics exports (default 60000)"),
 ]
 # one value per flag; the flags together replace the list (the metavar names one value)
 REPEATABLE = {"server.cors.allow_origins": "ORIGIN", "tasks.routes": "PATTERN=TARGET"}

@@ -107,9 +107,13 @@ MEANINGS: dict[str, str] = {
     "legacy.claim_timeout": "ms before a task of a promise routed by the REST API's `resonate:invoke` tag "
                             "is sent again when nobody claimed it (the `tasks.retry_timeout` of those tasks)",
     "observability.metrics_port": "port of the Prometheus `GET /metrics` listener (on `server.bind`); "
-                                  "`0`: no listener, nothing collected",
-    "observability.otlp_endpoint": "parsed, unused (as in the reference); `OTEL_EXPORTER_OTLP_ENDPOINT` "
+                                  "`0`: no listener (nothing collected unless `otlp_endpoint` is set)",
+    "observability.otlp_endpoint": "OTLP/HTTP receiver of the metrics export (`http(s)://host:port`, "
+                                   "`/v1/metrics` appended; `host:port` means http); empty: no export "
+                                   "(docs/operations.md#metrics-export-otlp); `OTEL_EXPORTER_OTLP_ENDPOINT` "
                                    "overrides it",
+    "observability.otlp_interval": "ms between OTLP metrics exports (the functions: at the end of a request "
+                                   "once it has passed; `0`: after every request)",
 }
 
 # A line printed under a section's heading, before its table.

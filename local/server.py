@@ -334,7 +334,7 @@ def serve(cfg: Config) -> int:
     gevent.signal_handler(signal.SIGTERM, on_signal, "SIGTERM")
     rt.start()
     scrape = (metrics_listener.start(rt.metrics, cfg.observability.metrics_port, cfg.server.bind)
-              if rt.metrics is not None else None)
+              if rt.metrics is not None and cfg.observability.metrics_port else None)
     log.info("Server listening bind=%s port=%d server_url=%s", cfg.server.bind, cfg.server.port, cfg.server_url)
     if legacy_sse is not None:
         log.info("Legacy SSE listener (REST-era SDKs) listening bind=%s port=%d", cfg.server.bind, cfg.legacy.poll_port)

@@ -282,7 +282,10 @@ class Dispatch(_Section):
 @dataclass(frozen=True, eq=False, repr=False)
 class Observability(_Section):
     metrics_port: int = 9090
-    otlp_endpoint: str = "localhost:4317"  # parsed, unused (as in the reference)
+    # OTLP/HTTP receiver of the metrics export (shared/otlp.py): http(s)://host:port, or host:port
+    # (http); empty: no export (the reference's default, localhost:4317, was parsed and unused)
+    otlp_endpoint: str = ""
+    otlp_interval: int = 60000  # ms between exports (at the end of a request; 0: after every request)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -374,6 +377,7 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
 
     _validate(cfg, where)
     _validate_dispatch(cfg, where)
+    _validate_otlp(cfg, where)
     if cfg.tasks.routes:
         check_routes(cfg.tasks.routes, cfg.transports, cfg.storage.type,
                      lambda msg: ConfigError(f"{msg} (tasks.routes from {where('tasks.routes')})"))
@@ -421,6 +425,18 @@ def _validate_dispatch(cfg: Config, where: Callable[[str], str]) -> None:
     if not d.audience or not d.service_accounts:
         raise fail("dispatch.topic", "dispatch.topic requires dispatch.audience and dispatch.service_accounts "
                                      "(the push subscription's OIDC audience and service-account emails)")
+
+
+def _validate_otlp(cfg: Config, where: Callable[[str], str]) -> None:
+    """A malformed endpoint fails at startup, not at the first export."""
+    if not cfg.observability.otlp_endpoint:
+        return
+    from shared.otlp import metrics_url  # only when set (cold starts); protobuf only when exporting
+
+    try:
+        metrics_url(cfg.observability.otlp_endpoint)
+    except ValueError as e:
+        raise ConfigError(f"{e} (observability.otlp_endpoint from {where('observability.otlp_endpoint')})") from None
 
 
 def _validate(cfg: Config, where: Callable[[str], str]) -> None:

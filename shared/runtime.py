@@ -27,6 +27,7 @@ from shared.timers import TimerLoop
 if TYPE_CHECKING:
     from shared.delivery.bash import TaskRunner
     from shared.delivery.registry import ReceiverRegistry
+    from shared.otlp import OtlpExporter
     from shared.sweeper import SweeperWaker
 
 log = logging.getLogger("resonate")
@@ -86,7 +87,8 @@ class Runtime:
         self.store = open_store(cfg, offload)
         self.hub = (PollHub(t.http_poll.max_connections, t.http_poll.buffer_size, t.http_poll.max_connections_per_token)
                     if t.http_poll.enabled else None)
-        self.metrics = Metrics(self.store, self.hub) if metrics else None
+        self.metrics = Metrics(self.store, self.hub) if metrics or cfg.observability.otlp_endpoint else None
+        self.exporter = self._exporter()  # None unless observability.otlp_endpoint is set
         self.service = Service(self.store, cfg, metrics=self.metrics)
         self.push = (HttpPush(t.http_push.concurrency, t.http_push.connect_timeout, t.http_push.request_timeout,
                               metrics=self.metrics, auth=make_push_auth(t.http_push.auth),
@@ -121,6 +123,15 @@ class Runtime:
             if self.registry is not None:
                 self.hub.admit = self.registry.admit
                 self.hub.on_disconnect.append(self.registry.on_disconnect)
+
+    def _exporter(self) -> OtlpExporter | None:
+        """The OTLP metrics export: imported (and protobuf with it) only when an endpoint is set."""
+        ob = self.cfg.observability
+        if not ob.otlp_endpoint or self.metrics is None:
+            return None
+        from shared.otlp import OtlpExporter, metrics_url
+
+        return OtlpExporter(self.metrics, metrics_url(ob.otlp_endpoint) or "", ob.otlp_interval / 1000)
 
     def _registry(self, shared_db: OutboxClaims | None) -> ReceiverRegistry | None:
         """Processes sharing the database record which worker ids they hold SSE streams for."""
@@ -168,6 +179,8 @@ class Runtime:
             self.timers.start()
         if self.retention_loop is not None:
             self.retention_loop.start()
+        if self.exporter is not None:  # a process that keeps its CPU: a timer too (functions: per request)
+            self.exporter.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.hub is not None:
@@ -177,6 +190,8 @@ class Runtime:
         if self.retention_loop is not None:
             self.retention_loop.stop(timeout_s)
         self.delivery.stop(timeout_s)
+        if self.exporter is not None:  # the final totals, before the store (outbox depth) closes
+            self.exporter.stop()
         self.sender.close()
         self.store.close()
 

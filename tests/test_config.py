@@ -58,7 +58,9 @@ SPEC: dict[str, tuple[Any, str]] = {
     "transports.gcps.timeout": (10000, "--transports-gcps-timeout"),
     "transports.bash_exec.enabled": (False, "--transports-bash-exec-enabled"),
     "observability.metrics_port": (9090, "--observability-metrics-port"),
-    "observability.otlp_endpoint": ("localhost:4317", "--observability-otlp-endpoint"),
+    # the reference's default (localhost:4317) was parsed and unused; empty here: the export is off
+    "observability.otlp_endpoint": ("", "--observability-otlp-endpoint"),
+    "observability.otlp_interval": (60000, "--observability-otlp-interval"),
 }
 
 

@@ -547,7 +547,47 @@ def test_secure_variants_need_no_override(config):
     ({"runtime": "lambda"}, "runtime='lambda'"),
     ({"image": IMAGE}, "image is set but runtime is not cloudrun"),
     ({"runtime": "cloudrun", "image": IMAGE, "domain": DOMAIN}, "loadBalancer and domain are for runtime=functions"),
+    ({"otlpEndpoint": "grpc://collector:4317"}, "otlpEndpoint: OTLP endpoint must be http(s)://host:port"),
 ])
 def test_invalid_settings_are_refused_even_with_allow_insecure(config, problem):
     message = refused({**PRIVATE, **config, "allowInsecure": "true"})
     assert "invalid stack settings" in message and problem in message, message
+
+
+# ------------------------------------------------------------------------------ the OTLP metrics export
+
+OTLP = "https://otel-collector-abc-uc.a.run.app"
+
+
+@pytest.mark.parametrize("base", ["default", "cloudrun"])
+def test_otlp_endpoint_reaches_the_functions(base):
+    """`otlpEndpoint`: every function exports to it (docs/operations.md#metrics-export-otlp); the
+    Cloud Run service (the stock image has no `otel` extra) keeps GET /metrics and no variable."""
+    d = deploy_with({**SHAPES[base], "otlpEndpoint": OTLP})
+    fns = d.functions()
+    assert fns
+    for name, f in fns.items():
+        assert f["serviceConfig"]["environmentVariables"]["RESONATE_OBSERVABILITY__OTLP_ENDPOINT"] == OTLP, name
+    if base == "cloudrun":
+        assert "RESONATE_OBSERVABILITY__OTLP_ENDPOINT" not in d.entry_env()
+
+
+def test_no_otlp_endpoint_no_export(stack):
+    for name, f in stack.functions().items():
+        assert "RESONATE_OBSERVABILITY__OTLP_ENDPOINT" not in f["serviceConfig"]["environmentVariables"], name
+
+
+def test_otlp_endpoint_puts_the_otel_extra_in_the_bundle():
+    """The buildpack installs requirements.txt: opentelemetry-proto only when export is on."""
+    from infra.package import requirements
+    from infra.stack.config import Settings
+    from infra.stack.functions import source_extras
+
+    assert source_extras(Settings(project=PROJECT)) == ()
+    assert source_extras(Settings(project=PROJECT, otlp_endpoint=OTLP)) == ("otel",)
+    plain_reqs, otel_reqs = requirements(), requirements(extras=("otel",))
+    assert "opentelemetry-proto" not in plain_reqs
+    added = set(otel_reqs.splitlines()) - set(plain_reqs.splitlines())
+    assert {r.split(">")[0].split("=")[0] for r in added} == {"opentelemetry-proto"}, added
+    with pytest.raises(ValueError, match="no optional-dependencies group 'nope'"):
+        requirements(extras=("nope",))

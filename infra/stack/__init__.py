@@ -59,6 +59,8 @@ def environment(s: config.Settings, base_url: pulumi.Input[str], connection_name
     if s.auth_google_service_accounts:
         env["RESONATE_AUTH__GOOGLE_AUDIENCE"] = base_url
         env["RESONATE_AUTH__GOOGLE_SERVICE_ACCOUNTS"] = json.dumps(list(s.auth_google_service_accounts))
+    if s.otlp_endpoint:  # the metrics export (docs/operations.md#metrics-export-otlp)
+        env[config.OTLP_ENV] = s.otlp_endpoint
     env.update(s.extra_env)
     return env
 

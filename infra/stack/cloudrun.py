@@ -14,7 +14,7 @@ from __future__ import annotations
 import pulumi
 from pulumi_gcp import artifactregistry, cloudrunv2, organizations, secretmanager, serviceaccount
 
-from .config import Settings
+from .config import OTLP_ENV, Settings
 from .functions import KEY_MOUNT, STREAM_TIMEOUT_S
 
 SERVICE = "resonate"  # the Cloud Run service (URL https://resonate-PROJECT_NUMBER.REGION.run.app)
@@ -45,8 +45,11 @@ def create(s: Settings, env: dict[str, pulumi.Input[str]], db_secret: secretmana
            key_secret: secretmanager.Secret | None, sa: serviceaccount.Account,
            opts: pulumi.ResourceOptions) -> cloudrunv2.Service:
     concurrency = s.poll_concurrency  # it holds the SSE streams too
+    # the stock image installs no extras (Dockerfile): the OTLP export stays with the functions,
+    # the service keeps GET /metrics (an image with the `otel` extra can get it through `env`)
     envs = [cloudrunv2.ServiceTemplateContainerEnvArgs(name=k, value=v)
-            for k, v in {**env, "THREADS": str(concurrency)}.items()]
+            for k, v in {**env, "THREADS": str(concurrency)}.items()
+            if not (k == OTLP_ENV and k not in s.extra_env)]
     envs.append(cloudrunv2.ServiceTemplateContainerEnvArgs(
         name="RESONATE_STORAGE__POSTGRES__URL",
         value_source=cloudrunv2.ServiceTemplateContainerEnvValueSourceArgs(

@@ -32,6 +32,9 @@ class Settings:
     poll_max_instances: int = 10
     api_max_instances: int = 20
     retention_days: int = 30  # retention.settled_after: finished workflows are deleted after this; 0: never
+    # OTLP/HTTP receiver of the functions' metrics export (RESONATE_OBSERVABILITY__OTLP_ENDPOINT; the
+    # bundle then lists the `otel` extra): e.g. an OpenTelemetry Collector with the googlecloud exporter
+    otlp_endpoint: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)  # more RESONATE_* (non-secret) settings
     allow_insecure: bool = False  # deploy even when `insecure()` names a problem (tests, demos)
 
@@ -67,6 +70,7 @@ def insecure(s: Settings) -> list[str]:
     return found
 
 
+OTLP_ENV = "RESONATE_OBSERVABILITY__OTLP_ENDPOINT"  # set on the functions when otlpEndpoint is
 RUNTIMES = ("functions", "cloudrun")
 
 
@@ -79,6 +83,13 @@ def invalid(s: Settings) -> list[str]:
         found.append(f"runtime={s.runtime!r}: expected 'functions' or 'cloudrun'")
     if s.image and not s.cloudrun:
         found.append("image is set but runtime is not cloudrun (pulumi config set runtime cloudrun)")
+    if s.otlp_endpoint:
+        from shared.otlp import metrics_url  # standard library only
+
+        try:
+            metrics_url(s.otlp_endpoint)
+        except ValueError as e:
+            found.append(f"otlpEndpoint: {e}")
     if s.cloudrun and s.load_balancer:
         found.append("runtime=cloudrun serves on its own run.app URL: loadBalancer and domain are for "
                      "runtime=functions")
@@ -136,6 +147,7 @@ def load() -> Settings:
         poll_max_instances=cfg.get_int("pollMaxInstances") or 10,
         api_max_instances=cfg.get_int("apiMaxInstances") or 20,
         retention_days=30 if retention is None else retention,
+        otlp_endpoint=(cfg.get("otlpEndpoint") or "").strip() or None,
         extra_env=dict(cfg.get_object("env") or {}),
         allow_insecure=bool(cfg.get_bool("allowInsecure")),
     )

@@ -65,10 +65,16 @@ def function_url(s: Settings, name: str) -> str:
     return f"https://{s.region}-{s.project}.cloudfunctions.net/{name}"
 
 
+def source_extras(s: Settings) -> tuple[str, ...]:
+    """Optional dependency groups the bundle's requirements.txt lists: `otel` when the functions
+    export metrics (otherwise the buildpack installs nothing the functions never import)."""
+    return ("otel",) if s.otlp_endpoint else ()
+
+
 def source_object(s: Settings, archive: Path | None, opts: pulumi.ResourceOptions
                   ) -> tuple[storage.Bucket, storage.BucketObject]:
     if archive is None:
-        archive = build_source(Path(tempfile.mkdtemp(prefix="resonate-src-")))
+        archive = build_source(Path(tempfile.mkdtemp(prefix="resonate-src-")), extras=source_extras(s))
     digest = hashlib.sha256(Path(archive).read_bytes()).hexdigest()[:16]
     bucket = storage.Bucket("resonate-source", location=s.region, uniform_bucket_level_access=True,
                             public_access_prevention="enforced", force_destroy=True, opts=opts)
