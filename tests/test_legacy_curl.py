@@ -1,5 +1,5 @@
-"""The curl commands of the older server's README (product source document seed 003, quoted in
-the spec's legacy-rest.md §9), run as written with the real `curl` under bash against a server.
+"""The curl commands of the older server's README (its December 2023 README, quoted in
+docs/legacy-api.md#a-walk-through-with-curl), run as written with the real `curl` under bash against a server.
 
 Two texts: the README's three commands (create, resolve, reject; the payloads are base64-encoded
 by the shell, `$(echo -n '…' | base64)`), and the spec's condensed quote of the first two with
@@ -8,7 +8,7 @@ replaces 8001, and the README's reject command loses the blank after its line-co
 backslash (`\\ ` at the end of a line ends the command in every POSIX shell, so as printed it
 cannot reach any server). The status code is read through a `.curlrc` (`-w`), leaving the command
 text alone. The README's "resolve or reject" are alternatives: after a resolve, the reject with
-its own key is refused (403 already resolved, spec §3.2) and changes nothing.
+its own key is refused (403 already resolved, docs/legacy-api.md#idempotency-keys-and-strict) and changes nothing.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ README_REJECT = """curl -X POST \\
   }' \\
   http://localhost:8001/promises/foo/reject""".replace("<BLANK>", " ")  # as printed; `as_run` drops it
 
-# legacy-rest.md §9
+# the condensed quote of the first two (docs/legacy-api.md#a-walk-through-with-curl)
 SPEC_CREATE = """curl -X POST -H "Idempotency-Key: foo_create" \\
   -d '{"param": {"data": "<base64>"}, "timeout": 2524608000000}' \\
   http://localhost:8001/promises/foo/create"""

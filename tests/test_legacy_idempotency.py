@@ -4,8 +4,8 @@ Every case: a promise brought to a starting state (init, pending, resolved, reje
 timed out) with or without stored idempotency keys, then one create / resolve / reject / cancel
 with Strict true or false and a request key that matches the stored one, differs, or is absent.
 The expected answer (status, error code, then state and both stored keys) comes from `expect`, an
-oracle written from legacy-rest.md §3.1/§3.2 and the clients' study (CLIENTS.md §5.2), not from
-the implementation: a key matches only when both are present and equal; create answers 201/200/
+oracle written from the older server's idempotency tables (docs/legacy-api.md#idempotency-keys-and-strict)
+and what its published clients expect, not from the implementation: a key matches only when both are present and equal; create answers 201/200/
 409, complete 201/200/403/404; a timed-out promise accepts any non-strict completion (200,
 unchanged) and refuses a strict one (403).
 
@@ -31,7 +31,7 @@ OPS = ("create", "resolve", "reject", "cancel")
 TARGET = {"resolve": "RESOLVED", "reject": "REJECTED", "cancel": "REJECTED_CANCELED"}
 COMPLETED = {"resolved": "RESOLVED", "rejected": "REJECTED", "canceled": "REJECTED_CANCELED",
              "timedout": "REJECTED_TIMEDOUT"}
-ALREADY = {"RESOLVED": 4030, "REJECTED": 4031, "REJECTED_CANCELED": 4032, "REJECTED_TIMEDOUT": 4033}  # §2.4
+ALREADY = {"RESOLVED": 4030, "REJECTED": 4031, "REJECTED_CANCELED": 4032, "REJECTED_TIMEDOUT": 4033}  # the REST error codes (docs/legacy-api.md#objects-and-errors)
 NOT_FOUND, EXISTS = 4040, 4090
 FOREVER = sys.maxsize  # what the clients send
 
@@ -67,7 +67,7 @@ def matches(ik: str | None, stored: str | None) -> bool:
 
 
 def expect(c: Case) -> Outcome:
-    """§3.1 (create) and §3.2 (complete), read as a table."""
+    """The create and complete tables of docs/legacy-api.md#idempotency-keys-and-strict, as code."""
     ik = c.request_key()
     if c.state == "init":
         if c.op == "create":
@@ -159,7 +159,8 @@ def check(srv: Any, c: Case) -> None:
 
 
 def test_oracle_reads_the_tables() -> None:
-    """The oracle against sentences of the spec (§3.1, §3.2 and its "consequences"), so that a
+    """The oracle against sentences of the older server's rules (create, complete and their
+    consequences), so that a
     mistake in it cannot hide behind the implementation agreeing with it."""
     o = lambda *a: expect(Case(*a))
     # a non-strict retry of "resolve" with the same key is answered 200 even if the first was "reject"

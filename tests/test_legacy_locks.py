@@ -1,4 +1,4 @@
-"""The older server's distributed locks (docs/legacy-api.md#locks, spec legacy-rest.md §6):
+"""The older server's distributed locks (docs/legacy-api.md#locks):
 `POST /locks/acquire` (201, re-entrant for the same execution, 403 while another holds it),
 `/locks/release` (204 for the holder, else 404), `/locks/heartbeat` (every unexpired lock of the
 process, `{"locksAffected": n}`), expiry by the background timeout pass, and prefix tokens.

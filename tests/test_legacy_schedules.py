@@ -1,6 +1,5 @@
 """The REST API's schedules (docs/legacy-api.md#schedules): create with idempotency keys, get,
-delete, search, and firing on the one schedule engine (spec §5; what the 0.6.7 client reads,
-/tmp/legacy/CLIENTS.md §3 and §5.4).
+delete, search, and firing on the one schedule engine (what the resonate-sdk 0.6.7 client sends and reads back).
 
 In process: flask's test client over the memory store with a clock the test sets, firing driven
 by `Service.sweep(now=…)`. Over a server process on every backend: the same life cycle, fired by
