@@ -38,7 +38,8 @@ STATES_IN = {"RESOLVED": "resolved", "REJECTED": "rejected", "REJECTED_CANCELED"
 SEARCH_STATES = {"pending": ("pending",), "resolved": ("resolved",),
                  "rejected": ("rejected", "rejected_canceled", "rejected_timedout")}
 DEFAULT_TARGET = "poll://any@default"  # the older server's default target: the poll group `default`
-MIN_LEASE_MS = 500  # a claim's lease: a ttl of 0 still lets the claimer's heartbeat count it
+MIN_LEASE_MS = 1000  # a claim's lease at least: a ttl of 0 still lets the claimer's heartbeat count it
+# (and a completion a whole second later still finds it lapsed, as the older server's clients expect)
 MAX_LIMIT = 100
 
 

@@ -214,7 +214,7 @@ def test_claims_complete_and_heartbeat_follow_the_lease(rest: Any) -> None:
     ok(c.post("/tasks/claim", json={"id": tid, "counter": 0, "processId": "a", "ttl": 0}), 201)
     error(c.post("/tasks/claim", json={"id": tid, "counter": 0, "processId": "b", "ttl": 0}), 403, 4035)
     assert ok(c.post("/tasks/heartbeat", json={"processId": "a"})) == {"tasksAffected": 1}  # a ttl of 0 still counts
-    clock.t += 10_000  # the lease (at least 500 ms) lapsed: its completion is refused
+    clock.t += 10_000  # the lease (at least 1 s) lapsed: its completion is refused
     error(c.post("/tasks/complete", json={"id": tid, "counter": 0}), 403, 4037)
     svc.sweep(clock.t)  # the timer loop gives the task back with a new counter
     ok(c.post("/tasks/claim", json={"id": tid, "counter": 1, "processId": "b", "ttl": 60_000}), 201)

@@ -57,10 +57,11 @@ PROBE = ("import importlib.metadata as m, json, resonate\n"
 
 @pytest.fixture(scope="session")
 def sdk67() -> Sdk:
-    """The interpreter with resonate-sdk 0.6.7; the tests skip only when there is none."""
+    """The interpreter with resonate-sdk 0.6.7 (`make sdk-legacy`, which `make test` runs): a
+    missing one fails the tests, it never skips them."""
     python = os.environ.get(SDK_ENV) or str(VENV_PYTHON)
     if not Path(python).exists():
-        pytest.skip(f"resonate-sdk 0.6.7 is not installed: no interpreter at {python} "
+        pytest.fail(f"resonate-sdk 0.6.7 is not installed: no interpreter at {python} "
                     f"(run `make sdk-legacy`, or set {SDK_ENV} to a Python 3.12 with resonate-sdk==0.6.7)")
     for pythonpath in (None, str(SDIST)):
         if pythonpath is not None and not SDIST.is_dir():
