@@ -65,6 +65,8 @@ FLAGS: list[tuple[list[str], str, str]] = [
      "delete a workflow this many ms after its last promise settled (default 0: never)"),
     (["--retention-interval"], "retention.interval", "ms between retention passes (default 60000)"),
     (["--retention-batch-size"], "retention.batch_size", "promises deleted per transaction (default 100)"),
+    (["--ui-enabled"], "ui.enabled", "serve the web console at /ui: true or false (default true)"),
+    (["--ui-live-interval"], "ui.live_interval", "ms between the console's live refresh hints (default 5000)"),
     (["--messages-poll-interval"], "messages.poll_interval",
      "reference message-loop period in ms (accepted; delivery here starts right after commit)"),
     (["--messages-batch-size"], "messages.batch_size", "outbox rows per pass (default 100)"),

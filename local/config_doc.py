@@ -68,6 +68,9 @@ MEANINGS: dict[str, str] = {
                                "`resonate:origin`) settled before the whole workflow is deleted, with its tasks, "
                                "callbacks, listeners and queued messages; 0: never (the Cloud Functions default "
                                "to 30 days). See [operations.md](operations.md#retention)",
+    "ui.enabled": "serve the web console at `/ui` ([console.md](console.md)); false: `/ui` answers 404",
+    "ui.live_interval": "ms between the console's live-stream refresh hints (it also sends one at once after "
+                        "each commit of the instance serving it)",
     "retention.interval": "ms between retention passes of the local server (the sweeper runs one per call)",
     "retention.batch_size": "promises deleted per transaction (requests wait at most for one batch)",
     "sweeper.window": "ms one sweeper call keeps handling deadlines (above the 60 s tick, so calls overlap)",
@@ -133,7 +136,8 @@ SECTION_NOTES: dict[str, str] = {
 SECTION_TITLES = {"": "General", "server": "Server", "storage": "Storage", "auth": "Inbound auth",
                   "promises": "Promises", "tasks": "Tasks", "messages": "Messages (outbox)",
                   "timeouts": "Timeouts (timer loop)", "retention": "Retention", "sweeper": "Sweeper",
-                  "dispatch": "Dispatch", "transports": "Transports", "observability": "Observability"}
+                  "dispatch": "Dispatch", "transports": "Transports", "observability": "Observability",
+                  "ui": "Web console"}
 
 
 def _defaults() -> dict[str, Any]:

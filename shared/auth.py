@@ -58,6 +58,11 @@ Claims = Mapping[str, Any]
 NO_ID = "\x00"  # a prefix no id starts with (ids never contain NUL): the scope of a token without one
 
 
+def is_admin(claims: Claims) -> bool:
+    role = claims.get("role")
+    return isinstance(role, str) and role.lower() == "admin"
+
+
 def unrestricted(claims: Claims) -> bool:
     """Role admin (any case) or prefix "": every id and every group."""
     role = claims.get("role")
@@ -271,9 +276,10 @@ class Authenticator:
         read): the claims, or the refusal."""
         return self._authenticate(token, f"kind={q(kind)}")
 
-    def authorize(self, claims: Claims, kind: str, touched: Touched) -> Refusal | None:
-        """The claim rules on everything a decoded request touches: None to go on, else 403."""
-        why = forbidden(claims, touched)
+    def authorize(self, claims: Claims, kind: str, touched: Touched, admin_only: bool = False) -> Refusal | None:
+        """The claim rules on everything a decoded request touches: None to go on, else 403.
+        `admin_only`: the kind's entry reserves it to role admin here (the console's actions)."""
+        why = forbidden(claims, touched) if not admin_only or is_admin(claims) else "action needs role admin"
         if why is None:
             return None
         log.warning("Auth forbidden: %s kind=%s prefix=%s resource_id=%s", why, q(kind),

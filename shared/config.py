@@ -52,6 +52,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "legacy.poll_port": (0, 65535),
     "legacy.claim_timeout": (1, 2**31 - 1),
     "retention.interval": (1, 2 ** 63 - 1),
+    "ui.live_interval": (100, 3_600_000),
     "retention.batch_size": (1, 100_000),
     "storage.postgres.pool_size": (0, 2 ** 32 - 1),
     "storage.mysql.pool_size": (0, 2 ** 32 - 1),
@@ -257,6 +258,13 @@ class Retention(_Section):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
+class Ui(_Section):
+    """The web console at `/ui` (shared/console/, docs/console.md)."""
+    enabled: bool = True
+    live_interval: int = 5000  # ms between the live stream's refresh hints (changes other instances commit)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class Sweeper(_Section):
     window: int = 65000  # ms one sweeper call keeps handling deadlines (> the 60 s tick: overlap)
     poll_interval: int = 250  # ms between looks for deadlines other instances wrote meanwhile
@@ -307,6 +315,7 @@ class Config(_Section):
     transports: Transports = field(default_factory=Transports)
     observability: Observability = field(default_factory=Observability)
     legacy: Legacy = field(default_factory=Legacy)
+    ui: Ui = field(default_factory=Ui)
 
     @property
     def server_url(self) -> str:

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from shared.delivery.hub import AtCapacity, PollHub, Refused
+from shared.kinds import OPERATOR, RPC
 from shared.logs import q
 from shared.protocol import dumps, has_control, response
 from shared.service import Service
@@ -50,7 +51,7 @@ def read_body(req: Request, limit: int) -> bytes | None:
         parts.append(chunk)
 
 
-def rpc(service: Service, req: Request, operator: bool = False) -> Response:
+def rpc(service: Service, req: Request, surface: str = RPC) -> Response:
     try:
         raw = read_body(req, service.cfg.server.max_body)
     except Exception as e:  # a broken upload (bad chunked framing, a client gone mid-body)
@@ -60,7 +61,7 @@ def rpc(service: Service, req: Request, operator: bool = False) -> Response:
     if raw is None:
         body = dumps(response("unknown", "0", 413, f"Request body exceeds {service.cfg.server.max_body} bytes"))
         return Response(body, 413, mimetype=JSON)
-    status, body = service.rpc(raw, operator)
+    status, body = service.rpc(raw, surface)
     return Response(body, status, mimetype=JSON)
 
 
@@ -219,12 +220,16 @@ def create_app(service: Service, hub: PollHub | None, metrics: Metrics | None = 
 
     app.add_url_rule("/", "rpc", lambda: rpc(service, request), methods=["POST"])
     # operators' actions and queries (dead letters, retention): envelopes of kinds `POST /` never serves
-    app.add_url_rule("/operator", "operator", lambda: rpc(service, request, operator=True), methods=["POST"])
+    app.add_url_rule("/operator", "operator", lambda: rpc(service, request, OPERATOR), methods=["POST"])
     app.add_url_rule("/health", "health", health, methods=["GET"])
     app.add_url_rule("/ready", "ready", lambda: ready(service), methods=["GET"])
     if hub is not None:
         app.add_url_rule("/poll/<group>/<id>", "poll",
                          lambda group, id: poll(hub, keepalive, group, id, service.auth), methods=["GET"])
+    if service.cfg.ui.enabled:  # the web console (docs/console.md)
+        from shared.console import routes as console
+
+        console.install(app, service)
     from shared.legacy import rest
 
     if service.cfg.legacy.enabled:  # the older server's REST API (docs/legacy-api.md)

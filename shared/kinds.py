@@ -13,15 +13,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import requests as rq
+from shared import requests_console as rc
 from shared import requests_locks as rl
 from shared import requests_outbox as ro
 from shared import requests_rest as rr
 from shared import scope
-from shared.engine import debug, locks, outbox_ops, promises, rest, rest_schedules, schedules, tasks
+from shared.engine import console, debug, locks, outbox_ops, promises, rest, rest_schedules, schedules, tasks
 from shared.engine.core import Ctx, Resp
 from shared.protocol import DecodeError, Reject
 from shared.retention import Maintenance, promise_purge
 from shared.scope import Touched
+
+RPC, REST, OPERATOR, CONSOLE = "rpc", "rest", "operator", "console"  # `Kind.surfaces`
+_REST = frozenset({REST})
+_OPERATOR = frozenset({OPERATOR, CONSOLE})  # the operator's kinds are the console's too
+_CONSOLE = frozenset({CONSOLE})
+_RPC_CONSOLE = frozenset({RPC, CONSOLE})  # the protocol's kinds the console's actions reuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +38,12 @@ class Kind[R: rq.Request]:
     read_first: tried on a read snapshot first, re-run as a write only when it must change
       something (a lazy timeout); searches and snapshots never write.
     debug: served only when the server runs with `debug` on.
-    operator: an operator's action or query (dead letters, retention): served on `POST /operator`
-      only, never on `POST /` (the SDKs' protocol surface stays as it is).
-    rest: a kind of the older server's REST API (docs/legacy-api.md): its routes build the
-      request, `POST /` does not know it (the SDKs' protocol surface stays as it is).
+    surfaces: where the kind is served (a kind is unknown everywhere else):
+      RPC `POST /` (the SDKs' protocol surface, kept as the SDKs know it);
+      REST the older server's REST API (docs/legacy-api.md): its routes build the request;
+      OPERATOR `POST /operator` (dead letters, retention; the CLI);
+      CONSOLE `POST /ui/api`, the web console's queries and actions (docs/console.md). There a
+      kind that is not `read_first` is an action: with auth on, role admin only.
     batched: instead of `operation` (None then), an operator kind that runs across many short
       transactions of its own (a purge must never hold one long transaction); it gets the
       store, not a `Ctx`.
@@ -46,13 +55,16 @@ class Kind[R: rq.Request]:
     touches: Callable[[R], Touched]
     read_first: bool = False
     debug: bool = False
-    rest: bool = False
-    operator: bool = False
+    surfaces: frozenset[str] = frozenset({"rpc"})
     batched: Callable[[Maintenance, R], Resp] | None = None
 
     @property
     def metric_label(self) -> str:
         return self.name
+
+    def admin_only(self, surface: str) -> bool:
+        """An action of the console: with auth on, only a token of role admin may run it."""
+        return surface == CONSOLE and not self.read_first
 
 
 def _kinds(*entries: Kind[Any]) -> dict[str, Kind[Any]]:
@@ -62,7 +74,7 @@ def _kinds(*entries: Kind[Any]) -> dict[str, Kind[Any]]:
 KINDS: dict[str, Kind[Any]] = _kinds(
     Kind("promise.get", rq.decode_promise_get, promises.promise_get, scope.by_id, read_first=True),
     Kind("promise.create", rq.decode_promise_create, promises.promise_create, scope.created),
-    Kind("promise.settle", rq.decode_promise_settle, promises.promise_settle, scope.settled),
+    Kind("promise.settle", rq.decode_promise_settle, promises.promise_settle, scope.settled, surfaces=_RPC_CONSOLE),
     Kind("promise.register_callback", rq.decode_register_callback, promises.promise_register_callback,
          scope.callback),
     Kind("promise.register_listener", rq.decode_register_listener, promises.promise_register_listener,
@@ -81,15 +93,26 @@ KINDS: dict[str, Kind[Any]] = _kinds(
     Kind("task.search", rq.decode_task_search, tasks.task_search, scope.everything, read_first=True),
     Kind("schedule.get", rq.decode_schedule_get, schedules.schedule_get, scope.by_id, read_first=True),
     Kind("schedule.create", rq.decode_schedule_create, schedules.schedule_create, scope.schedule),
-    Kind("schedule.delete", rq.decode_schedule_delete, schedules.schedule_delete, scope.by_id),
+    Kind("schedule.delete", rq.decode_schedule_delete, schedules.schedule_delete, scope.by_id,
+         surfaces=_RPC_CONSOLE),
     Kind("schedule.search", rq.decode_schedule_search, schedules.schedule_search, scope.everything,
          read_first=True),
+    # the web console's views (shared/engine/console.py); its actions are the kinds above and
+    # below that list CONSOLE among their surfaces
+    Kind("console.promises", rc.decode_promises, console.promises, scope.prefixed, read_first=True,
+         surfaces=_CONSOLE),
+    Kind("console.promise", rc.decode_promise, console.promise, scope.by_id, read_first=True, surfaces=_CONSOLE),
+    Kind("console.tasks", rc.decode_tasks, console.tasks, scope.prefixed, read_first=True, surfaces=_CONSOLE),
+    Kind("console.schedules", rc.decode_schedules, console.schedules, scope.prefixed, read_first=True,
+         surfaces=_CONSOLE),
+    Kind("console.workers", rc.decode_workers, console.workers, scope.everything, read_first=True,
+         surfaces=_CONSOLE),
     # the operator's outbox (docs/operations.md#dead-letters): every tenant's rows, so admin tokens only
     Kind("outbox.search", ro.decode_outbox_search, outbox_ops.outbox_search, scope.everything, read_first=True,
-         operator=True),
-    Kind("outbox.redrive", ro.decode_outbox_redrive, outbox_ops.outbox_redrive, scope.everything, operator=True),
+         surfaces=_OPERATOR),
+    Kind("outbox.redrive", ro.decode_outbox_redrive, outbox_ops.outbox_redrive, scope.everything, surfaces=_OPERATOR),
     # operators only (unscoped: role admin, or prefix "", when auth is on)
-    Kind("promise.purge", rq.decode_promise_purge, None, scope.everything, batched=promise_purge, operator=True),
+    Kind("promise.purge", rq.decode_promise_purge, None, scope.everything, batched=promise_purge, surfaces=_OPERATOR),
     Kind("debug.start", rq.no_fields(rq.DebugStart), debug.debug_start, scope.everything, debug=True),
     Kind("debug.stop", rq.no_fields(rq.DebugStop), debug.debug_stop, scope.everything, debug=True),
     Kind("debug.reset", rq.no_fields(rq.DebugReset), debug.debug_reset, scope.everything, debug=True),
@@ -97,30 +120,37 @@ KINDS: dict[str, Kind[Any]] = _kinds(
          debug=True),
     Kind("debug.tick", rq.decode_debug_tick, debug.debug_tick, scope.everything, debug=True),
     # the older server's REST API (shared/legacy/rest.py)
-    Kind("rest.promise.get", rr.decode_get, rest.get, scope.by_id, read_first=True, rest=True),
-    Kind("rest.promise.create", rr.decode_create, rest.create, scope.created, rest=True),
-    Kind("rest.promise.complete", rr.decode_complete, rest.complete, scope.settled, rest=True),
-    Kind("rest.promise.search", rr.decode_search, rest.search, scope.everything, read_first=True, rest=True),
-    Kind("rest.promise.callback", rr.decode_callback, rest.callback, scope.rest_callback, rest=True),
-    Kind("rest.promise.subscribe", rr.decode_subscribe, rest.subscribe, scope.rest_subscribe, rest=True),
-    Kind("rest.task.claim", rr.decode_claim, rest.claim, scope.rest_task, rest=True),
-    Kind("rest.task.complete", rr.decode_complete_task, rest.complete_task, scope.rest_task, rest=True),
-    Kind("rest.task.drop", rr.decode_drop, rest.drop, scope.rest_task, rest=True),
-    Kind("rest.task.heartbeat", rr.decode_heartbeat, rest.heartbeat, scope.nothing, rest=True),
-    Kind("rest.schedule.get", rr.decode_schedule_get, rest_schedules.get, scope.by_id, read_first=True, rest=True),
-    Kind("rest.schedule.create", rr.decode_schedule_create, rest_schedules.create, scope.rest_schedule, rest=True),
-    Kind("rest.schedule.delete", rr.decode_schedule_delete, rest_schedules.delete, scope.by_id, rest=True),
+    Kind("rest.promise.get", rr.decode_get, rest.get, scope.by_id, read_first=True, surfaces=_REST),
+    Kind("rest.promise.create", rr.decode_create, rest.create, scope.created, surfaces=_REST),
+    Kind("rest.promise.complete", rr.decode_complete, rest.complete, scope.settled, surfaces=_REST),
+    Kind("rest.promise.search", rr.decode_search, rest.search, scope.everything, read_first=True, surfaces=_REST),
+    Kind("rest.promise.callback", rr.decode_callback, rest.callback, scope.rest_callback, surfaces=_REST),
+    Kind("rest.promise.subscribe", rr.decode_subscribe, rest.subscribe, scope.rest_subscribe, surfaces=_REST),
+    Kind("rest.task.claim", rr.decode_claim, rest.claim, scope.rest_task, surfaces=_REST),
+    Kind("rest.task.complete", rr.decode_complete_task, rest.complete_task, scope.rest_task, surfaces=_REST),
+    Kind("rest.task.drop", rr.decode_drop, rest.drop, scope.rest_task, surfaces=_REST),
+    Kind("rest.task.heartbeat", rr.decode_heartbeat, rest.heartbeat, scope.nothing, surfaces=_REST),
+    Kind("rest.schedule.get", rr.decode_schedule_get, rest_schedules.get, scope.by_id, read_first=True, surfaces=_REST),
+    Kind("rest.schedule.create", rr.decode_schedule_create, rest_schedules.create, scope.rest_schedule, surfaces=_REST),
+    Kind("rest.schedule.delete", rr.decode_schedule_delete, rest_schedules.delete, scope.by_id, surfaces=_REST),
     Kind("rest.schedule.search", rr.decode_schedule_search, rest_schedules.search, scope.everything,
-         read_first=True, rest=True),
+         read_first=True, surfaces=_REST),
     # its distributed locks (shared/legacy/rest_locks.py); a heartbeat names a process, and the
     # engine extends only the locks within the caller's scope
-    Kind("rest.lock.acquire", rl.decode_acquire, locks.acquire, scope.rest_lock, rest=True),
-    Kind("rest.lock.release", rl.decode_release, locks.release, scope.rest_lock, rest=True),
-    Kind("rest.lock.heartbeat", rl.decode_heartbeat, locks.heartbeat, scope.nothing, rest=True),
+    Kind("rest.lock.acquire", rl.decode_acquire, locks.acquire, scope.rest_lock, surfaces=_REST),
+    Kind("rest.lock.release", rl.decode_release, locks.release, scope.rest_lock, surfaces=_REST),
+    Kind("rest.lock.heartbeat", rl.decode_heartbeat, locks.heartbeat, scope.nothing, surfaces=_REST),
 )
-RPC_KINDS = {name: k for name, k in KINDS.items() if not k.rest and not k.operator}  # what `POST /` serves
-OPERATOR_KINDS = {name: k for name, k in KINDS.items() if k.operator}  # `POST /operator`
-REST_KINDS = {name: k for name, k in KINDS.items() if k.rest}
+
+
+def _served(surface: str) -> dict[str, Kind[Any]]:
+    return {name: k for name, k in KINDS.items() if surface in k.surfaces}
+
+
+RPC_KINDS = _served(RPC)  # what `POST /` serves
+OPERATOR_KINDS = _served(OPERATOR)  # `POST /operator`
+REST_KINDS = _served(REST)
+CONSOLE_KINDS = _served(CONSOLE)  # `POST /ui/api`
 
 
 def decode(kind: str, data: dict[str, Any], strict: bool = False, key_limit: int | None = None) -> rq.Request:

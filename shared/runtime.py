@@ -116,6 +116,11 @@ class Runtime:
         if self.waker is not None:
             subscribers.append(self.waker.on_effects)  # a near deadline and no sweeper: call one
         self.service.subscribe(subscribers)
+        # the console's workers view: every process's streams when they share a database, else ours
+        if self.registry is not None and shared_db is not None:
+            self.service.presence = shared_db.receivers
+        elif self.hub is not None:
+            self.service.presence = self.hub.receivers
         # poll hub events
         if self.hub is not None:
             self.hub.on_connect.append(self.delivery.on_connect)

@@ -69,6 +69,11 @@ def by_id(r: Any) -> Touched:
     return Touched((r.id,))
 
 
+def prefixed(r: Any) -> Touched:
+    """The console's lists: every id under `prefix` (a prefix token must name its own, or a longer one)."""
+    return Touched((r.prefix,))
+
+
 def everything(r: Any) -> Touched:
     """Searches and debug: no id to check, every tenant's records."""
     return UNSCOPED

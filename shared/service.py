@@ -8,7 +8,7 @@ waker). Shells (flask routes, Cloud Functions, the local runner) stay a few line
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from logging import DEBUG
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -17,7 +17,7 @@ from shared.clock import Clock
 from shared.config import Config, Transports
 from shared.config_routes import compile_routes
 from shared.engine import Ctx, EngineConfig, process_timeouts
-from shared.kinds import KINDS, Kind, decode
+from shared.kinds import KINDS, RPC, Kind, decode
 from shared.logs import q
 from shared.protocol import Envelope, Reject, dumps, parse_address, parse_envelope, response
 from shared.records import DEBUG_SESSION, Effects
@@ -102,6 +102,8 @@ class Service:
         # metrics first: it notes each message's commit time before delivery can complete it
         self._hooks: tuple[EffectsHook, ...] = (metrics.on_effects,) if metrics is not None else ()
         self.debug_session = False
+        # the (group, worker id) pairs holding an SSE stream now, for the console (the runtime sets it)
+        self.presence: Callable[[], Iterable[tuple[str, str]]] | None = None
         self._policy: Policy | None = None  # built on the first http(s) address
         self.refresh_debug_session()
         # inbound auth: the key is loaded here, once per process (PyJWT only when on)
@@ -113,19 +115,19 @@ class Service:
 
     # ---- requests ----------------------------------------------------------------------------
 
-    def rpc(self, raw: bytes, operator: bool = False) -> tuple[int, bytes]:
+    def rpc(self, raw: bytes, surface: str = RPC) -> tuple[int, bytes]:
         """POST / : bytes in, (status, JSON bytes) out. Never raises: whatever goes wrong, the
         client gets an envelope (a 500 naming the error), never the web framework's HTML page.
 
         Metrics count the envelopes that parsed (the reference's rule), timed from the
         raw bytes to the encoded response."""
         try:
-            return self._rpc(raw, operator)
+            return self._rpc(raw, surface)
         except Exception as e:  # a bug outside handle() (parsing, auth, encoding, metrics, logging)
             log.exception("internal error while handling a request")
             return 500, internal_error(e)
 
-    def _rpc(self, raw: bytes, operator: bool = False) -> tuple[int, bytes]:
+    def _rpc(self, raw: bytes, surface: str = RPC) -> tuple[int, bytes]:
         t0 = perf_counter()
         env, err = parse_envelope(raw)
         if err is not None:
@@ -140,7 +142,7 @@ class Service:
         if isinstance(claims, tuple):  # not authenticated
             status, data = refused = claims
         else:
-            status, data = self.handle(env, claims, operator=operator)
+            status, data = self.handle(env, claims, surface)
             refused = (status, data) if (status, data) == FORBIDDEN else None
         body = dumps(response(env.kind, env.corr_id, status, data))
         if refused is not None:
@@ -161,14 +163,14 @@ class Service:
             log.exception("internal error while authenticating kind=%s", q(env.kind))
             return 500, f"Internal error: {type(e).__name__}: {e}"
 
-    def handle(self, env: Envelope, claims: Mapping[str, Any] | None = None, rest: bool = False,
-               operator: bool = False) -> tuple[int, Any]:
+    def handle(self, env: Envelope, claims: Mapping[str, Any] | None = None, surface: str = RPC) -> tuple[int, Any]:
         """Decode, authorize (`claims` of an authenticated caller; None with auth off), execute.
-        `rest`: the REST API's routes call; `operator`: `POST /operator` calls. Each kind is served
-        on its own surface only (never a REST or operator kind on `POST /`)."""
+        `surface`: where the request came in (`shared.kinds`: `POST /`, the REST API's routes,
+        `POST /operator`, the console's `POST /ui/api`); a kind is served on its own surfaces only
+        (never a REST, operator or console kind on `POST /`)."""
         try:
             k = KINDS.get(env.kind)
-            if k is None or k.rest != rest or k.operator != operator:
+            if k is None or surface not in k.surfaces:
                 return 400, f"Unknown operation: {env.kind}"
             if k.debug and not self.cfg.debug:
                 return 403, "Debug operations are disabled"
@@ -181,7 +183,7 @@ class Service:
             touched = k.touches(req)
             scope = None
             if claims is not None and self.auth is not None:  # every id the request touches
-                refused = self.auth.authorize(claims, k.name, touched)
+                refused = self.auth.authorize(claims, k.name, touched, k.admin_only(surface))
                 if refused is not None:
                     return refused
                 from shared.auth import scope_of
@@ -230,7 +232,7 @@ class Service:
         assert op is not None
 
         def run(tx: Any) -> tuple[tuple[int, Any], Effects]:
-            c = Ctx(tx, now, self.engine_cfg, corr_id, scope=scope)
+            c = Ctx(tx, now, self.engine_cfg, corr_id, scope=scope, presence=self.presence)
             return op(c, req), c.fx
 
         if k.read_first:
@@ -278,6 +280,10 @@ class Service:
             raise RuntimeError("the after-commit subscribers are set already")
         self.subscribers = tuple(subscribers)
         self._hooks = (*self._hooks, *self.subscribers)
+
+    def observe(self, hook: EffectsHook) -> None:
+        """One more after-commit hook, after the subscribers (the console's live stream)."""
+        self._hooks = (*self._hooks, hook)
 
     def _after_commit(self, fx: Effects) -> None:
         if fx.debug_changed:

@@ -24,8 +24,9 @@ import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shared.kinds import OPERATOR_KINDS, REST_KINDS
+from shared.kinds import CONSOLE_KINDS, OPERATOR_KINDS, REST_KINDS
 from shared.kinds import RPC_KINDS as REGISTRY
+from shared.records import PROMISE_STATES, TASK_STATES
 from tests.support.envelope import VERSION, check_reply, envelope
 from tests.support.server import ServerProc
 
@@ -41,13 +42,14 @@ SETTINGS = settings(max_examples=300, deadline=None, database=None, print_blob=T
                                            HealthCheck.filter_too_much])
 DATA_SETTINGS = settings(SETTINGS, max_examples=400)
 
-# every kind `POST /` serves and the operators' kinds (`POST /operator`; shared/kinds.py); the REST
-# API's are tested in test_legacy_*
-KINDS = tuple(REGISTRY) + tuple(OPERATOR_KINDS)
+# every kind `POST /` serves, the operators' kinds (`POST /operator`) and the console's views
+# (`POST /ui/api`; shared/kinds.py); the REST API's are tested in test_legacy_*
+CONSOLE_ONLY = tuple(k for k in CONSOLE_KINDS if k not in REGISTRY and k not in OPERATOR_KINDS)
+KINDS = tuple(REGISTRY) + tuple(OPERATOR_KINDS) + CONSOLE_ONLY
 
 
 def path_of(kind: Any) -> str:
-    return "/operator" if kind in OPERATOR_KINDS else "/"
+    return "/operator" if kind in OPERATOR_KINDS else "/ui/api" if kind in CONSOLE_ONLY else "/"
 ALLOWED_STATUS: dict[str, set[int]] = {
     "promise.get": {200, 400, 404}, "promise.create": {200, 400}, "promise.settle": {200, 400, 404},
     "promise.register_callback": {200, 400, 404, 422}, "promise.register_listener": {200, 400, 404},
@@ -60,10 +62,12 @@ ALLOWED_STATUS: dict[str, set[int]] = {
     "debug.start": {200}, "debug.stop": {200}, "debug.reset": {200}, "debug.snap": {200},
     "debug.tick": {200, 400}, "outbox.search": {200, 400}, "outbox.redrive": {200, 400},
     "promise.purge": {200, 400},
+    "console.promises": {200, 400}, "console.promise": {200, 400, 404}, "console.tasks": {200, 400},
+    "console.schedules": {200, 400}, "console.workers": {200},
 }
 assert set(ALLOWED_STATUS) == set(KINDS), "every kind needs its allowed statuses here"
 READ_ONLY = {"promise.get", "promise.search", "task.get", "task.search", "schedule.get", "schedule.search",
-             "debug.snap", "outbox.search"}
+             "debug.snap", "outbox.search", *CONSOLE_ONLY}
 
 # ------------------------------------------------------------------------------------ harness
 
@@ -315,6 +319,14 @@ SCHEMA: dict[str, list[tuple[tuple, str, bool]]] = {
     "schedule.search": [(("tags",), "map", False), (("limit",), "int", False), (("cursor",), "str", False)],
     "debug.tick": [(("time",), "int", True)],
     "promise.purge": [(("olderThan",), "int", True), (("dryRun",), "bool", False)],
+    "console.promises": [(("prefix",), "str", False), (("state",), "enum:" + ",".join((*PROMISE_STATES, "settled")),
+                                                                      False),
+                         (("tags",), "map", False), (("createdAfter",), "int", False),
+                         (("createdBefore",), "int", False), (("limit",), "int", False), (("cursor",), "str", False)],
+    "console.promise": [(("id",), "str", True)],
+    "console.tasks": [(("prefix",), "str", False), (("state",), "enum:" + ",".join(TASK_STATES), False),
+                      (("limit",), "int", False), (("cursor",), "str", False)],
+    "console.schedules": [(("prefix",), "str", False), (("limit",), "int", False), (("cursor",), "str", False)],
 }
 FENCE_CREATE = [(("action", "data") + p, t, r) for p, t, r in CREATE_FIELDS]
 FENCE_SETTLE = [(("action", "data") + p, t, r) for p, t, r in SETTLE_FIELDS]
@@ -381,6 +393,12 @@ def templates(kind: str) -> list[dict[str, Any]]:
         "outbox.redrive": [{"ids": [1, 2]}, {"all": True}],
         "debug.tick": [{"time": T}],
         "promise.purge": [{"olderThan": 0, "dryRun": True}, {"olderThan": 3_600_000}],
+        "console.promises": [{"prefix": "seed", "state": "settled", "tags": {"k": "v"}, "createdAfter": 0,
+                              "createdBefore": FAR, "limit": 2}, {}],
+        "console.promise": [{"id": "seed-wf"}, {"id": "missing"}],
+        "console.tasks": [{"prefix": "seed", "state": "acquired", "limit": 1, "cursor": "a"}, {}],
+        "console.schedules": [{"prefix": "s", "limit": 5}, {}],
+        "console.workers": [{}],
     }[kind]
 
 
@@ -782,7 +800,7 @@ def test_very_long_ids(fz: Fuzz) -> None:
     assert fz.rpc("debug.snap", {})[0] == 200
 
 
-@pytest.mark.parametrize("kind", sorted([*REST_KINDS, *OPERATOR_KINDS]))
+@pytest.mark.parametrize("kind", sorted([*REST_KINDS, *OPERATOR_KINDS, *CONSOLE_ONLY]))
 def test_other_surfaces_kinds_are_unknown_to_post_root(fz: Fuzz, kind: str) -> None:
     """The REST API's kinds are served by its routes only, the operators' on `POST /operator`
     only: `POST /` (the SDKs' protocol surface) answers them as unknown, whatever their data, and

@@ -35,7 +35,7 @@ import pytest
 
 from shared import cron
 from shared.config import load
-from shared.kinds import KINDS, OPERATOR_KINDS, REST_KINDS
+from shared.kinds import CONSOLE, CONSOLE_KINDS, KINDS, OPERATOR, OPERATOR_KINDS, REST, REST_KINDS, RPC, RPC_KINDS
 from shared.legacy.ids import invoke_id, resume_id
 from shared.protocol import Envelope
 from shared.service import Service
@@ -173,6 +173,12 @@ ALLOWED_STATUS: dict[str, set[int]] = {
     "outbox.redrive": {200, 400},
     "debug.tick": {200, 400},
     "promise.purge": {200, 400},
+    # the console's views (`POST /ui/api`)
+    "console.promises": {200, 400},
+    "console.promise": {200, 400, 404},
+    "console.tasks": {200, 400},
+    "console.schedules": {200, 400},
+    "console.workers": {200},
     # the REST API's kinds (sent to `Service.handle` as its routes do; errors carry a code)
     "rest.promise.get": {200, 400, 404},
     "rest.promise.create": {200, 201, 400, 409},
@@ -352,6 +358,8 @@ class Gen:
         "schedule.get": 1.5, "schedule.create": 1.5, "schedule.delete": 1.2, "schedule.search": 1,
         "debug.start": 0.15, "debug.stop": 0.15, "debug.reset": 0.25, "debug.snap": 0.5, "debug.tick": 5,
         "outbox.search": 0.5, "outbox.redrive": 0.3, "promise.purge": 0.6,
+        "console.promises": 1, "console.promise": 1, "console.tasks": 0.6, "console.schedules": 0.4,
+        "console.workers": 0.1,
         "rest.promise.get": 1.5, "rest.promise.create": 4, "rest.promise.complete": 3, "rest.promise.search": 1,
         "rest.promise.callback": 2, "rest.promise.subscribe": 1.5, "rest.task.claim": 3, "rest.task.complete": 2.5,
         "rest.task.drop": 1, "rest.task.heartbeat": 1.5,
@@ -611,6 +619,51 @@ class Gen:
         if self.chance(0.3):
             d["dryRun"] = self.r.choice([True, False])
         return d
+
+    # console.* (the web console's views)
+    def g_console_promises(self, head):
+        d: dict[str, Any] = {}
+        if self.chance(0.6):
+            d["prefix"] = self.r.choice(["", "p", "p1", "s", "x", "*", "p*"] + POOL[:3])
+        if self.chance(0.4):
+            d["state"] = self.r.choice(["pending", "resolved", "settled", "rejected_timedout", "nope"])
+        if self.chance(0.3):
+            d["tags"] = self.r.choice([{}, {"k": "v"}, {"resonate:target": A}])
+        if self.chance(0.3):
+            d["createdAfter"] = self.r.choice([0, self.clock - 5_000, self.clock])
+        if self.chance(0.3):
+            d["createdBefore"] = self.r.choice([1, self.clock, self.clock + 1, 2**62])
+        if self.chance(0.5):
+            d["limit"] = self.r.choice([1, 2, 50] + ([0, 201] if self.chance(0.05) else []))
+        if self.chance(0.3):
+            d["cursor"] = self.r.choice(POOL + [""])
+        return d
+
+    def g_console_promise(self, head):
+        return {"id": self.r.choice(POOL)} if self.chance(0.95) else {}
+
+    def g_console_tasks(self, head):
+        d: dict[str, Any] = {}
+        if self.chance(0.5):
+            d["prefix"] = self.r.choice(["", "p", "p1", "x"])
+        if self.chance(0.5):
+            d["state"] = self.r.choice(["pending", "acquired", "suspended", "halted", "fulfilled"])
+        if self.chance(0.5):
+            d["limit"] = self.r.choice([1, 2, 50])
+        if self.chance(0.3):
+            d["cursor"] = self.r.choice(POOL + [""])
+        return d
+
+    def g_console_schedules(self, head):
+        d: dict[str, Any] = {}
+        if self.chance(0.5):
+            d["prefix"] = self.r.choice(["", "s", "x"] + SCHEDULES[:2])
+        if self.chance(0.5):
+            d["limit"] = self.r.choice([1, 2, 50])
+        return d
+
+    def g_console_workers(self, head):
+        return {}
 
     def g_debug_tick(self, head):
         roll = self.r.random()
@@ -1015,9 +1068,11 @@ class Run:
         raw = json.dumps(envelope).encode()
         self.trace.append(envelope)
         outs = []
-        operator = envelope["kind"] in OPERATOR_KINDS  # served on `POST /operator`
+        kind = envelope["kind"]  # `POST /operator`, `POST /ui/api` or `POST /`
+        surface = OPERATOR if kind in OPERATOR_KINDS else CONSOLE if kind not in RPC_KINDS and kind in CONSOLE_KINDS \
+            else RPC
         for svc in self.services:
-            status, body = svc.rpc(raw, operator)
+            status, body = svc.rpc(raw, surface)
             outs.append((status, _positions(json.loads(body))))
         ref_status, ref = outs[0]
         for name, (status, body) in zip(self.names[1:], outs[1:]):
@@ -1032,12 +1087,12 @@ class Run:
         return ref_status, ref["data"]
 
     def send_rest(self, envelope: dict[str, Any]) -> tuple[int, Any]:
-        """A REST kind, as its routes run it (`Service.handle(..., rest=True)`); the answers
+        """A REST kind, as its routes run it (`Service.handle(..., REST)`); the answers
         (records included: the REST shapes are rendered from them) must be identical."""
         self.trace.append(envelope)
         kind, head = envelope["kind"], envelope["head"]
         env = Envelope(kind, head["corrId"], head, envelope["data"], None, head.get("resonate:debug_time"))
-        outs = [json.loads(json.dumps(svc.handle(env, None, rest=True), default=_record)) for svc in self.services]
+        outs = [json.loads(json.dumps(svc.handle(env, None, REST), default=_record)) for svc in self.services]
         for name, out in zip(self.names[1:], outs[1:]):
             if out != outs[0]:
                 self.fail(f"response differs: {self.names[0]} vs {name}\n  {first_diff(outs[0], out)}")

@@ -18,6 +18,7 @@ from shared.delivery.hub import PollHub
 from shared.grpc import convert, services
 from shared.grpc.stubs import load as load_stubs
 from shared.http import create_app
+from shared.kinds import REST
 from shared.legacy.ids import invoke_id
 from shared.protocol import Envelope
 from shared.service import Service
@@ -52,7 +53,7 @@ def svc() -> Service:
 
 
 def handle(svc: Service, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
-    return svc.handle(Envelope(kind, "", {}, data, None, None), None, rest=True)
+    return svc.handle(Envelope(kind, "", {}, data, None, None), None, REST)
 
 
 def claimed(svc: Service, id: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from shared.kinds import KINDS, OPERATOR_KINDS, REST_KINDS, decode, touches
+from shared.kinds import CONSOLE_KINDS, KINDS, OPERATOR_KINDS, REST_KINDS, RPC_KINDS, decode, touches
 from shared.legacy.ids import invoke_id
 from tests.support.envelope import envelope
 from tests.support.server import ServerProc, backends, start_server
@@ -103,6 +103,12 @@ BUILDERS: dict[str, Callable[[Ids], dict[str, Any]]] = {
     "debug.reset": lambda i: {},
     "debug.snap": lambda i: {},
     "outbox.search": lambda i: {"dead": True},
+    # the web console's views (`POST /ui/api`)
+    "console.promises": lambda i: {"prefix": i.promise},
+    "console.promise": lambda i: {"id": i.promise},
+    "console.tasks": lambda i: {"prefix": i.task},
+    "console.schedules": lambda i: {"prefix": i.schedule},
+    "console.workers": lambda i: {},
     "outbox.redrive": lambda i: {"all": True},
     "debug.tick": lambda i: {"time": 1},
     # the REST API's kinds: the `data` its routes build (sent over those routes: `rest_request`)
@@ -269,8 +275,9 @@ def srv(request: pytest.FixtureRequest, key: KeyPair, tmp_path_factory: pytest.T
 def send(s: ServerProc, kind: str, data: dict[str, Any], auth: str) -> tuple[int, Any]:
     """One request of any kind with this token: an envelope on `POST /`, or a REST route
     (its refusal normalized to the envelope's `(403, "Forbidden")`)."""
-    if kind in OPERATOR_KINDS:
-        r = s.request("POST", "/operator", json=envelope(kind, data, auth=auth))
+    if kind in OPERATOR_KINDS or (kind in CONSOLE_KINDS and kind not in RPC_KINDS):
+        path = "/operator" if kind in OPERATOR_KINDS else "/ui/api"
+        r = s.request("POST", path, json=envelope(kind, data, auth=auth))
         return r.status_code, r.json()["data"]
     if kind not in REST_KINDS:
         return s.rpc(kind, data, auth=auth)

@@ -6,6 +6,7 @@ effects collector). Nothing here reads the clock or does I/O beyond the transact
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,6 +46,8 @@ class Ctx:
     corr_id: str = ""
     scope: str | None = None  # the caller's id prefix (a prefix token); None: unrestricted
     fx: Effects = field(default_factory=Effects)
+    # the (group, worker id) pairs holding an SSE stream now (the console's workers view); None: no hub
+    presence: Callable[[], Iterable[tuple[str, str]]] | None = None
 
     def after(self, ms: int) -> int:
         """now + ms, saturated to the 64-bit range that every store can hold."""

@@ -21,6 +21,7 @@ import grpc
 from shared.auth import bearer
 from shared.grpc import convert as cv
 from shared.grpc.stubs import Stubs
+from shared.kinds import REST
 from shared.legacy import wire
 from shared.legacy.rest import FORBIDDEN, BadRequest, _cursor_in, _cursor_out
 from shared.legacy.rest_schedules import schedule as schedule_json
@@ -93,7 +94,7 @@ class Api:
             if isinstance(claims, tuple):
                 return claims
         nul = any_str(data, lambda s: "\x00" in s)  # no SQL store keeps U+0000 in text
-        return self.service.handle(Envelope(kind, request_id, {}, data, None, None, nul), claims, rest=True)
+        return self.service.handle(Envelope(kind, request_id, {}, data, None, None, nul), claims, REST)
 
     def call(self, ctx: grpc.ServicerContext, kind: str, data: Data, request_id: str) -> tuple[int, Any]:
         """`send`, a failure raised as one."""

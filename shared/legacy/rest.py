@@ -20,6 +20,7 @@ from typing import Any
 from flask import Flask, Request, Response, request
 
 from shared.http import read_body
+from shared.kinds import REST
 from shared.legacy import wire
 from shared.protocol import Envelope, any_str, dumps, has_lone_surrogate, too_deep
 from shared.records import Promise, Task
@@ -88,7 +89,7 @@ def call(service: Service, kind: str, data: Data) -> tuple[int, Any]:
     rid = request.headers.get("Request-Id")
     nul = any_str(data, lambda s: "\x00" in s)  # no SQL store keeps U+0000 in text: 400, as on `POST /`
     env = Envelope(kind, rid or "", {}, data, None, None, nul)
-    return service.handle(env, claims, rest=True)
+    return service.handle(env, claims, REST)
 
 
 def answer(status: int, data: Any, render: Callable[[Any], Any]) -> Response:

@@ -13,6 +13,8 @@ from typing import Protocol, TypeVar
 from shared.records import Lock, Message, Promise, Schedule, Task
 
 T = TypeVar("T")
+Created = tuple[int | None, int | None]  # a creation-time range [from, to) in ms; None: unbounded
+NO_RANGE: Created = (None, None)
 
 
 class StorageError(Exception):
@@ -65,7 +67,9 @@ class Tx(Protocol):
     def get_task(self, id: str) -> Task | None: ...
     def insert_task(self, t: Task) -> None: ...
     def update_task(self, t: Task) -> None: ...
-    def search_tasks(self, state: str | None, cursor: str | None, limit: int) -> list[Task]: ...
+    def search_tasks(self, state: str | None, cursor: str | None, limit: int, prefix: str = "") -> list[Task]:
+        """Tasks in `state` (if given) whose id starts with `prefix` (a `*` in it matches as in
+        `search_promises_by_id`), id > cursor, by id, at most limit."""
     def due_tasks(self, t: int, limit: int) -> list[Task]:
         """Tasks whose timer_at <= t, by (timer_at, id)."""
     def tasks_leased_by(self, pid: str) -> list[Task]:
@@ -128,10 +132,11 @@ class Tx(Protocol):
 
     # the older server's REST API (docs/legacy-api.md) -----------------------------------------
     def search_promises_by_id(self, pattern: str, states: Collection[str] | None, tags: dict[str, str],
-                              cursor: str | None, limit: int) -> list[Promise]:
+                              cursor: str | None, limit: int, created: Created = NO_RANGE) -> list[Promise]:
         """Promises whose id matches `pattern` (`*`: any run of characters, possibly empty; every
-        other character literal and case-sensitive), whose state is in `states` (if given) and
-        whose tags contain every pair; id > cursor, by id, at most limit."""
+        other character literal and case-sensitive), whose state is in `states` (if given),
+        whose tags contain every pair and that were created within `created` ([from, to) in ms,
+        None: unbounded); id > cursor, by id, at most limit."""
     def search_schedules_by_id(self, pattern: str, tags: dict[str, str], cursor: str | None,
                                limit: int) -> list[Schedule]:
         """Schedules whose id matches `pattern` (as above) and whose own `tags` contain every
@@ -207,6 +212,7 @@ class OutboxClaims(Protocol):
     def receiver_up(self, group: str, id: str, instance: str, ttl_ms: int, principal: str | None = None) -> bool: ...
     def receiver_down(self, group: str, id: str, instance: str) -> None: ...
     def receivers_alive(self, instance: str, ttl_ms: int, keys: list[tuple[str, str]]) -> set[tuple[str, str]]: ...
+    def receivers(self) -> list[tuple[str, str]]: ...
 
 
 class Store(Protocol):

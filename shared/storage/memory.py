@@ -138,10 +138,11 @@ class MemoryTx:
     def update_task(self, t: Task) -> None:
         self._set(self.st.tasks, t.id, t)
 
-    def search_tasks(self, state, cursor, limit):
+    def search_tasks(self, state, cursor, limit, prefix=""):
         out = []
+        match = id_pattern(prefix + "*")
         for tid in sorted(self.st.tasks):
-            if cursor is not None and tid <= cursor:
+            if (cursor is not None and tid <= cursor) or not match(tid):
                 continue
             t = self.st.tasks[tid]
             if state is not None and t.state != state:
@@ -298,14 +299,17 @@ class MemoryTx:
 
     # timers, debug, snapshots
     # the REST API
-    def search_promises_by_id(self, pattern, states, tags, cursor, limit):
+    def search_promises_by_id(self, pattern, states, tags, cursor, limit, created=(None, None)):
         match = id_pattern(pattern)
+        after, before = created
         out = []
         for pid in sorted(self.st.promises):
             if (cursor is not None and pid <= cursor) or not match(pid):
                 continue
             p = self.st.promises[pid]
             if states is not None and p.state not in states:
+                continue
+            if (after is not None and p.created_at < after) or (before is not None and p.created_at >= before):
                 continue
             if any(p.tags.get(k) != v for k, v in tags.items()):
                 continue

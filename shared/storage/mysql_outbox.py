@@ -246,6 +246,11 @@ class MyClusterOutbox:
         self.write(lambda tx: tx._n("DELETE FROM poll_receivers WHERE grp = %(g)s AND id = %(id)s"
                                     " AND instance = %(i)s", g=group, id=id, i=instance))
 
+    def receivers(self) -> list[tuple[str, str]]:
+        """(group, id) of every live entry of every process (the console's workers view)."""
+        sql = f"SELECT DISTINCT grp, id FROM poll_receivers WHERE expires_at >= {DB_NOW} ORDER BY grp, id"
+        return [(r[0], r[1]) for r in self.read(lambda tx: tx._x(sql))]
+
     def receivers_alive(self, instance: str, ttl_ms: int, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Extend this process's unlapsed entries for the (group, id) it still holds; returns those."""
         if not keys:

@@ -32,7 +32,7 @@ from typing import Any
 
 from shared.protocol import parse_address
 from shared.records import LEASE, Lock, Message, Promise, Schedule, Task
-from shared.storage.base import Busy, ReadOnlyViolation, StorageError
+from shared.storage.base import NO_RANGE, Busy, Created, ReadOnlyViolation, StorageError
 from shared.storage.sql_common import (
     CASCADE,
     DEAD,
@@ -318,8 +318,14 @@ class MyTx(PortableQueries):
 
     def _search(self, table: str, cols: str, state: str | None, tags: dict[str, str] | None, tag_col: str,
                 cursor: str | None, limit: int, pattern: str | None = None,
-                states: Collection[str] | None = None) -> Any:
+                states: Collection[str] | None = None, created: Created = NO_RANGE) -> Any:
         where, args = ["TRUE"], dict[str, Any](limit=limit)
+        if created[0] is not None:
+            where.append("created_at >= %(after)s")
+            args["after"] = created[0]
+        if created[1] is not None:
+            where.append("created_at < %(before)s")
+            args["before"] = created[1]
         if pattern is not None:  # the binary collation: case-sensitive, and a prefix narrows the key range
             where.append(f"id LIKE %(pattern)s ESCAPE '{LIKE_ESCAPE}'")
             args["pattern"] = like_pattern(pattern)
@@ -424,8 +430,9 @@ class MyTx(PortableQueries):
     def update_task(self, t: Task) -> None:
         self._put("task", t.id, _INSERT_T, _UPSERT_T, _task_args(t))
 
-    def search_tasks(self, state: str | None, cursor: str | None, limit: int) -> list[Task]:
-        return [Task(*r) for r in self._search("tasks", _T, state, None, "", cursor, limit)]
+    def search_tasks(self, state: str | None, cursor: str | None, limit: int, prefix: str = "") -> list[Task]:
+        pattern = prefix + "*" if prefix else None
+        return [Task(*r) for r in self._search("tasks", _T, state, None, "", cursor, limit, pattern)]
 
     def due_tasks(self, t: int, limit: int) -> list[Task]:
         sql = f"SELECT {_T} FROM tasks WHERE timer_at <= %(t)s ORDER BY timer_at, id LIMIT %(n)s{self._lock()}"
@@ -565,8 +572,9 @@ class MyTx(PortableQueries):
 
     # the older server's REST API -----------------------------------------------------------
     def search_promises_by_id(self, pattern: str, states: Collection[str] | None, tags: dict[str, str],
-                              cursor: str | None, limit: int) -> list[Promise]:
-        return [_promise(r) for r in self._search("promises", _P, None, tags, "tags", cursor, limit, pattern, states)]
+                              cursor: str | None, limit: int, created: Created = NO_RANGE) -> list[Promise]:
+        return [_promise(r) for r in self._search("promises", _P, None, tags, "tags", cursor, limit, pattern, states,
+                                                  created)]
 
     def search_schedules_by_id(self, pattern: str, tags: dict[str, str], cursor: str | None,
                                limit: int) -> list[Schedule]:

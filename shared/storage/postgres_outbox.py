@@ -84,6 +84,7 @@ _RECEIVERS_ALIVE = (f"UPDATE poll_receivers r SET expires_at = {DB_NOW} + :ttl"
                     " FROM unnest(CAST(:gs AS text[]), CAST(:ids AS text[])) AS k(g, id)"
                     f" WHERE r.instance = :i AND r.grp = k.g AND r.id = k.id AND r.expires_at > {DB_NOW}"
                     " RETURNING r.grp, r.id")
+_RECEIVERS_LIVE = f"SELECT DISTINCT grp, id FROM poll_receivers WHERE expires_at >= {DB_NOW} ORDER BY grp, id"
 _RECEIVERS_EXPIRED = f"DELETE FROM poll_receivers WHERE expires_at < {DB_NOW} - 60000"
 
 
@@ -219,6 +220,11 @@ class PgClusterOutbox:
 
     def receiver_down(self, group: str, id: str, instance: str) -> None:
         self.write(lambda tx: tx._x(_RECEIVER_DOWN, g=group, id=id, i=instance))
+
+    def receivers(self) -> list[tuple[str, str]]:
+        """(group, id) of every live entry of every process (the console's workers view)."""
+        rows = self.read(lambda tx: tx._x(_RECEIVERS_LIVE))
+        return [(r[0], r[1]) for r in rows]
 
     def receivers_alive(self, instance: str, ttl_ms: int, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Extend this process's entries for the (group, id) it still holds, unless they lapsed

@@ -23,7 +23,7 @@ from pg8000.exceptions import DatabaseError
 
 from shared.protocol import parse_address
 from shared.records import BRANCH, LEASE, TARGET, Lock, Message, Promise, Schedule, Task
-from shared.storage.base import ReadOnlyViolation, StorageError
+from shared.storage.base import NO_RANGE, Created, ReadOnlyViolation, StorageError
 from shared.storage.sql_common import (
     CASCADE,
     DEAD,
@@ -311,8 +311,14 @@ class PgTx(PortableQueries):
 
     def _search(self, table: str, cols: str, state: str | None, tags: dict[str, str] | None, tag_col: str,
                 cursor: str | None, limit: int, pattern: str | None = None,
-                states: Collection[str] | None = None) -> list:
+                states: Collection[str] | None = None, created: Created = NO_RANGE) -> list:
         where, args = ["TRUE"], dict[str, Any](limit=limit)
+        if created[0] is not None:
+            where.append("created_at >= :after")
+            args["after"] = created[0]
+        if created[1] is not None:
+            where.append("created_at < :before")
+            args["before"] = created[1]
         if pattern is not None:  # the "C" collated id: case-sensitive, and a prefix narrows the key range
             where.append(f"id LIKE :pattern ESCAPE '{LIKE_ESCAPE}'")
             args["pattern"] = like_pattern(pattern)
@@ -408,8 +414,9 @@ class PgTx(PortableQueries):
     def update_task(self, t: Task) -> None:
         self._put("task", t.id, _INSERT_T, _UPSERT_T, _task_args(t))
 
-    def search_tasks(self, state: str | None, cursor: str | None, limit: int) -> list[Task]:
-        return [Task(*r) for r in self._search("tasks", _T, state, None, "", cursor, limit)]
+    def search_tasks(self, state: str | None, cursor: str | None, limit: int, prefix: str = "") -> list[Task]:
+        pattern = prefix + "*" if prefix else None
+        return [Task(*r) for r in self._search("tasks", _T, state, None, "", cursor, limit, pattern)]
 
     def due_tasks(self, t: int, limit: int) -> list[Task]:
         sql = f"SELECT {_T} FROM tasks WHERE timer_at <= :t ORDER BY timer_at, id LIMIT :n{self._lock()}"
@@ -537,8 +544,9 @@ class PgTx(PortableQueries):
 
     # the older server's REST API -----------------------------------------------------------
     def search_promises_by_id(self, pattern: str, states: Collection[str] | None, tags: dict[str, str],
-                              cursor: str | None, limit: int) -> list[Promise]:
-        return [_promise(r) for r in self._search("promises", _P, None, tags, "tags", cursor, limit, pattern, states)]
+                              cursor: str | None, limit: int, created: Created = NO_RANGE) -> list[Promise]:
+        return [_promise(r) for r in self._search("promises", _P, None, tags, "tags", cursor, limit, pattern, states,
+                                                  created)]
 
     def search_schedules_by_id(self, pattern: str, tags: dict[str, str], cursor: str | None,
                                limit: int) -> list[Schedule]:

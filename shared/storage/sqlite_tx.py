@@ -10,7 +10,7 @@ from collections.abc import Collection
 from typing import Any
 
 from shared.records import BRANCH, LEASE, TARGET, Lock, Message, Promise, Schedule, Task
-from shared.storage.base import ReadOnlyViolation, StorageError
+from shared.storage.base import NO_RANGE, Created, ReadOnlyViolation, StorageError
 from shared.storage.sql_common import CASCADE, LOCK_COLS, PROMISE_COLS, TASK_COLS, PortableQueries, glob_pattern
 
 BUSY_TIMEOUT_MS = 5000
@@ -157,9 +157,15 @@ class SqliteTx(PortableQueries):
 
     def _search(self, table: str, cols: str, state: str | None, tags: dict[str, str], tag_col: str,
                 cursor: str | None, limit: int, pattern: str | None = None,
-                states: Collection[str] | None = None) -> sqlite3.Cursor:
+                states: Collection[str] | None = None, created: Created = NO_RANGE) -> sqlite3.Cursor:
         """Shared by the searches: filters, id > cursor, by id, at most limit."""
         where, args = ["1"], list[Any]()
+        if created[0] is not None:
+            where.append("created_at >= ?")
+            args.append(created[0])
+        if created[1] is not None:
+            where.append("created_at < ?")
+            args.append(created[1])
         if pattern is not None:  # GLOB: case-sensitive (LIKE is not), and a prefix uses the id index
             where.append("id GLOB ?")
             args.append(glob_pattern(pattern))
@@ -259,8 +265,9 @@ class SqliteTx(PortableQueries):
         if self._x(_UPDATE_T, (t.state, t.version, t.timer_type, t.timer_at, t.pid, t.ttl, t.id)).rowcount == 0:
             self._x(_INSERT_T, (t.id, t.state, t.version, t.timer_type, t.timer_at, t.pid, t.ttl))  # upsert, as Memory
 
-    def search_tasks(self, state: str | None, cursor: str | None, limit: int) -> list[Task]:
-        return [Task(*r) for r in self._search("tasks", _T, state, {}, "", cursor, limit)]
+    def search_tasks(self, state: str | None, cursor: str | None, limit: int, prefix: str = "") -> list[Task]:
+        pattern = prefix + "*" if prefix else None
+        return [Task(*r) for r in self._search("tasks", _T, state, {}, "", cursor, limit, pattern)]
 
     def due_tasks(self, t: int, limit: int) -> list[Task]:
         sql = f"SELECT {_T} FROM tasks WHERE timer_at <= ? ORDER BY timer_at, id LIMIT ?"
@@ -389,8 +396,9 @@ class SqliteTx(PortableQueries):
 
     # the older server's REST API -----------------------------------------------------------
     def search_promises_by_id(self, pattern: str, states: Collection[str] | None, tags: dict[str, str],
-                              cursor: str | None, limit: int) -> list[Promise]:
-        return [_promise(r) for r in self._search("promises", _P, None, tags, "tags", cursor, limit, pattern, states)]
+                              cursor: str | None, limit: int, created: Created = NO_RANGE) -> list[Promise]:
+        return [_promise(r) for r in self._search("promises", _P, None, tags, "tags", cursor, limit, pattern, states,
+                                                  created)]
 
     def search_schedules_by_id(self, pattern: str, tags: dict[str, str], cursor: str | None,
                                limit: int) -> list[Schedule]:
