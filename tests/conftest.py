@@ -122,9 +122,14 @@ def pytest_runtest_protocol(item, nextitem):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Captured output with lone surrogates (the hostile-input tests log them, escaped or not)
-    travels escaped: pytest-xdist sends reports between processes as UTF-8."""
+    travels escaped: pytest-xdist sends reports between processes as UTF-8. A failed browser
+    test (tests/support/browser.py) saves screenshots of its pages first."""
     outcome = yield
     rep = outcome.get_result()
+    if rep.failed and getattr(item, "_browser_pages", None):  # the web console's tests: a screenshot
+        from tests.support.browser import screenshot_on_failure
+
+        screenshot_on_failure(item, rep)
     rep.sections = [(name, text.encode("utf-8", "backslashreplace").decode("utf-8")) for name, text in rep.sections]
     if isinstance(rep.longrepr, str):
         rep.longrepr = rep.longrepr.encode("utf-8", "backslashreplace").decode("utf-8")

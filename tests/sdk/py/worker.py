@@ -174,6 +174,18 @@ async def await_external(ctx, tag):
     return {"got": value, "promise": pid}
 
 
+async def approval(ctx, x, tag):
+    """Two steps, then a human in the loop: a promise someone resolves from outside (the web
+    console, tests/test_console_browser.py); its id is written for the test to find."""
+    doubled = await ctx.run(double, x)
+    plus_one = await ctx.run(add_one, doubled)
+    fut = ctx.promise()
+    pid = await fut.id()
+    (DATA / f"approval-{tag}.id").write_text(pid)  # replay writes the same id again
+    decision = await fut
+    return {"steps": [doubled, plus_one], "decision": decision, "promise": pid}
+
+
 async def square(ctx, i):
     append_line("square.log", f"{ctx.info.id} {i}")
     return i * i
@@ -236,7 +248,7 @@ async def scheduled_tick(ctx, tag):
 
 
 FUNCTIONS = [
-    nested, double_then_add, remote_echo, call_other_group, sleeper, await_external,
+    nested, double_then_add, remote_echo, call_other_group, sleeper, await_external, approval,
     square, fanout, counted, recoverable, scheduled_tick, chaos_workflow,
 ]
 
