@@ -35,10 +35,12 @@ from tests.support.browser import TOKEN_KEY, launch, require_chromium, watch
 from tests.support.envelope import envelope
 from tests.support.server import ServerProc, start_server
 from tests.support.tokens import KeyPair, claims
+from tests.support.wait import FLOOR
 
 pytestmark = [pytest.mark.process, pytest.mark.xdist_group("browser")]
 
-WAIT_MS = 45_000  # every expect(): a loaded 2-core machine runs the server, an SDK process and Chromium
+# every expect(): a loaded 2-core machine runs the server, an SDK process and Chromium at once
+WAIT_MS = int(max(45.0, FLOOR) * 1000)
 FAR = 2**53
 SERVER_ARGS = ["--tasks-retry-timeout", "1000", "--ui-live-interval", "1000"]
 expect.set_options(timeout=WAIT_MS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ TOKEN_KEY = "resonate.token"  # the console keeps the token in the tab's session
 
 
 def chromium_path() -> str | None:
-    """The Chromium binary to drive, or None when it is not installed."""
-    path = os.environ.get(CHROMIUM_ENV, DEFAULT_CHROMIUM)
+    """The Chromium binary to drive (`RESONATE_TEST_CHROMIUM`, else Debian's, else `chromium` on
+    PATH), or None when it is not installed."""
+    path = os.environ.get(CHROMIUM_ENV) or (DEFAULT_CHROMIUM if Path(DEFAULT_CHROMIUM).exists()
+                                            else shutil.which("chromium") or DEFAULT_CHROMIUM)
     return path if Path(path).is_file() and os.access(path, os.X_OK) else None
 
 
