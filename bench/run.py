@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import cluster, coldstart, figures, sdkbench
+from bench import console as console_bench
 from bench import pg as pgdb
 from bench import retention as retention_bench
 from bench.cloudtimers import cloud_timer_lateness
@@ -190,16 +191,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sdk-seq", type=int, default=100, help="sequential SDK workflows per backend and round (h)")
     p.add_argument("--sdk-conc", type=int, default=200, help="SDK workflows started at once (h)")
     p.add_argument("--no-sdk", action="store_true", help="skip (h) (the SDK workflow)")
-    p.add_argument("--only", choices=["h", "i"],
-                   help="run only this figure (h: about a minute and a half; i: about half a minute)")
+    p.add_argument("--only", choices=["h", "i", "j"],
+                   help="run only this figure (h: about a minute and a half; i: about half a minute; j: about 20 s)")
     p.add_argument("--purge", type=int, default=100_000, help="finished promises retention deletes during (i)")
     p.add_argument("--no-mysql", action="store_true", help="skip the MySQL part of (e)")
+    p.add_argument("--console-promises", type=int, default=10_000, help="promises in the server of (j)")
+    p.add_argument("--console-loads", type=int, default=10, help="page loads, a fresh browser context each (j)")
+    p.add_argument("--console-samples", type=int, default=200, help="round trips of each list query, baseline of (j)")
+    p.add_argument("--no-console", action="store_true", help="skip (j) (the web console in headless Chromium)")
     p.add_argument("--cross-samples", type=int, default=200, help="dispatches between two processes (e)")
     args = p.parse_args(argv)
     if args.only == "h":
         return main_sdk_only(args)
     if args.only == "i":
         return main_retention_only(args)
+    if args.only == "j":
+        return main_console_only(args)
 
     from tests.support.server import start_server  # the suite's launcher: same command line as users run
 
@@ -363,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(Row(f"(d) server RSS after {created // 1000}k promises", f"{rss:.1f} MB", "< 150 MB",
                         f"RSS at start {rss0:.1f} MB", f"{rss / rss0:.2f}", _verdict(rss < 150)))
         rows += retention_rows(args, workdir)
+        if not args.no_console:
+            rows += console_rows(args, workdir)
         rows += e_rows + cold_rows
 
         # (g) timer lateness in the cloud simulation: the sweeper function is the only timer
@@ -419,6 +428,61 @@ def retention_rows(args: argparse.Namespace, workdir: Path) -> list[Row]:
             Row("(i) promise.create rate while purging", _fmt_rate(on["rate"]), "-",
                 f"retention off {_fmt_rate(off['rate'])}", f"{on['rate'] / off['rate']:.2f}",
                 f"info: purged {on['purged']:,}, over {spanned}")]
+
+
+def console_rows(args: argparse.Namespace, workdir: Path) -> list[Row]:
+    """(j): the console's promise list in headless Chromium with `--console-promises` promises,
+    against the list query's own HTTP round trip."""
+    why = console_bench.unavailable()
+    if why is not None:
+        log(f"(j) skipped: {why}")
+        return []
+    m = console_bench.measure(workdir, args.console_promises, args.console_loads, args.console_samples, log)
+    loads, rtt = m["loads"], m["rtt"]
+    row_ms = [x["firstRowFrame"] for x in loads]
+    fcp = [x["fcp"] for x in loads if x["fcp"] is not None]
+    wall = [x["wall"] for x in loads]
+    ui_rtt, search_rtt = figures.pct(rtt["console.promises"], 50), figures.pct(rtt["promise.search"], 50)
+    log(f"(j) {len(loads)} loads of /ui/#/promises ({args.console_promises:,} promises), ms from navigation start: "
+        f"first row visible {', '.join(f'{x:.0f}' for x in row_ms)}; first contentful paint "
+        f"{', '.join(f'{x:.0f}' for x in fcp)}; DOMContentLoaded p50 "
+        f"{figures.pct([x['domContentLoaded'] for x in loads], 50):.0f}; goto to row visible (Playwright) p50 "
+        f"{figures.pct(wall, 50):.0f}")
+    log(f"(j) round trips, limit 50: console.promises p50 {ui_rtt:.2f} ms, p99 "
+        f"{figures.pct(rtt['console.promises'], 99):.2f} ms; promise.search p50 {search_rtt:.2f} ms, p99 "
+        f"{figures.pct(rtt['promise.search'], 99):.2f} ms")
+    base = f"console.promises p50 {_ms(ui_rtt)}"
+    p50, worst = figures.pct(row_ms, 50), max(row_ms)
+    n = f"{args.console_promises // 1000}k"
+    return [Row(f"(j) console first row visible, {n} promises, p50", _ms(p50), "< 1000 ms", base,
+                f"{p50 / ui_rtt:.0f}", _verdict(p50 < 1000)),
+            Row(f"(j) console first row visible, {n} promises, worst of {len(loads)}", _ms(worst), "-", base,
+                f"{worst / ui_rtt:.0f}", "info"),
+            Row(f"(j) console first contentful paint, {n} promises, p50", _ms(figures.pct(fcp, 50)), "-", base,
+                f"{figures.pct(fcp, 50) / ui_rtt:.0f}", "info"),
+            Row("(j) console.promises round trip, limit 50, p50", _ms(ui_rtt), "-",
+                f"promise.search p50 {_ms(search_rtt)}", f"{ui_rtt / search_rtt:.2f}", "info")]
+
+
+def main_console_only(args: argparse.Namespace) -> int:
+    """`--only j`: the console figure alone."""
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="resonate-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    try:
+        rows = console_rows(args, workdir)
+    except BaseException:
+        args.keep = True
+        raise
+    finally:
+        if args.keep or args.workdir:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print_table(rows, f"Resonate console benchmark (SQLite, headless Chromium, {os.cpu_count()} CPUs, load average "
+                      f"{load0:.2f} -> {os.getloadavg()[0]:.2f}, {time.perf_counter() - t_start:.0f} s)")
+    return 0
 
 
 def main_retention_only(args: argparse.Namespace) -> int:
