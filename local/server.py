@@ -213,6 +213,8 @@ def _log_ready(cfg: Config) -> None:
     log.info('Python SDK (resonate-sdk 0.8.1): from resonate.resonate import Resonate; resonate = Resonate(url="%s")',
              url)
     log.info('TypeScript SDK (@resonatehq/sdk 0.11.5): const resonate = new Resonate({ url: "%s" })', url)
+    if cfg.ui.enabled:
+        log.info("Web console: %s/ui/", url)
 
 
 def _fatal(message: str) -> int:

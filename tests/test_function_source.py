@@ -75,14 +75,17 @@ def test_archive_contents(archive: Path) -> None:
             "functions/main.py", "shared/http.py", "shared/storage/sqlite.py"} <= set(names)
     for n in names:
         assert n in ("main.py", "requirements.txt") or n.startswith(("shared/", "functions/")), n
-        assert n in ("main.py", "requirements.txt") or n.endswith(".py"), n
+        assert n in ("main.py", "requirements.txt") or n.endswith(".py") or n.startswith("shared/console/static/"), n
         assert "__pycache__" not in n and not n.endswith((".pyc", ".pyo")), n
         assert not n.startswith(("tests/", "infra/", "local/", "bench/")), n
     # every .py file of the two packages is in, nothing more
     on_disk = {p.relative_to(ROOT).as_posix() for pkg in ("shared", "functions")
                for p in (ROOT / pkg).rglob("*.py") if "__pycache__" not in p.parts}
     grpc_api = {n for n in on_disk if n.startswith("shared/grpc/")}  # the local server's only
-    assert grpc_api and set(names) - {"main.py", "requirements.txt"} == on_disk - grpc_api
+    # ... and the web console's files, which the api function serves at /ui
+    console = {p.relative_to(ROOT).as_posix() for p in (ROOT / "shared/console/static").iterdir()}
+    assert {"shared/console/static/index.html", "shared/console/static/app.js"} <= console
+    assert grpc_api and set(names) - {"main.py", "requirements.txt"} == (on_disk - grpc_api) | console
     # fixed timestamps and modes
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
     assert {i.external_attr >> 16 for i in infos} == {0o100644}
@@ -193,6 +196,9 @@ def test_every_entry_point_serves_from_the_unpacked_archive(unpacked: Path, tmp_
         # the api really is the shared routes: /ready checks the (SQLite) store
         p, port = procs["api"]
         assert _get(p, port, tmp_path / "api.log", "/ready").status_code == 200
+        # ... and serves the web console from the archive's copy of its files
+        page = _get(p, port, tmp_path / "api.log", "/ui/app.js")
+        assert page.status_code == 200 and "console.promises" in page.text
     finally:
         for p, _ in procs.values():
             _stop(p)

@@ -38,7 +38,7 @@ def _secured(resp: Response) -> Response:
 
 def page(asset: str = "index.html") -> Response:
     """A file of the console; any other path under /ui is the page itself (the page routes by its hash)."""
-    if not (STATIC / asset).is_file() or "/" in asset:
+    if "/" in asset or "\\" in asset or asset.startswith(".") or not (STATIC / asset).is_file():
         asset = "index.html"
     resp = send_from_directory(STATIC, asset, max_age=0 if asset == "index.html" else 300)
     return _secured(resp)
