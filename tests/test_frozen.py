@@ -7,6 +7,7 @@ from typing import ClassVar
 import pytest
 
 from shared import requests as rq
+from shared import requests_console as rc
 from shared import requests_locks as rl
 from shared import requests_outbox as ro
 from shared import requests_rest as rr
@@ -74,7 +75,7 @@ def test_a_default_is_refused() -> None:
 
 
 def test_every_request_type_is_a_frozen_record() -> None:
-    classes = [c for module in (rq, rr, rl, ro) for c in vars(module).values()]
+    classes = [c for module in (rq, rr, rl, ro, rc) for c in vars(module).values()]
     for entry in KINDS.values():
         cls = next(c for c in classes if isinstance(c, type) and getattr(c, "kind", None) == entry.name
                    and issubclass(c, rq.Request))
