@@ -5,11 +5,12 @@ package, tests/support/browser.py) driven by Playwright against real server proc
   in the promise list and as a call graph; an operator resolves its pending promise from the
   page, the workflow finishes, and a page left open on the root turns resolved by itself (the
   live stream, no reload).
-* Filters (prefix, state, tags, creation time) and paging over promises created through `POST /`;
-  deleting a schedule from its page.
+* Filters (prefix, state, tags, creation time) and paging over promises created through `POST /`,
+  the list following changes live; deleting a schedule from its page; re-driving dead outbox
+  messages from the outbox page.
 * Auth on: an admin token sees every prefix and gets the actions; a prefix token sees its prefix
   only, gets no actions, and its own `promise.settle` on `POST /ui/api` answers 403 and changes
-  nothing; without a token the page asks for one.
+  nothing, and the outbox is refused to it; without a token the page asks for one.
 
 Every wait is Playwright's auto-waiting `expect` with a generous timeout: no sleeps, no timing
 assertions. A missing Chromium fails these tests (`.ci/run` installs it). A failed test leaves a
@@ -44,7 +45,13 @@ pytestmark = [pytest.mark.process, pytest.mark.xdist_group("browser")]
 # every expect(): a loaded 2-core machine runs the server, an SDK process and Chromium at once
 WAIT_MS = int(max(45.0, FLOOR) * 1000)
 FAR = 2**53
-SERVER_ARGS = ["--tasks-retry-timeout", "1000", "--ui-live-interval", "1000"]
+# the browser keeps idle connections open until it closes (after the module's servers stop): a
+# short graceful shutdown
+SERVER_ARGS = ["--tasks-retry-timeout", "1000", "--ui-live-interval", "1000", "--server-shutdown-timeout", "2000"]
+# `console_server`: no periodic tick within a test, so every live update the SDK workflow's and
+# the list's pages show comes from a `change` hint, sent when this server commits. (A live stream
+# whose tab closed ends at its next hint: with no tick the server's shutdown waits for it.)
+NO_TICK_ARGS = [*SERVER_ARGS[:2], "--ui-live-interval", "3600000", *SERVER_ARGS[4:]]
 expect.set_options(timeout=WAIT_MS)
 
 
@@ -87,7 +94,7 @@ def pages(request: pytest.FixtureRequest, browser: Any, tmp_path: Path) -> Itera
 @pytest.fixture(scope="module")
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     """The local server on SQLite as users start it (debug off), auth off."""
-    srv = start_server("sqlite", tmp_path_factory.mktemp("console"), debug=False, args=SERVER_ARGS)
+    srv = start_server("sqlite", tmp_path_factory.mktemp("console"), debug=False, args=NO_TICK_ARGS)
     yield srv
     srv.stop()
 
