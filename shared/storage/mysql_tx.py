@@ -41,6 +41,7 @@ from shared.storage.sql_common import (
     PROMISE_COLS,
     TASK_COLS,
     PortableQueries,
+    created_range,
     like_pattern,
 )
 from shared.storage.sql_pool import ABORTED, BROKEN, OK, RETRY
@@ -320,12 +321,9 @@ class MyTx(PortableQueries):
                 cursor: str | None, limit: int, pattern: str | None = None,
                 states: Collection[str] | None = None, created: Created = NO_RANGE) -> Any:
         where, args = ["TRUE"], dict[str, Any](limit=limit)
-        if created[0] is not None:
-            where.append("created_at >= %(after)s")
-            args["after"] = created[0]
-        if created[1] is not None:
-            where.append("created_at < %(before)s")
-            args["before"] = created[1]
+        clauses, bounds = created_range(created, "%({})s")
+        where += clauses
+        args.update(bounds)
         if pattern is not None:  # the binary collation: case-sensitive, and a prefix narrows the key range
             where.append(f"id LIKE %(pattern)s ESCAPE '{LIKE_ESCAPE}'")
             args["pattern"] = like_pattern(pattern)

@@ -32,6 +32,7 @@ from shared.storage.sql_common import (
     PROMISE_COLS,
     TASK_COLS,
     PortableQueries,
+    created_range,
     like_pattern,
 )
 from shared.storage.sql_pool import ABORTED, BROKEN, OK, RETRY
@@ -313,12 +314,9 @@ class PgTx(PortableQueries):
                 cursor: str | None, limit: int, pattern: str | None = None,
                 states: Collection[str] | None = None, created: Created = NO_RANGE) -> list:
         where, args = ["TRUE"], dict[str, Any](limit=limit)
-        if created[0] is not None:
-            where.append("created_at >= :after")
-            args["after"] = created[0]
-        if created[1] is not None:
-            where.append("created_at < :before")
-            args["before"] = created[1]
+        clauses, bounds = created_range(created, ":{}")
+        where += clauses
+        args.update(bounds)
         if pattern is not None:  # the "C" collated id: case-sensitive, and a prefix narrows the key range
             where.append(f"id LIKE :pattern ESCAPE '{LIKE_ESCAPE}'")
             args["pattern"] = like_pattern(pattern)
