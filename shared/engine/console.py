@@ -80,9 +80,9 @@ def promise(c: Ctx, r: ConsolePromise) -> Resp:
         return 404, "Promise not found"
     task = c.tx.get_task(p.id)
     root = p.tags.get(ORIGIN) or p.id
-    members = [m for m in c.tx.workflow_promises(root) if within(c.scope, m.id)]
+    members = c.tx.workflow_promises(root, MAX_GRAPH + 1)
     nodes = []
-    for m in members[:MAX_GRAPH]:
+    for m in (m for m in members[:MAX_GRAPH] if within(c.scope, m.id)):
         node = _summary(m)
         node.pop("tags")
         parent = m.tags.get(PARENT)

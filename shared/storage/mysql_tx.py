@@ -399,12 +399,12 @@ class MyTx(PortableQueries):
             rows = self._x(cols + " WHERE id > %(after)s ORDER BY id LIMIT %(n)s", before=before, after=after, n=limit)
         return [(r[0], r[1], bool(r[2])) for r in rows]
 
-    def workflow_promises(self, key: str) -> list[Promise]:
+    def workflow_promises(self, key: str, limit: int | None = None) -> list[Promise]:
         """Rows locked in a write transaction: a settle racing the purge waits for it."""
         lock = " FOR UPDATE" if self.writable else ""
         sql = (f"SELECT {_P} FROM promises WHERE (origin = %(k)s AND %(k)s <> '')"
-               f" OR (id = %(k)s AND COALESCE(origin, '') = '') ORDER BY id{lock}")
-        return [_promise(r) for r in self._x(sql, k=key)]
+               f" OR (id = %(k)s AND COALESCE(origin, '') = '') ORDER BY id LIMIT %(n)s{lock}")
+        return [_promise(r) for r in self._x(sql, k=key, n=2**63 - 1 if limit is None else limit)]
 
     def delete_promises(self, ids: Collection[str]) -> int:
         if not ids:

@@ -383,12 +383,12 @@ class PgTx(PortableQueries):
             rows = self._x(cols + " WHERE id > :after ORDER BY id LIMIT :n", before=before, after=after, n=limit)
         return [(r[0], r[1], bool(r[2])) for r in rows]
 
-    def workflow_promises(self, key: str) -> list[Promise]:
+    def workflow_promises(self, key: str, limit: int | None = None) -> list[Promise]:
         """Rows locked in a write transaction: a settle racing the purge waits for it."""
         lock = " FOR UPDATE" if self.writable else ""
         sql = (f"SELECT {_P} FROM promises WHERE ({_ORIGIN} = :k AND :k <> '')"
-               f" OR (id = :k AND COALESCE({_ORIGIN}, '') = '') ORDER BY id{lock}")
-        return [_promise(r) for r in self._x(sql, k=key)]
+               f" OR (id = :k AND COALESCE({_ORIGIN}, '') = '') ORDER BY id LIMIT :n{lock}")
+        return [_promise(r) for r in self._x(sql, k=key, n=limit)]
 
     def delete_promises(self, ids: Collection[str]) -> int:
         if not ids:
