@@ -252,7 +252,7 @@ class Service:
         if self.tracer is None:
             result, fx = self.store.write(run)
         else:  # a "commit" span under the request's (shared/tracing.py)
-            result, fx = self.tracer.commit(self.store.write, run, req.kind)
+            result, fx = self.tracer.commit(self.store.write, run)
         self._after_commit(fx)
         return result
 

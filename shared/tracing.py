@@ -182,7 +182,6 @@ class Tracer:
                 return None
             span = Span(new_id(16), b"", "",
                         "POST /operator" if operator else "POST /", SERVER)
-        span.attributes["http.request.method"] = "POST"
         span.attributes["url.path"] = "/operator" if operator else "/"
         span.token = _CURRENT.set(span)
         return span
@@ -191,20 +190,18 @@ class Tracer:
         """The request answered `status`: end its span, and the context it set (commit included)."""
         if span.token is not None:
             _CURRENT.reset(span.token)
-        span.attributes["resonate.status"] = status
-        span.attributes["http.response.status_code"] = status
+        span.attributes["resonate.status"] = status  # the envelope's status, which is the HTTP status too
         if status >= 500:
             span.error = f"status {status}"
         self._end(span)
 
-    def commit(self, write: Callable[[Callable[[Any], R]], R], run: Callable[[Any], R], kind: str) -> R:
+    def commit(self, write: Callable[[Callable[[Any], R]], R], run: Callable[[Any], R]) -> R:
         """`write(run)` (the request's store transaction) as a "commit" child of the current span;
         the messages it produced are delivered under it (it stays current until the request ends)."""
         parent = _CURRENT.get()
         if parent is None:
             return write(run)
         span = parent.child("commit")
-        span.attributes["resonate.kind"] = kind
         try:
             result = write(run)
         except BaseException as e:
@@ -344,19 +341,25 @@ class Tracer:
             rs.resource.attributes.add(key=k, value=common.AnyValue(string_value=v))
         ss = rs.scope_spans.add()
         ss.scope.name = "resonate"
+        add = ss.spans.add
         for s in spans:
+            # fields set in place, never through temporary messages: about twice as fast (upb)
             flags = _SAMPLED | _HAS_IS_REMOTE | (_IS_REMOTE if s.remote_parent else 0)
-            p = ss.spans.add(trace_id=s.trace_id, span_id=s.span_id, parent_span_id=s.parent_id,
-                             trace_state=s.tracestate, name=s.name, kind=s.kind, flags=flags,
-                             start_time_unix_nano=s.start_ns, end_time_unix_nano=s.end_ns)
+            p = add(trace_id=s.trace_id, span_id=s.span_id, name=s.name, kind=s.kind, flags=flags,
+                    start_time_unix_nano=s.start_ns, end_time_unix_nano=s.end_ns)
+            if s.parent_id:
+                p.parent_span_id = s.parent_id
+            if s.tracestate:
+                p.trace_state = s.tracestate
+            attr_add = p.attributes.add
             for name, attr in s.attributes.items():
-                if isinstance(attr, bool):
-                    value = common.AnyValue(bool_value=attr)
+                value = attr_add(key=name).value
+                if attr is True or attr is False:
+                    value.bool_value = attr
                 elif isinstance(attr, int):
-                    value = common.AnyValue(int_value=attr)
+                    value.int_value = attr
                 else:
-                    value = common.AnyValue(string_value=attr)
-                p.attributes.add(key=name, value=value)
+                    value.string_value = attr
             if s.error:
                 p.status.code = STATUS_ERROR
                 p.status.message = s.error
