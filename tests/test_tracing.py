@@ -23,7 +23,7 @@ import requests
 from shared.config import ConfigError, load
 from shared.delivery.messages import OutboxRow
 from shared.records import Message
-from shared.tracing import CLIENT, INTERNAL, SERVER, Tracer, parse_traceparent, traces_url
+from shared.tracing import CLIENT, INTERNAL, PRODUCER, SERVER, Tracer, parse_traceparent, traces_url
 from tests.support import otlp_receiver
 from tests.support.otlp_receiver import Receiver, SpanRecord
 from tests.support.server import ServerProc, start_server
@@ -238,6 +238,32 @@ def test_request_commit_and_push_share_the_callers_trace(traced_server: ServerPr
     (push,) = worker.wait()
     assert push["traceparent"] == f"00-{TRACE}-{deliver.span_id}-01"
     assert push["tracestate"] == "vendor=opaque"
+
+
+@pytest.mark.process  # a server process
+def test_sse_write_is_a_deliver_span_and_a_queued_message_says_so(traced_server: ServerProc,
+                                                                  receiver: Receiver) -> None:
+    from tests.support.sse import SSE
+
+    stream = SSE(traced_server.url + "/poll/g-traced/w1")
+    try:
+        assert stream.status == 200
+        trace = "cc" * 16
+        assert post(traced_server, create("sse", "poll://any@g-traced"),
+                    traceparent=f"00-{trace}-{PARENT}-01").status_code == 200
+        assert stream.next()["kind"] == "execute"
+        spans = wait_spans(receiver, trace, {"commit", "deliver"})
+        deliver = spans["deliver"]
+        assert deliver.kind == PRODUCER and deliver.parent_id == spans["commit"].span_id
+        assert deliver.attributes["resonate.transport"] == "poll" and deliver.attributes["resonate.delivered"] is True
+    finally:
+        stream.close()
+    # nobody listens to this group: the execute waits in the outbox, and its span says why
+    trace = "dd" * 16
+    assert post(traced_server, create("queued", "poll://any@g-nobody"),
+                traceparent=f"00-{trace}-{PARENT}-01").status_code == 200
+    deliver = wait_spans(receiver, trace, {"deliver"})["deliver"]
+    assert deliver.attributes["resonate.outcome"] == "no receiver" and deliver.attributes["resonate.delivered"] is False
 
 
 @pytest.mark.process  # a server process
