@@ -131,6 +131,15 @@ def parse_traceparent(value: str | None) -> tuple[bytes, bytes, bool] | None:
     return tid, pid, bool(bits & _SAMPLED)
 
 
+def _without_userinfo(url: str) -> str:
+    """An http(s) address as a span shows it: credentials in the URL (`user:pass@`) left out."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
+        return url
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
+
+
 def traces_url(endpoint: str) -> str | None:
     """`observability.otlp_endpoint` → where spans are POSTed (`<endpoint>/v1/traces`)."""
     from shared.otlp import metrics_url
@@ -221,7 +230,7 @@ class Tracer:
         span = parent.child("deliver", CLIENT if row.is_http else PRODUCER)
         span.attributes["resonate.message.kind"] = m.kind
         span.attributes["resonate.message.id"] = m.id
-        span.attributes["resonate.address"] = m.address
+        span.attributes["resonate.address"] = _without_userinfo(m.address) if row.is_http else m.address
         return span
 
     def delivered(self, span: Span, ok: bool, transport: str) -> None:

@@ -23,7 +23,16 @@ import requests
 from shared.config import ConfigError, load
 from shared.delivery.messages import OutboxRow
 from shared.records import Message
-from shared.tracing import CLIENT, INTERNAL, PRODUCER, SERVER, Tracer, parse_traceparent, traces_url
+from shared.tracing import (
+    CLIENT,
+    INTERNAL,
+    PRODUCER,
+    SERVER,
+    Tracer,
+    _without_userinfo,
+    parse_traceparent,
+    traces_url,
+)
 from tests.support import otlp_receiver
 from tests.support.otlp_receiver import Receiver, SpanRecord
 from tests.support.server import ServerProc, start_server
@@ -110,6 +119,8 @@ def test_traceparent_forms() -> None:
                 f"00-{TRACE}-{'0' * 16}-01", f"00-{TRACE}-{PARENT}-01-extra", f"00-{TRACE[:-1]}x-{PARENT}-01",
                 f"00-{TRACE}-{PARENT}-1"):
         assert parse_traceparent(bad) is None, bad
+    assert _without_userinfo("https://u:secret@w.example/p?q=1") == "https://w.example/p?q=1"
+    assert _without_userinfo("http://w.example:80/a@b") == "http://w.example:80/a@b"
     assert traces_url("localhost:4318") == "http://localhost:4318/v1/traces"
     assert traces_url("https://otlp.example.com/base/") == "https://otlp.example.com/base/v1/traces"
 
