@@ -12,7 +12,8 @@ on every request. Here a span is a small object, the "current" one a `ContextVar
 and per greenlet), and the `opentelemetry-proto` messages are built only at export, as the
 metrics export does (shared/otlp.py, same endpoint, same resource attributes). This module is
 imported only when `observability.otlp_endpoint` is set and `trace_sample_ratio` is above 0:
-without it the request path checks one attribute (`Service.tracer is None`) and does nothing else.
+without it the request path only tests `tracer is None` where a span could start (the request,
+its commit, each message sent) and does nothing else.
 
 Sampling is decided once, at the server span (parent-based): a sampled incoming `traceparent` is
 always recorded, an unsampled one never; without one, `trace_sample_ratio` of new traces are.
