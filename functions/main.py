@@ -88,13 +88,16 @@ def _route(request: flask.Request) -> flask.Response:
 
 
 def _export() -> None:
-    """The OTLP metrics export (observability.otlp_endpoint), at the end of a request when its
+    """The OTLP metrics and traces export (observability.otlp_endpoint), at the end of a request when its
     interval has passed: the instance has CPU now, and may have none (or be gone) after it
     answers, so a timer thread is not relied on here (docs/operations.md#metrics-export-otlp)."""
-    rt = _built.get("runtime")
-    exporter = cast(Runtime, rt).exporter if rt is not None else None
-    if exporter is not None:
-        exporter.maybe_export()
+    rt = cast("Runtime | None", _built.get("runtime"))
+    if rt is None:
+        return
+    if rt.exporter is not None:
+        rt.exporter.maybe_export()
+    if rt.tracer is not None:  # traces: the same cadence, or sooner once a batch of spans waits
+        rt.tracer.maybe_export()
 
 
 @functions_framework.http

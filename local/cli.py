@@ -101,6 +101,8 @@ FLAGS: list[tuple[list[str], str, str]] = [
      "OTLP/HTTP receiver of the metrics export, http(s)://host:port (default: none, no export)"),
     (["--observability-otlp-interval"], "observability.otlp_interval",
      "ms between OTLP metrics exports (default 60000)"),
+    (["--observability-trace-sample-ratio"], "observability.trace_sample_ratio",
+     "share of new traces exported with the metrics, 0 to 1 (default 1.0; 0: no traces)"),
 ]
 # one value per flag; the flags together replace the list (the metavar names one value)
 REPEATABLE = {"server.cors.allow_origins": "ORIGIN", "tasks.routes": "PATTERN=TARGET"}

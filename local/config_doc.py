@@ -111,12 +111,16 @@ MEANINGS: dict[str, str] = {
                             "is sent again when nobody claimed it (the `tasks.retry_timeout` of those tasks)",
     "observability.metrics_port": "port of the Prometheus `GET /metrics` listener (on `server.bind`); "
                                   "`0`: no listener (nothing collected unless `otlp_endpoint` is set)",
-    "observability.otlp_endpoint": "OTLP/HTTP receiver of the metrics export (`http(s)://host:port`, "
-                                   "`/v1/metrics` appended; `host:port` means http); empty: no export "
+    "observability.otlp_endpoint": "OTLP/HTTP receiver of the metrics and traces export (`http(s)://host:port`, "
+                                   "`/v1/metrics` and `/v1/traces` appended; `host:port` means http); empty: no export "
                                    "(docs/operations.md#metrics-export-otlp); `OTEL_EXPORTER_OTLP_ENDPOINT` "
                                    "overrides it",
-    "observability.otlp_interval": "ms between OTLP metrics exports (the functions: at the end of a request "
-                                   "once it has passed; `0`: after every request)",
+    "observability.otlp_interval": "ms between OTLP metrics and traces exports (the functions: at the end of "
+                                   "a request once it has passed; `0`: after every request)",
+    "observability.trace_sample_ratio": "share (0 to 1) of requests without a `traceparent` whose "
+                                        "traces go to `otlp_endpoint` (`/v1/traces`); a caller's sampled "
+                                        "`traceparent` is always followed, an unsampled one never; `0`: no "
+                                        "traces at all (docs/operations.md#traces)",
 }
 
 # A line printed under a section's heading, before its table.

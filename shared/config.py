@@ -49,6 +49,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "server.port": (0, 65535),
     "server.grpc_port": (0, 65535),
     "observability.metrics_port": (0, 65535),
+    "observability.trace_sample_ratio": (0, 1),
     "legacy.poll_port": (0, 65535),
     "legacy.claim_timeout": (1, 2**31 - 1),
     "retention.interval": (1, 2 ** 63 - 1),
@@ -294,6 +295,9 @@ class Observability(_Section):
     # (http); empty: no export (the reference's default, localhost:4317, was parsed and unused)
     otlp_endpoint: str = ""
     otlp_interval: int = 60000  # ms between exports (at the end of a request; 0: after every request)
+    # share of new traces recorded (shared/tracing.py; a caller's sampled traceparent always is);
+    # 0: no traces exported at all, metrics only
+    trace_sample_ratio: float = 1.0
 
 
 @dataclass(frozen=True, eq=False, repr=False)

@@ -35,7 +35,7 @@ class Schema:
 
     def __init__(self, root: type, limits: Mapping[str, tuple[int, int]]) -> None:
         self.root = root
-        self.leaves: dict[str, tuple[Any, bool]] = {}  # key -> (int | bool | str | tuple, nullable)
+        self.leaves: dict[str, tuple[Any, bool]] = {}  # key -> (int | float | bool | str | tuple, nullable)
         self.sections: dict[str, tuple[type, bool]] = {}  # key -> (dataclass, optional)
         self.limits = limits
         self._walk(root, "")
@@ -112,6 +112,17 @@ def coerce(schema: Schema, key: str, raw: Any, where: str | None = None) -> Any:
         if not lo <= val <= hi:
             raise bad(f"is out of range ({lo} to {hi})")
         return val
+    if kind is float:  # a ratio (observability.trace_sample_ratio): its range is in the limits
+        try:
+            if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+                raise ValueError
+            num = float(raw)
+        except ValueError:
+            raise bad("is not a number") from None
+        lo, hi = schema.limits.get(key, (0, _I64_MAX))
+        if not lo <= num <= hi:  # NaN fails this too
+            raise bad(f"is out of range ({lo} to {hi})")
+        return num
     if isinstance(kind, Records):
         return _records(kind.cls, raw, bad, lambda why: ConfigError(f"invalid value for {key}{origin}: {why}"))
     if kind is tuple:

@@ -61,7 +61,10 @@ def rpc(service: Service, req: Request, surface: str = RPC) -> Response:
     if raw is None:
         body = dumps(response("unknown", "0", 413, f"Request body exceeds {service.cfg.server.max_body} bytes"))
         return Response(body, 413, mimetype=JSON)
-    status, body = service.rpc(raw, surface)
+    # W3C trace context, read only when traces are exported (shared/tracing.py); the local server's
+    # fast path sends every request with a `traceparent` here
+    trace = (req.headers.get("traceparent"), req.headers.get("tracestate")) if service.tracer is not None else None
+    status, body = service.rpc(raw, surface, trace)
     return Response(body, status, mimetype=JSON)
 
 

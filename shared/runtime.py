@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from shared.delivery.registry import ReceiverRegistry
     from shared.otlp import OtlpExporter
     from shared.sweeper import SweeperWaker
+    from shared.tracing import Tracer
 
 log = logging.getLogger("resonate")
 
@@ -89,13 +90,15 @@ class Runtime:
                     if t.http_poll.enabled else None)
         self.metrics = Metrics(self.store, self.hub) if metrics or cfg.observability.otlp_endpoint else None
         self.exporter = self._exporter()  # None unless observability.otlp_endpoint is set
+        self.tracer = self._tracer()  # None unless that, and observability.trace_sample_ratio > 0
         self.service = Service(self.store, cfg, metrics=self.metrics)
+        self.service.tracer = self.tracer
         self.push = (HttpPush(t.http_push.concurrency, t.http_push.connect_timeout, t.http_push.request_timeout,
                               metrics=self.metrics, auth=make_push_auth(t.http_push.auth),
                               policy=Policy.from_config(t.http_push))
                      if t.http_push.enabled else None)
         self.sender = Sender(self.hub, self.push, optional_transports(cfg, self.service, self.metrics),
-                             cfg.server_url, self.metrics)
+                             cfg.server_url, self.metrics, self.tracer)
         shared_db = self.store.outbox_claims()  # None: this process is the outbox's only sender
         self.registry = self._registry(shared_db)
         self.delivery = Delivery(self.store, self.sender, self._claims(shared_db), self.metrics,
@@ -138,6 +141,18 @@ class Runtime:
 
         return OtlpExporter(self.metrics, metrics_url(ob.otlp_endpoint) or "", ob.otlp_interval / 1000)
 
+    def _tracer(self) -> Tracer | None:
+        """Traces (shared/tracing.py), to the same endpoint under the same resource attributes as
+        the metrics: imported only when an endpoint is set and the sample ratio is above 0."""
+        ob = self.cfg.observability
+        if not ob.otlp_endpoint or ob.trace_sample_ratio <= 0:
+            return None
+        from shared.otlp import resource_attributes
+        from shared.tracing import Tracer, traces_url
+
+        attrs = self.exporter.attributes if self.exporter is not None else resource_attributes()
+        return Tracer(traces_url(ob.otlp_endpoint) or "", ob.trace_sample_ratio, ob.otlp_interval / 1000, dict(attrs))
+
     def _registry(self, shared_db: OutboxClaims | None) -> ReceiverRegistry | None:
         """Processes sharing the database record which worker ids they hold SSE streams for."""
         if shared_db is None or self.hub is None:
@@ -161,7 +176,7 @@ class Runtime:
         if cfg.dispatch.topic:  # the cloud: http(s) pushes go through Pub/Sub and the dispatch function
             from shared.delivery.pubsub_dispatch import Publisher
 
-            publisher = Publisher(cfg.dispatch.topic)
+            publisher = Publisher(cfg.dispatch.topic, tracer=self.tracer)
         return DatabaseClaims(shared_db, self.hub, self.registry, publisher, cfg.messages.batch_size,
                               t.http_push.request_timeout / 1000, t.http_push.max_attempts,
                               claim_at_commit=self.push is not None)
@@ -186,6 +201,8 @@ class Runtime:
             self.retention_loop.start()
         if self.exporter is not None:  # a process that keeps its CPU: a timer too (functions: per request)
             self.exporter.start()
+        if self.tracer is not None:
+            self.tracer.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.hub is not None:
@@ -197,6 +214,8 @@ class Runtime:
         self.delivery.stop(timeout_s)
         if self.exporter is not None:  # the final totals, before the store (outbox depth) closes
             self.exporter.stop()
+        if self.tracer is not None:  # the spans left (deliveries ended with the delivery's stop)
+            self.tracer.stop()
         self.sender.close()
         self.store.close()
 

@@ -17,7 +17,7 @@ from shared.clock import Clock
 from shared.config import Config, Transports
 from shared.config_routes import compile_routes
 from shared.engine import Ctx, EngineConfig, process_timeouts
-from shared.kinds import KINDS, RPC, Kind, decode
+from shared.kinds import CONSOLE, KINDS, OPERATOR, RPC, Kind, decode
 from shared.logs import q
 from shared.protocol import Envelope, Reject, dumps, parse_address, parse_envelope, response
 from shared.records import DEBUG_SESSION, Effects
@@ -26,11 +26,13 @@ from shared.retention import Maintenance
 from shared.storage.base import Busy, ReadOnlyViolation, StorageError, Store
 
 FORBIDDEN = (403, "Forbidden")  # shared.auth's refusal (imported lazily: PyJWT only with auth on)
+SURFACE_PATHS = {RPC: "/", OPERATOR: "/operator", CONSOLE: "/ui/api"}  # where each envelope surface is served
 
 if TYPE_CHECKING:
     from shared.auth import Authenticator
     from shared.delivery.destinations import Policy
     from shared.metrics import Metrics
+    from shared.tracing import Span, Tracer
 
 log = logging.getLogger("resonate.service")
 EffectsHook = Callable[[Effects], None]
@@ -104,6 +106,7 @@ class Service:
         self.debug_session = False
         # the (group, worker id) pairs holding an SSE stream now, for the console (the runtime sets it)
         self.presence: Callable[[], Iterable[tuple[str, str]]] | None = None
+        self.tracer: Tracer | None = None  # shared/tracing.py: set by the runtime when traces are exported
         self._policy: Policy | None = None  # built on the first http(s) address
         self.refresh_debug_session()
         # inbound auth: the key is loaded here, once per process (PyJWT only when on)
@@ -115,25 +118,33 @@ class Service:
 
     # ---- requests ----------------------------------------------------------------------------
 
-    def rpc(self, raw: bytes, surface: str = RPC) -> tuple[int, bytes]:
+    def rpc(self, raw: bytes, surface: str = RPC,
+            trace: tuple[str | None, str | None] | None = None) -> tuple[int, bytes]:
         """POST / : bytes in, (status, JSON bytes) out. Never raises: whatever goes wrong, the
         client gets an envelope (a 500 naming the error), never the web framework's HTML page.
 
         Metrics count the envelopes that parsed (the reference's rule), timed from the
-        raw bytes to the encoded response."""
+        raw bytes to the encoded response. `trace`: the request's (traceparent, tracestate)."""
+        tracer = self.tracer
+        span = tracer.begin(trace, SURFACE_PATHS[surface]) if tracer is not None else None
         try:
-            return self._rpc(raw, surface)
+            status, body = self._rpc(raw, surface, span)
         except Exception as e:  # a bug outside handle() (parsing, auth, encoding, metrics, logging)
             log.exception("internal error while handling a request")
-            return 500, internal_error(e)
+            status, body = 500, internal_error(e)
+        if tracer is not None and span is not None:
+            tracer.finish(span, status)
+        return status, body
 
-    def _rpc(self, raw: bytes, surface: str = RPC) -> tuple[int, bytes]:
+    def _rpc(self, raw: bytes, surface: str = RPC, span: Span | None = None) -> tuple[int, bytes]:
         t0 = perf_counter()
         env, err = parse_envelope(raw)
         if err is not None:
             log.warning("Invalid request envelope rejected status=%d error=%s", err["head"]["status"], q(err["data"]))
             return err["head"]["status"], dumps(err)
         assert env is not None
+        if span is not None:
+            span.request(env.kind, env.corr_id)
         debug = log.isEnabledFor(DEBUG)
         if debug:
             log.debug("Received request kind=%s corr_id=%s", q(env.kind), q(env.corr_id))
@@ -241,7 +252,10 @@ class Service:
                 return result
             except ReadOnlyViolation:
                 pass
-        result, fx = self.store.write(run)
+        if self.tracer is None:
+            result, fx = self.store.write(run)
+        else:  # a "commit" span under the request's (shared/tracing.py)
+            result, fx = self.tracer.commit(self.store.write, run)
         self._after_commit(fx)
         return result
 

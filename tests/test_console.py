@@ -194,6 +194,19 @@ def test_pages_are_served_with_a_strict_policy(inproc: Any) -> None:
     assert inproc.request("GET", "/ui").status_code == 308
 
 
+def test_a_huge_workflow_graph_is_cut(inproc: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.engine import console
+
+    monkeypatch.setattr(console, "MAX_GRAPH", 3)
+    create(inproc, "big", {"resonate:origin": "big"})
+    for i in range(5):
+        create(inproc, f"big.{i}", {"resonate:origin": "big", "resonate:parent": "big"})
+    g = ok(inproc, "console.promise", {"id": "big.4"})["graph"]
+    assert [n["id"] for n in g["nodes"]] == ["big", "big.0", "big.1"] and g["truncated"]
+    create(inproc, "small", {"resonate:origin": "small"})
+    assert not ok(inproc, "console.promise", {"id": "small"})["graph"]["truncated"]
+
+
 def test_ui_enabled_false_serves_nothing(tmp_path: Any) -> None:
     s = InprocServer(tmp_path, args=["--ui-enabled", "false"])
     try:

@@ -103,7 +103,7 @@ def test_two_function_instances_export_distinguishable_series_that_sum(tmp_path,
     a_last = receiver.latest(a_id)
     assert a_last is not None
     assert a_last.points[("resonate_request_total", (("kind", "promise.get"), ("status", "404")))] == 1
-    assert set(receiver.paths) == {"/v1/metrics"}
+    assert set(receiver.paths) == {"/v1/metrics", "/v1/traces"}  # traces: tests/test_tracing.py
 
 
 def test_export_waits_for_its_interval(tmp_path, monkeypatch, receiver) -> None:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from shared.delivery.sender import Sender
     from shared.metrics import Metrics
     from shared.storage.base import OutboxClaims, Store
+    from shared.tracing import Tracer
 
 log = logging.getLogger("resonate.dispatch")
 
@@ -55,9 +56,10 @@ class Publisher:
     """One PublisherClient per process, built on first publish (it honours PUBSUB_EMULATOR_HOST
     and otherwise uses Application Default Credentials)."""
 
-    def __init__(self, topic: str, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+    def __init__(self, topic: str, max_in_flight: int = MAX_IN_FLIGHT, tracer: Tracer | None = None) -> None:
         self.topic = topic
         self.max_in_flight = max_in_flight
+        self.tracer = tracer  # traces on: the committing request's trace context rides as attributes
         self._client: Any = None
         self._lock = threading.Lock()
         self._pending: dict[tuple[int, int], Future] = {}
@@ -78,8 +80,9 @@ class Publisher:
         """Publish the message naming row (seq, m.version); `done(ok)` once Pub/Sub answered."""
         key = (seq, m.version)
         data = json.dumps({"seq": seq, "version": m.version}, separators=(",", ":")).encode()
+        trace = self.tracer.propagation() if self.tracer is not None else {}  # traceparent, tracestate
         try:
-            fut = self.client().publish(self.topic, data, kind=m.kind)
+            fut = self.client().publish(self.topic, data, kind=m.kind, **trace)
         except Exception as e:
             log.warning("publishing outbox row %d to %s failed: %s", seq, self.topic, e)
             done(False)
@@ -153,13 +156,25 @@ class TokenCheck:
         return None
 
 
-def is_redrive(body: bytes) -> bool:
-    """The push envelope carries a message re-published from the dead letters (shared/delivery/pubsub_redrive.py)."""
+def _attributes(body: bytes) -> dict[str, Any]:
+    """The Pub/Sub message's attributes in a push envelope ({} when it has none or is malformed)."""
     try:
         attrs = json.loads(body)["message"].get("attributes") or {}
-        return isinstance(attrs, dict) and attrs.get("resonate-redrive") == "1"
     except (ValueError, KeyError, TypeError, AttributeError):
-        return False
+        return {}
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def is_redrive(body: bytes) -> bool:
+    """The push envelope carries a message re-published from the dead letters (shared/delivery/pubsub_redrive.py)."""
+    return _attributes(body).get("resonate-redrive") == "1"
+
+
+def trace_context(body: bytes) -> tuple[str | None, str | None]:
+    """(traceparent, tracestate) the publishing request attached (`Publisher.publish`), if any."""
+    attrs = _attributes(body)
+    tp, ts = attrs.get("traceparent"), attrs.get("tracestate")
+    return (tp if isinstance(tp, str) else None), (ts if isinstance(ts, str) else None)
 
 
 def parse_push(body: bytes) -> tuple[int, int, int]:
@@ -223,7 +238,7 @@ class DispatchHandler:
                 self._ack(m)
                 return 200, {"status": "gone"}
             promise = p.wire()
-        if self._push(row, promise):
+        if self._traced_push(row, promise, body):
             self._ack(m)
             if self.metrics is not None:
                 self.metrics.delivered(m, "push")
@@ -246,6 +261,17 @@ class DispatchHandler:
         self.claims.retry_later(seq, m.version, DISPATCH_LEASE_MS)
         log.warning("re-driven from the dead letters: %s %s to %s (row %d)", m.kind, q(m.id), q(m.address), seq)
         return True
+
+    def _traced_push(self, row: OutboxRow, promise: dict[str, Any] | None, body: bytes) -> bool:
+        """The push under the committing request's trace (the message's attributes), when traces
+        are on here: its deliver span joins that trace, and the worker sees the traceparent."""
+        tracer = self.sender.tracer
+        token = tracer.adopt(*trace_context(body)) if tracer is not None else None
+        try:
+            return self._push(row, promise)
+        finally:
+            if tracer is not None and token is not None:
+                tracer.release(token)
 
     def _push(self, row: OutboxRow, promise: dict[str, Any] | None) -> bool:
         """One HTTP push, waited for: the answer to Pub/Sub is its result."""

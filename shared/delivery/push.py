@@ -97,18 +97,19 @@ class HttpPush:
         self._timeout = urllib3.Timeout(connect=connect_timeout_ms / 1000, total=request_timeout_ms / 1000)
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="push")
 
-    def send(self, url: str, body: bytes, done: Callable[[bool], None]) -> None:
+    def send(self, url: str, body: bytes, done: Callable[[bool], None], trace: dict[str, str] | None = None) -> None:
+        """`trace`: W3C trace-context headers to send (the row's deliver span, shared/tracing.py)."""
         try:
-            self._executor.submit(self._post, url, body, done)
+            self._executor.submit(self._post, url, body, done, trace)
         except RuntimeError:  # the pool was shut down (stopping): the row stays queued for a retry
             log.warning("HTTP push dispatcher gone, message dropped")
             if self.metrics is not None:
                 self.metrics.push_result("dropped")
             done(False)
 
-    def _post(self, url: str, body: bytes, done: Callable[[bool], None]) -> None:
+    def _post(self, url: str, body: bytes, done: Callable[[bool], None], trace: dict[str, str] | None = None) -> None:
         ok = False
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **trace} if trace else {"Content-Type": "application/json"}
         if self.auth is not None and self.auth.applies_to(url):  # credentials only to allow-listed origins
             try:  # on the push thread: a mint (rare, cached) never holds up the request that queued it
                 headers[self.auth.header] = self.auth.value(url)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from shared.delivery.hub import PollHub
     from shared.delivery.push import HttpPush
     from shared.metrics import Metrics
+    from shared.tracing import Span, Tracer
 
 log = logging.getLogger("resonate.delivery")
 
@@ -41,12 +42,13 @@ class Outcome(enum.Enum):
 
 class Sender:
     def __init__(self, hub: PollHub | None, push: HttpPush | None, transports: Mapping[str, Transport],
-                 server_url: str | None, metrics: Metrics | None = None) -> None:
+                 server_url: str | None, metrics: Metrics | None = None, tracer: Tracer | None = None) -> None:
         self.hub = hub
         self.push = push
         self.transports = dict(transports)
         self.server_url = server_url
         self.metrics = metrics
+        self.tracer = tracer  # shared/tracing.py: a "deliver" span per row sent under a traced request
 
     def pushes(self, row: OutboxRow) -> bool:
         """An http(s) row with HTTP push enabled."""
@@ -54,6 +56,21 @@ class Sender:
 
     def send(self, row: OutboxRow, promise: dict[str, Any] | None, done: Done) -> Outcome:
         """Send one row (`promise`: an unblock's payload). `done` is called only after SENT."""
+        tracer = self.tracer
+        span = tracer.deliver(row) if tracer is not None else None
+        if tracer is None or span is None:
+            return self._send(row, promise, done, None)
+
+        def traced(ok: bool, transport: str) -> None:
+            tracer.delivered(span, ok, transport)
+            done(ok, transport)
+
+        outcome = self._send(row, promise, traced, span)
+        if outcome is not Outcome.SENT:
+            tracer.undelivered(span, outcome.value)
+        return outcome
+
+    def _send(self, row: OutboxRow, promise: dict[str, Any] | None, done: Done, span: Span | None) -> Outcome:
         addr, m = row.address, row.message
         if addr is None:
             log.warning("dropping message to unparseable address %s", q(m.address))
@@ -66,7 +83,8 @@ class Sender:
             return Outcome.NO_RECEIVER
         if row.is_http and self.push is not None:
             self._count(row)
-            self.push.send(addr.url, self.body(row, promise), lambda ok: done(ok, "push"))
+            self.push.send(addr.url, self.body(row, promise), lambda ok: done(ok, "push"),
+                           span.headers() if span is not None else None)
             return Outcome.SENT
         other = self.transports.get(scheme)
         if other is not None:

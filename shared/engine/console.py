@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
 from shared import cron
@@ -53,21 +54,22 @@ def _task(t: Task) -> dict[str, Any]:
     return out
 
 
-def _page(c: Ctx, prefix: str, rows: list[Any], limit: int, key: Any) -> tuple[list[Any], str | None]:
-    """The rows of one page within the prefix and the caller's scope, and the next page's cursor
-    (the last row read, so a filtered-out row never stops the paging)."""
-    cursor = key(rows[limit - 1]) if len(rows) > limit else None
-    return [r for r in rows[:limit] if key(r).startswith(prefix) and within(c.scope, key(r))], cursor
+def _listing[T: (Promise, Task, Schedule)](c: Ctx, r: ConsolePromises | ConsoleTasks | ConsoleSchedules,
+                                            rows: list[T], name: str, render: Callable[[T], dict[str, Any]]) -> Resp:
+    """One page of a list (`rows`: up to limit + 1 read after the cursor): the rows within the
+    prefix and the caller's scope, and the next page's cursor (the last row read, so a row
+    filtered out here never stops the paging)."""
+    page = [x for x in rows[: r.limit] if x.id.startswith(r.prefix) and within(c.scope, x.id)]
+    out: dict[str, Any] = {name: [render(x) for x in page]}
+    if len(rows) > r.limit:
+        out["cursor"] = rows[r.limit - 1].id
+    return 200, out
 
 
 def promises(c: Ctx, r: ConsolePromises) -> Resp:
     rows = c.tx.search_promises_by_id(r.prefix + "*", r.states, r.tags, r.cursor, r.limit + 1,
                                       (r.created_after, r.created_before))
-    page, cursor = _page(c, r.prefix, rows, r.limit, lambda p: p.id)
-    out: dict[str, Any] = {"promises": [_summary(p) for p in page]}
-    if cursor is not None:
-        out["cursor"] = cursor
-    return 200, out
+    return _listing(c, r, rows, "promises", _summary)
 
 
 def promise(c: Ctx, r: ConsolePromise) -> Resp:
@@ -78,9 +80,9 @@ def promise(c: Ctx, r: ConsolePromise) -> Resp:
         return 404, "Promise not found"
     task = c.tx.get_task(p.id)
     root = p.tags.get(ORIGIN) or p.id
-    members = [m for m in c.tx.workflow_promises(root) if within(c.scope, m.id)]
+    members = c.tx.workflow_promises(root, MAX_GRAPH + 1)
     nodes = []
-    for m in members[:MAX_GRAPH]:
+    for m in (m for m in members[:MAX_GRAPH] if within(c.scope, m.id)):
         node = _summary(m)
         node.pop("tags")
         parent = m.tags.get(PARENT)
@@ -92,12 +94,7 @@ def promise(c: Ctx, r: ConsolePromise) -> Resp:
 
 
 def tasks(c: Ctx, r: ConsoleTasks) -> Resp:
-    rows = c.tx.search_tasks(r.state, r.cursor, r.limit + 1, r.prefix)
-    page, cursor = _page(c, r.prefix, rows, r.limit, lambda t: t.id)
-    out: dict[str, Any] = {"tasks": [_task(t) for t in page]}
-    if cursor is not None:
-        out["cursor"] = cursor
-    return 200, out
+    return _listing(c, r, c.tx.search_tasks(r.state, r.cursor, r.limit + 1, r.prefix), "tasks", _task)
 
 
 def _schedule(s: Schedule) -> dict[str, Any]:
@@ -110,17 +107,12 @@ def _schedule(s: Schedule) -> dict[str, Any]:
             break
         if at >= cron.NEVER:
             break
-    out = {**s.wire(), "nextRuns": runs}
-    return out
+    return {**s.wire(), "nextRuns": runs}
 
 
 def schedules(c: Ctx, r: ConsoleSchedules) -> Resp:
     rows = c.tx.search_schedules_by_id(r.prefix + "*", {}, r.cursor, r.limit + 1)
-    page, cursor = _page(c, r.prefix, rows, r.limit, lambda s: s.id)
-    out: dict[str, Any] = {"schedules": [_schedule(s) for s in page]}
-    if cursor is not None:
-        out["cursor"] = cursor
-    return 200, out
+    return _listing(c, r, rows, "schedules", _schedule)
 
 
 def workers(c: Ctx, r: ConsoleWorkers) -> Resp:

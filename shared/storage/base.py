@@ -55,9 +55,9 @@ class Tx(Protocol):
         """(id, workflow key, done) of the promises with id > after, by id, at most limit; done:
         settled with settled_at <= before. One bounded index range per call, so that listing a
         large table never runs as one long statement."""
-    def workflow_promises(self, key: str) -> list[Promise]:
+    def workflow_promises(self, key: str, limit: int | None = None) -> list[Promise]:
         """The promises of the workflow `key` (origin tag == key, or no/empty origin tag and
-        id == key), by id."""
+        id == key), by id; the first `limit` of them if given."""
     def delete_promises(self, ids: Collection[str]) -> int:
         """Delete these promises with everything that hangs off them: their tasks, the callbacks
         in which they are the awaited or the awaiter, their listeners and their outbox rows.

@@ -109,8 +109,8 @@ class MemoryTx:
                  p.state != "pending" and p.settled_at is not None and p.settled_at <= before)
                 for p in (self.st.promises[i] for i in ids)]
 
-    def workflow_promises(self, key: str) -> list[Promise]:
-        return [p for _, p in sorted(self.st.promises.items()) if (p.tags.get(ORIGIN) or p.id) == key]
+    def workflow_promises(self, key: str, limit: int | None = None) -> list[Promise]:
+        return [p for _, p in sorted(self.st.promises.items()) if (p.tags.get(ORIGIN) or p.id) == key][:limit]
 
     def delete_promises(self, ids: Collection[str]) -> int:
         gone = {i for i in ids if i in self.st.promises}

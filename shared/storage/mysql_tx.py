@@ -41,6 +41,7 @@ from shared.storage.sql_common import (
     PROMISE_COLS,
     TASK_COLS,
     PortableQueries,
+    created_range,
     like_pattern,
 )
 from shared.storage.sql_pool import ABORTED, BROKEN, OK, RETRY
@@ -320,12 +321,9 @@ class MyTx(PortableQueries):
                 cursor: str | None, limit: int, pattern: str | None = None,
                 states: Collection[str] | None = None, created: Created = NO_RANGE) -> Any:
         where, args = ["TRUE"], dict[str, Any](limit=limit)
-        if created[0] is not None:
-            where.append("created_at >= %(after)s")
-            args["after"] = created[0]
-        if created[1] is not None:
-            where.append("created_at < %(before)s")
-            args["before"] = created[1]
+        clauses, bounds = created_range(created, "%({})s")
+        where += clauses
+        args.update(bounds)
         if pattern is not None:  # the binary collation: case-sensitive, and a prefix narrows the key range
             where.append(f"id LIKE %(pattern)s ESCAPE '{LIKE_ESCAPE}'")
             args["pattern"] = like_pattern(pattern)
@@ -401,12 +399,12 @@ class MyTx(PortableQueries):
             rows = self._x(cols + " WHERE id > %(after)s ORDER BY id LIMIT %(n)s", before=before, after=after, n=limit)
         return [(r[0], r[1], bool(r[2])) for r in rows]
 
-    def workflow_promises(self, key: str) -> list[Promise]:
+    def workflow_promises(self, key: str, limit: int | None = None) -> list[Promise]:
         """Rows locked in a write transaction: a settle racing the purge waits for it."""
         lock = " FOR UPDATE" if self.writable else ""
         sql = (f"SELECT {_P} FROM promises WHERE (origin = %(k)s AND %(k)s <> '')"
-               f" OR (id = %(k)s AND COALESCE(origin, '') = '') ORDER BY id{lock}")
-        return [_promise(r) for r in self._x(sql, k=key)]
+               f" OR (id = %(k)s AND COALESCE(origin, '') = '') ORDER BY id LIMIT %(n)s{lock}")
+        return [_promise(r) for r in self._x(sql, k=key, n=2**63 - 1 if limit is None else limit)]
 
     def delete_promises(self, ids: Collection[str]) -> int:
         if not ids:

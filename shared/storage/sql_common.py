@@ -64,3 +64,14 @@ class PortableQueries:
 
     def all_listeners(self) -> list[tuple[str, str]]:
         return [(p, a) for p, a in self._x("SELECT promise_id, address FROM listeners ORDER BY promise_id, address")]
+
+
+def created_range(created: tuple[int | None, int | None], param: str) -> tuple[list[str], dict[str, int]]:
+    """The WHERE clauses and named arguments of a creation-time range [from, to) (None: unbounded);
+    `param` formats a placeholder from its name (`:{}` for pg8000, `%({})s` for PyMySQL)."""
+    clauses, args = [], {}
+    for name, op, bound in (("after", ">=", created[0]), ("before", "<", created[1])):
+        if bound is not None:
+            clauses.append(f"created_at {op} {param.format(name)}")
+            args[name] = bound
+    return clauses, args

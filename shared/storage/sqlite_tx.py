@@ -234,10 +234,11 @@ class SqliteTx(PortableQueries):
             rows = self._x(cols + " WHERE id > ? ORDER BY id LIMIT ?", (before, after, limit))
         return [(r[0], r[1], bool(r[2])) for r in rows]
 
-    def workflow_promises(self, key: str) -> list[Promise]:
+    def workflow_promises(self, key: str, limit: int | None = None) -> list[Promise]:
         sql = (f"SELECT {_P} FROM promises WHERE {_ORIGIN} = ? AND ? <> ''"
-               f" UNION ALL SELECT {_P} FROM promises WHERE id = ? AND COALESCE({_ORIGIN}, '') = '' ORDER BY id")
-        return [_promise(r) for r in self._x(sql, (key, key, key))]
+               f" UNION ALL SELECT {_P} FROM promises WHERE id = ? AND COALESCE({_ORIGIN}, '') = ''"
+               " ORDER BY id LIMIT ?")
+        return [_promise(r) for r in self._x(sql, (key, key, key, -1 if limit is None else limit))]
 
     def delete_promises(self, ids: Collection[str]) -> int:
         if not ids:

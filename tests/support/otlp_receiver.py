@@ -1,6 +1,7 @@
 """A stand-in OTLP/HTTP receiver (what a Collector's otlphttp receiver accepts): POST /v1/metrics
-with a protobuf ExportMetricsServiceRequest, decoded with opentelemetry-proto's own classes, so a
-test reads what an instance really sent, not what it meant to send."""
+with a protobuf ExportMetricsServiceRequest and POST /v1/traces with an ExportTraceServiceRequest,
+decoded with opentelemetry-proto's own classes, so a test reads what an instance really sent, not
+what it meant to send."""
 from __future__ import annotations
 
 import http.server
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 
 @dataclass
@@ -51,9 +53,48 @@ def decode(body: bytes) -> list[Export]:
 
 
 @dataclass
+class SpanRecord:
+    """One exported span, ids in hex (as a traceparent writes them)."""
+
+    resource: dict[str, str]
+    trace_id: str
+    span_id: str
+    parent_id: str
+    trace_state: str
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    flags: int
+    attributes: dict[str, Any]
+    status_code: int
+    status_message: str
+
+
+def _value(v: Any) -> Any:
+    return getattr(v, v.WhichOneof("value")) if v.WhichOneof("value") else None
+
+
+def decode_traces(body: bytes) -> list[SpanRecord]:
+    req = trace_service_pb2.ExportTraceServiceRequest()
+    req.ParseFromString(body)
+    out = []
+    for rs in req.resource_spans:
+        resource = _attrs(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                out.append(SpanRecord(resource, sp.trace_id.hex(), sp.span_id.hex(), sp.parent_span_id.hex(),
+                                      sp.trace_state, sp.name, sp.kind, sp.start_time_unix_nano,
+                                      sp.end_time_unix_nano, sp.flags, {kv.key: _value(kv.value) for kv in sp.attributes},
+                                      sp.status.code, sp.status.message))
+    return out
+
+
+@dataclass
 class Receiver:
     url: str
     exports: list[Export] = field(default_factory=list)
+    spans: list[SpanRecord] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -83,13 +124,19 @@ def start() -> tuple[Receiver, http.server.ThreadingHTTPServer]:
             rec = holder["r"]
             with rec.lock:
                 rec.paths.append(self.path)
-            if self.path != "/v1/metrics" or self.headers.get("Content-Type") != "application/x-protobuf":
+            if self.path not in ("/v1/metrics", "/v1/traces") \
+                    or self.headers.get("Content-Type") != "application/x-protobuf":
                 self.send_response(404)
                 self.end_headers()
                 return
-            exports = decode(body)
-            with rec.lock:
-                rec.exports.extend(exports)
+            if self.path == "/v1/traces":
+                spans = decode_traces(body)
+                with rec.lock:
+                    rec.spans.extend(spans)
+            else:
+                exports = decode(body)
+                with rec.lock:
+                    rec.exports.extend(exports)
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", "0")
