@@ -239,7 +239,7 @@ def shutdown(server: Server, rt: Runtime, timeout_s: float, grpc: GrpcListener |
     start = time.monotonic()
     deadline = start + timeout_s
     reserve = min(2.0, timeout_s / 4)
-    close_streams = rt.hub.close_all if rt.hub is not None else None
+    close_streams = rt.close_streams
     grpc_stopped = grpc.stop(max(0.0, deadline - reserve - time.monotonic())) if grpc is not None else None
     busy = server.drain(deadline - reserve, close_streams)
     if busy:

@@ -204,9 +204,14 @@ class Runtime:
         if self.tracer is not None:
             self.tracer.start()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def close_streams(self) -> None:
+        """End every open stream: the workers' SSE polls and the console's live streams."""
         if self.hub is not None:
             self.hub.close_all()
+        self.service.close_streams()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self.close_streams()
         if self.timers is not None:
             self.timers.stop(timeout_s)
         if self.retention_loop is not None:

@@ -107,6 +107,7 @@ class Service:
         # the (group, worker id) pairs holding an SSE stream now, for the console (the runtime sets it)
         self.presence: Callable[[], Iterable[tuple[str, str]]] | None = None
         self.tracer: Tracer | None = None  # shared/tracing.py: set by the runtime when traces are exported
+        self.on_close: list[Callable[[], None]] = []  # `close_streams`
         self._policy: Policy | None = None  # built on the first http(s) address
         self.refresh_debug_session()
         # inbound auth: the key is loaded here, once per process (PyJWT only when on)
@@ -298,6 +299,12 @@ class Service:
     def observe(self, hook: EffectsHook) -> None:
         """One more after-commit hook, after the subscribers (the console's live stream)."""
         self._hooks = (*self._hooks, hook)
+
+    def close_streams(self) -> None:
+        """End the long-lived answers the routes hold open besides the poll hub's (the console's
+        live streams): graceful shutdown must not wait for their next write."""
+        for close in self.on_close:
+            close()
 
     def _after_commit(self, fx: Effects) -> None:
         if fx.debug_changed:

@@ -45,13 +45,11 @@ pytestmark = [pytest.mark.process, pytest.mark.xdist_group("browser")]
 # every expect(): a loaded 2-core machine runs the server, an SDK process and Chromium at once
 WAIT_MS = int(max(45.0, FLOOR) * 1000)
 FAR = 2**53
-# the browser keeps idle connections open until it closes (after the module's servers stop): a
-# short graceful shutdown
-SERVER_ARGS = ["--tasks-retry-timeout", "1000", "--ui-live-interval", "1000", "--server-shutdown-timeout", "2000"]
+SERVER_ARGS = ["--tasks-retry-timeout", "1000", "--ui-live-interval", "1000"]
 # `console_server`: no periodic tick within a test, so every live update the SDK workflow's and
-# the list's pages show comes from a `change` hint, sent when this server commits. (A live stream
-# whose tab closed ends at its next hint: with no tick the server's shutdown waits for it.)
-NO_TICK_ARGS = [*SERVER_ARGS[:2], "--ui-live-interval", "3600000", *SERVER_ARGS[4:]]
+# the list's pages show comes from a `change` hint, sent when this server commits (the server's
+# shutdown ends the live streams itself: tests/test_shutdown.py)
+NO_TICK_ARGS = [*SERVER_ARGS[:2], "--ui-live-interval", "3600000"]
 expect.set_options(timeout=WAIT_MS)
 
 

@@ -179,3 +179,23 @@ def test_work_outlasting_the_timeout_does_not_hold_the_process(tmp_path):
         slow.close()
         hole.close()
         srv.stop()
+
+
+def test_console_live_streams_end_at_shutdown(tmp_path):
+    """An open console stream (`GET /ui/events`, no hint due for a minute) ends cleanly at
+    SIGTERM: the drain does not wait for its next write, so no request is left at the timeout."""
+    srv = start_server("sqlite", tmp_path, debug=False, args=["--server-shutdown-timeout", "5000",
+                                                             "--ui-live-interval", "60000"])
+    try:
+        live = SseReader(srv.url + "/ui/events")
+        live.start()
+        assert wait_until(lambda: live.resp.raw is not None, 10)
+        srv.proc.send_signal(signal.SIGTERM)
+        code = srv.proc.wait(timeout=20)
+        live.join(10)
+        logs = srv.logs()
+        assert code == 0, logs
+        assert live.error is None and live.ended is not None, live.error
+        assert "Requests still in progress at the shutdown timeout" not in logs, logs
+    finally:
+        srv.stop()

@@ -22,6 +22,7 @@ class Changes:
 
     def __init__(self) -> None:
         self.seq = 0
+        self.closed = False  # the server is shutting down: every stream ends
         self._cond = threading.Condition()
 
     def on_effects(self, fx: Effects) -> None:
@@ -30,19 +31,28 @@ class Changes:
             self.seq += 1
             self._cond.notify_all()
 
+    def close(self) -> None:
+        """End every stream (graceful shutdown: they would otherwise hold it until their next write)."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
     def wait(self, seen: int, timeout: float) -> int:
         with self._cond:
-            self._cond.wait_for(lambda: self.seq != seen, timeout)
+            self._cond.wait_for(lambda: self.seq != seen or self.closed, timeout)
             return self.seq
 
-    def stream(self, interval_s: float, closed: threading.Event | None = None) -> Iterator[bytes]:
-        """SSE frames: `hello` at once, then `change` after commits and `tick` every interval."""
+    def stream(self, interval_s: float) -> Iterator[bytes]:
+        """SSE frames: `hello` at once, then `change` after commits and `tick` every interval,
+        until `close()`."""
         yield b"retry: 2000\nevent: hello\ndata: {}\n\n"
         seen = self.seq
         last_tick = time.monotonic()
-        while closed is None or not closed.is_set():
+        while not self.closed:
             now = time.monotonic()
             seq = self.wait(seen, max(0.0, last_tick + interval_s - now))
+            if self.closed:
+                return
             if seq != seen:
                 seen = seq
                 yield b"event: change\ndata: {}\n\n"

@@ -63,6 +63,7 @@ def install(app: Flask, service: Service) -> None:
 
     changes = Changes()
     service.observe(changes.on_effects)
+    service.on_close.append(changes.close)
 
     def root() -> BaseResponse:
         return redirect("/ui/", 308)

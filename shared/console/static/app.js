@@ -578,8 +578,10 @@ const live = {
       if (this.ctrl === ctrl && !ctrl.signal.aborted) this.timer = setTimeout(() => this.start(), 2000);
     });
   },
+  missed: false, // a hint came while the tab was hidden: refresh when it is shown again
   kick() {
-    if (this.pendingRefresh || !current || document.hidden) return;
+    if (document.hidden) { this.missed = true; return; }
+    if (this.pendingRefresh || !current) return;
     this.pendingRefresh = setTimeout(async () => {
       this.pendingRefresh = null;
       if (current && !$("#confirm-dialog").open) await current.refresh();
@@ -613,6 +615,9 @@ async function boot() {
   });
   $("#token-clear").addEventListener("click", () => { setToken(""); route(); });
   window.addEventListener("hashchange", route);
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && live.missed) { live.missed = false; live.kick(); }
+  });
   live.start();
   await route();
 }
