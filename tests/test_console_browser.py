@@ -504,3 +504,21 @@ def test_tokens_scope_what_the_console_shows_and_does(auth_console: ServerProc, 
     expect(page.locator("#flash")).to_have_class(re.compile(r"(^|\s)error(\s|$)"))
     expect(page.locator("#flash")).to_contain_text(re.compile(r"Forbidden|403"))
     expect(page.locator("#promise-id")).not_to_have_text(b1)
+
+
+def test_a_refused_live_stream_falls_back_to_looking_again(console_server: ServerProc,
+                                                            pages: Callable[..., Page]) -> None:
+    """A proxy in front may replace `Authorization` and the live stream is refused: the page
+    says so (amber dot) and still shows new promises, looking again every few seconds."""
+    srv = console_server
+    pfx = f"fallback-{uuid.uuid4().hex[:8]}/"
+    create(srv, f"{pfx}a")
+    page = pages("fallback")
+    page.route("**/ui/events", lambda route: route.fulfill(status=401, body="Unauthorized"))
+    page.goto(ui(srv, f"/promises?prefix={quote(pfx)}"))
+    expect_rows(page, [f"{pfx}a"])
+    expect(page.locator("#live")).to_have_class(re.compile(r"(^|\s)polling(\s|$)"))
+    mark_document(page)
+    create(srv, f"{pfx}b")
+    expect_rows(page, [f"{pfx}a", f"{pfx}b"])
+    assert same_document(page)

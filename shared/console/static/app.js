@@ -547,9 +547,12 @@ const PAGES = { promises: promisesPage, promise: promisePage, tasks: tasksPage, 
 
 // ---- live updates --------------------------------------------------------------------------
 
+const POLL_MS = 5000; // without the live stream: how often a page looks again
+
 const live = {
   ctrl: null,
   timer: null,
+  poll: null,
   pendingRefresh: null,
   start() {
     if (session.authOn && !session.token) return;
@@ -557,6 +560,12 @@ const live = {
     this.ctrl = ctrl;
     const headers = session.token ? { Authorization: `Bearer ${session.token}` } : {};
     fetch("events", { headers, signal: ctrl.signal, cache: "no-store" }).then(async (resp) => {
+      if (resp.status === 401 || resp.status === 403) {
+        // refused (a proxy in front may replace `Authorization`): look again every few seconds instead
+        if (this.ctrl === ctrl) this.poll = setInterval(() => this.kick(), POLL_MS);
+        $("#live").classList.add("polling");
+        return;
+      }
       if (!resp.ok || !resp.body) throw new Error(`live stream: ${resp.status}`);
       $("#live").classList.add("on");
       const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -590,7 +599,8 @@ const live = {
   restart() {
     if (this.ctrl) this.ctrl.abort();
     clearTimeout(this.timer);
-    $("#live").classList.remove("on");
+    clearInterval(this.poll);
+    $("#live").classList.remove("on", "polling");
     this.start();
   },
 };
