@@ -55,7 +55,7 @@ class Kind[R: rq.Request]:
     touches: Callable[[R], Touched]
     read_first: bool = False
     debug: bool = False
-    surfaces: frozenset[str] = frozenset({"rpc"})
+    surfaces: frozenset[str] = frozenset({RPC})
     batched: Callable[[Maintenance, R], Resp] | None = None
 
     @property
