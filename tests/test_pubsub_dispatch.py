@@ -160,7 +160,8 @@ def test_task_reaches_the_worker_through_pubsub_despite_two_failures(sim: SimSer
     body = worker.at(path)[-1][1]
     assert body == {"kind": "execute", "head": {"serverUrl": sim.url}, "data": {"task": {"id": id, "version": version}}}
     # each push went emulator -> relay (OIDC) -> dispatch function -> worker; the api pushed nothing
-    assert forwarded(sim, seq) == [500, 500, 200]
+    # the relay notes an answer once the dispatch function has sent it, after the worker saw the push
+    assert wait_until(lambda: forwarded(sim, seq) == [500, 500, 200], 10), forwarded(sim, seq)
     time.sleep(1.5)
     assert len(worker.at(path)) == 3 and forwarded(sim, seq) == [500, 500, 200]  # acked: not redelivered
     assert took < 120, took  # redelivered on Pub/Sub's backoff, not after the row's 10-minute claim
@@ -184,7 +185,7 @@ def test_sweeper_publishes_a_row_whose_message_was_lost(sim: SimServer, worker: 
     path = f"/ok/{id}"
     seq = insert_row(sim, id, worker.url(path), lease_ms=0)  # committed, never published (instance died)
     assert wait_until(lambda: len(worker.at(path)) == 1, 15), sim.logs()  # the next tick's re-drive
-    assert forwarded(sim, seq) == [200]
+    assert wait_until(lambda: forwarded(sim, seq) == [200], 10), forwarded(sim, seq)  # noted after the answer
     assert wait_until(lambda: rows(sim, id) == [], 5)
 
 
@@ -239,7 +240,7 @@ def test_worker_that_always_fails_ends_in_the_dead_letter_topic(sim: SimServer, 
     dead = pubsub_emulator.pull(sim.dead_subscription, want=1, timeout=10)
     mine = [(d, a) for d, a in dead if json.loads(d) == {"seq": seq, "version": version}]
     assert mine and mine[0][1]["CloudPubSubDeadLetterSourceDeliveryCount"] == str(MAX_ATTEMPTS), dead
-    assert forwarded(sim, seq) == [500] * MAX_ATTEMPTS
+    assert wait_until(lambda: forwarded(sim, seq) == [500] * MAX_ATTEMPTS, 10), forwarded(sim, seq)
     time.sleep(2.5)  # a sweeper tick later: a dead row is never published again
     assert len(worker.at(path)) == MAX_ATTEMPTS and rows(sim, id)[0][3]
 
