@@ -130,7 +130,7 @@ def client_socket(environ: dict[str, Any]) -> Any:
 
 
 def poll(hub: PollHub, keepalive_ms: int, group: str, id: str, auth: Authenticator | None = None, *,
-         render: Callable[[bytes], bytes] | None = None, replace: bool = False, at_capacity: int | None = None,
+         render: Callable[[bytes], bytes | None] | None = None, replace: bool = False, at_capacity: int | None = None,
          content_type: str = "text/event-stream") -> Response:
     """The SSE stream of worker `id` in `group`. With auth on: a valid bearer token entitled to
     the group (401/403), then the hub's rules for its principal: the id not held by another
@@ -161,9 +161,12 @@ def poll(hub: PollHub, keepalive_ms: int, group: str, id: str, auth: Authenticat
         log.warning("Poll refused: %s status=%d group=%s id=%s", e.message, e.status, q(group), q(id))
         return Response(e.message, e.status, mimetype="text/plain")
     sock = client_socket(request.environ)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     if sock is not None:
         hub.watch(conn, sock)
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        # the watcher reads this socket until it closes: the connection ends with the stream, or
+        # the server would read a next request from it too (gunicorn drops the header; gevent obeys)
+        headers["Connection"] = "close"
     return Response(hub.stream(conn, keepalive_ms / 1000), 200, content_type=content_type, headers=headers,
                     direct_passthrough=True)
 

@@ -59,6 +59,8 @@ def test_awaiter_wakes_when_awaited_bare_promise_times_out(live):
 def test_expired_lease_is_redispatched_with_same_version(process_live):
     live = process_live
     sse = SSE(live.url + "/poll/lease/w1")
+    # the stream's connection is not reused after it (a watcher reads the socket till it closes)
+    assert sse.headers.get("Connection") == "close", sse.headers
     try:
         live.rpc("promise.create", {"id": "L", "timeoutAt": FAR, "tags": {"resonate:target": "poll://any@lease"}})
         assert sse.next()["data"]["task"] == {"id": "L", "version": 0}

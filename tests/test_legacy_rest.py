@@ -20,6 +20,7 @@ from shared.delivery.messages import encode
 from shared.http import create_app
 from shared.legacy import sse
 from shared.legacy.ids import invoke_id, resume_id
+from shared.protocol import parse_address
 from shared.records import Message
 from shared.service import Service
 from shared.storage.memory import MemoryStore
@@ -281,3 +282,31 @@ def test_a_new_stream_replaces_only_the_same_principals_streams() -> None:
     other = hub.register("g", "w2", "tenantB")
     assert hub.disconnect_id("g", "w1", "tenantB") == 0 and not mine.closed
     assert hub.disconnect_id("g", "w1", "tenantA") == 1 and mine.closed and not other.closed
+
+
+def test_a_stale_task_message_is_never_shown_on_the_listener(rest: Any) -> None:
+    """A claim that lapsed re-queues its task; if the client finishes the work anyway (resolves
+    the promise), that queued message names a task nobody may claim: the listener drops it
+    (these clients claim the first message a stream brings, and would claim it in place of the
+    next one). The row is done all the same."""
+    svc, c, clock = rest
+    ok(c.post("/promises", json={"id": "s", "timeout": FAR, "tags": {"resonate:invoke": "default"}}), 201)
+    tid = invoke_id("s")
+    ok(c.post("/tasks/claim", json={"id": tid, "counter": 0, "processId": "a", "ttl": 0}), 201)
+    clock.t += 10_000
+    svc.sweep(clock.t)  # the lease lapsed: the task is queued again, counter 1
+    [queued] = svc.store.read(lambda tx: tx.outbox())
+    assert (queued.kind, queued.id, queued.version) == ("execute", "s", 1)
+    render = sse.renderer(svc)
+    assert json.loads(render(encode(queued, None)) or b"")["task"] == {"id": tid, "counter": 1}  # still wanted
+    ok(c.patch("/promises/s", json={"state": "RESOLVED"}), 201)  # the client finished anyway
+    assert render(encode(queued, None)) is None
+
+    hub = PollHub()
+    conn = hub.register("default", "w", render=render)
+    written: list[bool] = []
+    addr = parse_address("poll://any@default")
+    assert addr is not None and hub.deliver(addr, encode(queued, None), written.append)
+    conn.queue.put_nowait(None)  # then the stream ends
+    frames = list(hub.stream(conn, 30))
+    assert frames == [b": connected\n\n"] and written == [True]  # done, never shown

@@ -67,7 +67,7 @@ class Connection:
     backlog: bool = False  # a message was refused because the buffer was full
     admitted: bool = True  # False while the `admit` hook runs: nothing is delivered to it yet
     # the REST API's listener (shared/legacy/sse.py): each message's bytes in that API's shape
-    render: Callable[[bytes], bytes] | None = None
+    render: Callable[[bytes], bytes | None] | None = None
 
 
 class PollHub:
@@ -93,7 +93,7 @@ class PollHub:
         return self._count
 
     def register(self, group: str, id: str, principal: str | None = None,
-                 render: Callable[[bytes], bytes] | None = None) -> Connection:
+                 render: Callable[[bytes], bytes | None] | None = None) -> Connection:
         """A new connection, or Refused. With a principal (auth on): a live connection of another
         principal with the same (group, id) refuses it (Held); the same principal's reconnect
         is accepted (the newest connection gets unicast messages). `render`: rewrites each
@@ -252,9 +252,9 @@ class PollHub:
                 if item is None:
                     return
                 payload, pending = item
-                if conn.render is not None:
-                    payload = conn.render(payload)
-                yield b"data: " + payload + b"\n\n"
+                shown = conn.render(payload) if conn.render is not None else payload
+                if shown is not None:  # None: the renderer found the message stale, it is done unsent
+                    yield b"data: " + shown + b"\n\n"
                 done, pending = pending, None
                 if done is not None:  # the server wrote the event before resuming us
                     done(True)

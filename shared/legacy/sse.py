@@ -26,19 +26,26 @@ from shared.service import Service
 CONTENT_TYPE = "text/event-stream; charset=utf-8"  # their client reads lines as text only with a charset
 
 
-def renderer(service: Service) -> Callable[[bytes], bytes]:
+def renderer(service: Service) -> Callable[[bytes], bytes | None]:
     """A message of the outbox (the envelope protocol's JSON) in the REST API's shape. An
-    execute is a resume when its task has a ready callback (the settled promise is its leaf)."""
+    execute is a resume when its task has a ready callback (the settled promise is its leaf).
+
+    None (nothing is written, the row is done) for an execute whose task is no longer waiting
+    to be claimed at that counter: completed, claimed or given a new counter since the row was
+    queued (a lapsed claim re-queues its task while the client may finish it). These clients
+    claim the first message a stream brings; a stale one would be claimed in place of the next."""
     base = service.cfg.server_url.rstrip("/")
 
-    def render(payload: bytes) -> bytes:
+    def render(payload: bytes) -> bytes | None:
         m: dict[str, Any] = json.loads(payload)
         data = m.get("data") or {}
         if m.get("kind") == "unblock":
             return dumps({"type": "notify", "promise": wire.promise_of_wire(data["promise"])})
         task = data["task"]
         root, n = task["id"], task["version"]
-        ready = service.store.read(lambda tx: tx.ready_awaited(root))
+        current, ready = service.store.read(lambda tx: (tx.get_task(root), tx.ready_awaited(root)))
+        if current is None or current.state != "pending" or current.version != n:
+            return None
         task_id = ids.resume_id(root, ready[0]) if ready else ids.invoke_id(root)
         return dumps({"type": "resume" if ready else "invoke", "task": {"id": task_id, "counter": n},
                       "href": wire.href(base, task_id, n)})

@@ -17,6 +17,9 @@ class SSE:
         u = urlsplit(url)
         self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
         self.conn.request("GET", u.path, headers={"Accept": "text/event-stream", **(headers or {})})
+        # a stream's answer says `Connection: close`, which hands the socket to the response
+        # (conn.sock is None then): keep it, to set its timeout and to hang up
+        self.sock = sock = self.conn.sock
         self.resp = self.conn.getresponse()
         self.status = self.resp.status
         self.headers = dict(self.resp.getheaders())
@@ -25,7 +28,7 @@ class SSE:
         self.comments = 0
         self.body = b""
         if self.status == 200:
-            self.conn.sock.settimeout(None)
+            sock.settimeout(None)
             threading.Thread(target=self._read, daemon=True).start()
         else:
             self.body = self.resp.read()
@@ -54,11 +57,12 @@ class SSE:
 
     def close(self) -> None:
         try:
-            if self.conn.sock is not None:
-                self.conn.sock.shutdown(socket.SHUT_RDWR)
+            if self.sock is not None:
+                self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self.conn.close()
+        self.resp.close()
 
 
 def bearer_stream(url: str, token: str | None, timeout: float = 10) -> SSE:
