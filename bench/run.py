@@ -464,14 +464,15 @@ def console_rows(args: argparse.Namespace, workdir: Path) -> list[Row]:
                 f"promise.search p50 {_ms(search_rtt)}", f"{ui_rtt / search_rtt:.2f}", "info")]
 
 
-def main_console_only(args: argparse.Namespace) -> int:
-    """`--only j`: the console figure alone."""
+def _single_figure(args: argparse.Namespace, rows_of: Callable[[argparse.Namespace, Path], list[Row]],
+                   what: str) -> int:
+    """`--only` of a figure measured against one SQLite server of its own: its rows, one table."""
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="resonate-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     load0 = os.getloadavg()[0]
     try:
-        rows = console_rows(args, workdir)
+        rows = rows_of(args, workdir)
     except BaseException:
         args.keep = True
         raise
@@ -480,30 +481,19 @@ def main_console_only(args: argparse.Namespace) -> int:
             log(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    print_table(rows, f"Resonate console benchmark (SQLite, headless Chromium, {os.cpu_count()} CPUs, load average "
-                      f"{load0:.2f} -> {os.getloadavg()[0]:.2f}, {time.perf_counter() - t_start:.0f} s)")
+    print_table(rows, f"Resonate {what} benchmark ({os.cpu_count()} CPUs, load average {load0:.2f} -> "
+                      f"{os.getloadavg()[0]:.2f}, {time.perf_counter() - t_start:.0f} s)")
     return 0
+
+
+def main_console_only(args: argparse.Namespace) -> int:
+    """`--only j`: the console figure alone."""
+    return _single_figure(args, console_rows, "console (SQLite, headless Chromium)")
 
 
 def main_retention_only(args: argparse.Namespace) -> int:
     """`--only i`: the retention figure alone."""
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="resonate-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    load0 = os.getloadavg()[0]
-    try:
-        rows = retention_rows(args, workdir)
-    except BaseException:
-        args.keep = True
-        raise
-    finally:
-        if args.keep or args.workdir:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print_table(rows, f"Resonate retention benchmark (SQLite, {os.cpu_count()} CPUs, load average {load0:.2f} -> "
-                      f"{os.getloadavg()[0]:.2f}, {time.perf_counter() - t_start:.0f} s)")
-    return 0
+    return _single_figure(args, retention_rows, "retention (SQLite)")
 
 
 def main_sdk_only(args: argparse.Namespace) -> int:

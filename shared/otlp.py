@@ -74,40 +74,37 @@ def resource_attributes(instance_id: str | None = None) -> dict[str, str]:
     return attrs
 
 
-class OtlpExporter:
-    """Pushes one `Metrics` registry to an OTLP/HTTP receiver (protobuf)."""
+class PeriodicExport:
+    """When an OTLP export runs, shared by the metrics and the traces exports: `maybe_export()`
+    at the end of a request once `_due()` (one caller at a time, the others go on), a timer
+    thread where the process keeps its CPU (`start`), a last export at `stop`. Subclasses
+    implement `_export_locked` (build the request and `_post` it)."""
 
-    def __init__(self, metrics: Metrics, url: str, interval_s: float, instance_id: str | None = None) -> None:
-        # protobuf classes: imported here, never at module import (see the module docstring)
-        try:
-            from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
-            from opentelemetry.proto.common.v1 import common_pb2
-            from opentelemetry.proto.metrics.v1 import metrics_pb2
-        except ImportError as e:
-            raise RuntimeError("observability.otlp_endpoint is set but the `otel` extra is not installed: "
-                               "pip install 'resonate-gcp[otel]' (opentelemetry-proto)") from e
+    thread_name = "otlp-export"
 
-        self._svc, self._common, self._pb = metrics_service_pb2, common_pb2, metrics_pb2
-        self.metrics = metrics
+    def __init__(self, url: str, interval_s: float) -> None:
         self.url = url
         self.interval_s = interval_s
-        self.attributes = resource_attributes(instance_id)
-        self.start_ns = time.time_ns()  # the registry counts from (about) now: cumulative series' start
+        self.exports = 0  # successful POSTs (tests, /debug)
         self._last = time.monotonic()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one export at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.exports = 0  # successful POSTs (tests, /debug)
 
-    # ---- when ---------------------------------------------------------------------------------
+    def _due(self) -> bool:
+        return time.monotonic() - self._last >= self.interval_s
+
+    def _tick_s(self) -> float:
+        """How long the timer thread sleeps between looks."""
+        return max(self.interval_s, 0.05)
 
     def maybe_export(self) -> None:
-        """At the end of a request: export if the interval has passed. One request pays at a time;
+        """At the end of a request (and on the timer): export when due. One caller pays at a time;
         the others go on (non-blocking lock)."""
-        if time.monotonic() - self._last < self.interval_s or not self._lock.acquire(blocking=False):
+        if not self._due() or not self._lock.acquire(blocking=False):
             return
         try:
-            if time.monotonic() - self._last >= self.interval_s:
+            if self._due():
                 self._export_locked()
         finally:
             self._lock.release()
@@ -120,11 +117,11 @@ class OtlpExporter:
     def start(self) -> None:
         """A timer thread (processes that keep their CPU between requests: the local server)."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="otlp-export", daemon=True)
+            self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
             self._thread.start()
 
     def stop(self, timeout_s: float = TIMEOUT_S) -> None:
-        """Stop the thread and export the final totals."""
+        """Stop the thread and export what is left (the final totals, the last spans)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -132,19 +129,45 @@ class OtlpExporter:
         self.export()
 
     def _loop(self) -> None:
-        while not self._stop.wait(max(self.interval_s, 0.05)):
+        while not self._stop.wait(self._tick_s()):
             self.maybe_export()
 
     def _export_locked(self) -> bool:
-        self._last = time.monotonic()
+        raise NotImplementedError
+
+    def _post(self, body: bytes) -> None:
+        """One POST of a serialized export request; raises when it did not go through."""
         import urllib.request  # imported after the first export's interval, never at a cold start
 
+        req = urllib.request.Request(self.url, data=body, method="POST",
+                                     headers={"Content-Type": "application/x-protobuf"})
+        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+            resp.read()
+
+
+class OtlpExporter(PeriodicExport):
+    """Pushes one `Metrics` registry to an OTLP/HTTP receiver (protobuf)."""
+
+    def __init__(self, metrics: Metrics, url: str, interval_s: float, instance_id: str | None = None) -> None:
+        # protobuf classes: imported here, never at module import (see the module docstring)
         try:
-            body = self.encode().SerializeToString()
-            req = urllib.request.Request(self.url, data=body, method="POST",
-                                         headers={"Content-Type": "application/x-protobuf"})
-            with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
-                resp.read()
+            from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+            from opentelemetry.proto.common.v1 import common_pb2
+            from opentelemetry.proto.metrics.v1 import metrics_pb2
+        except ImportError as e:
+            raise RuntimeError("observability.otlp_endpoint is set but the `otel` extra is not installed: "
+                               "pip install 'resonate-gcp[otel]' (opentelemetry-proto)") from e
+
+        super().__init__(url, interval_s)
+        self._svc, self._common, self._pb = metrics_service_pb2, common_pb2, metrics_pb2
+        self.metrics = metrics
+        self.attributes = resource_attributes(instance_id)
+        self.start_ns = time.time_ns()  # the registry counts from (about) now: cumulative series' start
+
+    def _export_locked(self) -> bool:
+        self._last = time.monotonic()
+        try:
+            self._post(self.encode().SerializeToString())
         except Exception as e:  # the receiver down: the next export carries the totals
             log.warning("OTLP metrics export to %s failed: %s", self.url, e)
             return False

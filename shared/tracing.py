@@ -40,6 +40,8 @@ from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from shared.otlp import PeriodicExport
+
 if TYPE_CHECKING:
     from shared.delivery.messages import OutboxRow
 
@@ -49,7 +51,6 @@ R = TypeVar("R")
 
 MAX_SPANS = 8192  # the buffer between exports; beyond it the oldest spans are dropped
 BATCH = 512  # this many waiting spans export at once, whatever the interval
-TIMEOUT_S = 5.0  # one export's POST
 # opentelemetry.proto.trace.v1.Span.SpanKind and Status.StatusCode (no proto import on the hot path)
 INTERNAL, SERVER, CLIENT, PRODUCER = 1, 2, 3, 4
 STATUS_ERROR = 2
@@ -149,8 +150,11 @@ def traces_url(endpoint: str) -> str | None:
     return None if url is None else url.removesuffix("/v1/metrics") + "/v1/traces"
 
 
-class Tracer:
-    """Records sampled spans and exports them to one OTLP/HTTP receiver (protobuf)."""
+class Tracer(PeriodicExport):
+    """Records sampled spans and exports them to one OTLP/HTTP receiver (protobuf), on the
+    metrics export's cadence (`PeriodicExport`), sooner once a batch waits."""
+
+    thread_name = "otlp-traces"
 
     def __init__(self, url: str, ratio: float, interval_s: float, attributes: dict[str, str],
                  max_spans: int = MAX_SPANS) -> None:
@@ -160,21 +164,15 @@ class Tracer:
         except ImportError as e:
             raise RuntimeError("observability.otlp_endpoint is set but the `otel` extra is not installed: "
                                "pip install 'resonate-gcp[otel]' (opentelemetry-proto)") from e
+        super().__init__(url, interval_s)
         self._svc, self._common = trace_service_pb2, common_pb2
-        self.url = url
         self.ratio = ratio
-        self.interval_s = interval_s
         self.attributes = attributes
         self.max_spans = max_spans
         self._spans: deque[Span] = deque()
         self._spans_lock = threading.Lock()
         self.dropped = 0  # spans dropped from a full buffer (the oldest first)
         self.lost = 0  # spans of exports the receiver refused or never got
-        self.exports = 0  # successful POSTs (tests)
-        self._last = time.monotonic()
-        self._lock = threading.Lock()  # one export at a time
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # ---- spans ----------------------------------------------------------------------------------
 
@@ -280,40 +278,12 @@ class Tracer:
 
     # ---- when -----------------------------------------------------------------------------------
 
-    def maybe_export(self) -> None:
-        """At the end of a request (and on the timer): export when the interval has passed or a
-        batch waits. One caller exports at a time; the others go on."""
-        if not self._spans or (time.monotonic() - self._last < self.interval_s and len(self._spans) < BATCH):
-            return
-        if not self._lock.acquire(blocking=False):
-            return
-        try:
-            self._export_locked()
-        finally:
-            self._lock.release()
+    def _due(self) -> bool:
+        """Spans wait, and the interval has passed or a batch is full."""
+        return bool(self._spans) and (len(self._spans) >= BATCH or super()._due())
 
-    def export(self) -> bool:
-        """Export what waits now (shutdown, tests). False when the receiver refused or was unreachable."""
-        with self._lock:
-            return self._export_locked()
-
-    def start(self) -> None:
-        """A timer thread (processes that keep their CPU between requests: the local server)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="otlp-traces", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout_s: float = TIMEOUT_S) -> None:
-        """Stop the thread and export what is left."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-        self.export()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(min(max(self.interval_s, 0.05), 1.0)):
-            self.maybe_export()
+    def _tick_s(self) -> float:
+        return min(super()._tick_s(), 1.0)  # a full batch goes within a second
 
     def _export_locked(self) -> bool:
         self._last = time.monotonic()
@@ -325,14 +295,8 @@ class Tracer:
                         "this traffic, or the receiver is down) dropped=%d", self.max_spans, dropped)
         if not spans:
             return True
-        import urllib.request  # first used at the first export
-
         try:
-            body = self.encode(spans).SerializeToString()
-            req = urllib.request.Request(self.url, data=body, method="POST",
-                                         headers={"Content-Type": "application/x-protobuf"})
-            with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
-                resp.read()
+            self._post(self.encode(spans).SerializeToString())
         except Exception as e:  # the receiver down: these spans are lost (traces are samples)
             self.lost += len(spans)
             log.warning("OTLP trace export to %s failed, %d spans lost: %s", self.url, len(spans), e)
