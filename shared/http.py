@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from shared.delivery.hub import AtCapacity, PollHub, Refused
-from shared.kinds import OPERATOR, RPC
+from shared.kinds import CONSOLE, OPERATOR, RPC
 from shared.logs import q
 from shared.protocol import dumps, has_control, response
 from shared.service import Service
@@ -88,8 +88,9 @@ _TRACED = frozenset({"HTTP_X_CLOUD_TRACE_CONTEXT", "HTTP_TRACEPARENT"})
 
 
 def fast_rpc(app: WSGIApp, service: Service) -> WSGIApp:
-    """`POST /` with a Content-Length straight to `Service.rpc`; everything else (other routes,
-    chunked or oversized bodies, CORS on, a request with trace headers) through the flask `app`.
+    """The envelope routes (`POST /`, `/operator` and the console's `/ui/api`) with a
+    Content-Length straight to `Service.rpc`; everything else (other routes, chunked or oversized
+    bodies, CORS on, a request with trace headers) through the flask `app`.
     The same answers as the flask route `rpc` (status line, Content-Type and Content-Length
     headers, envelope bytes) without flask's per-request context, routing and response objects:
     about a fifth of the CPU a small RPC costs the local server. Only the local server's listener
@@ -98,10 +99,12 @@ def fast_rpc(app: WSGIApp, service: Service) -> WSGIApp:
         return app
     limit = service.cfg.server.max_body
     reasons = {code: f"{code} {text.upper()}" for code, text in HTTP_STATUS_CODES.items()}
+    surfaces = {"/": RPC, "/operator": OPERATOR, **({"/ui/api": CONSOLE} if service.cfg.ui.enabled else {})}
 
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         length = environ.get("CONTENT_LENGTH") or ""
-        if environ["PATH_INFO"] != "/" or environ["REQUEST_METHOD"] != "POST" or not length.isdigit() \
+        surface = surfaces.get(environ["PATH_INFO"])
+        if surface is None or environ["REQUEST_METHOD"] != "POST" or not length.isdigit() \
                 or int(length) > limit or _TRACED.intersection(environ):
             return app(environ, start_response)
         try:
@@ -113,7 +116,7 @@ def fast_rpc(app: WSGIApp, service: Service) -> WSGIApp:
             status = 400
             body = dumps(response("unknown", "0", 400, "Invalid request envelope: the body could not be read"))
         else:
-            status, body = service.rpc(raw)
+            status, body = service.rpc(raw, surface)
         start_response(reasons.get(status) or f"{status} UNKNOWN",
                        [_JSON_HEADER, ("Content-Length", str(len(body)))])
         return [body]

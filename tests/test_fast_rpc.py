@@ -48,8 +48,8 @@ def _clients(**overrides: Any) -> tuple[Client, Client]:
     return Client(flask_app), Client(fast_rpc(inner, service))
 
 
-def _answer(c: Client, body: bytes, **kw: Any) -> tuple[int, dict[str, str], bytes]:
-    r = c.post("/", data=body, headers={"Content-Type": "application/json"}, **kw)
+def _answer(c: Client, body: bytes, path: str = "/", **kw: Any) -> tuple[int, dict[str, str], bytes]:
+    r = c.post(path, data=body, headers={"Content-Type": "application/json"}, **kw)
     headers = {k: v for k, v in r.headers.items() if k.lower() != "date"}
     return r.status_code, headers, r.get_data()
 
@@ -61,6 +61,27 @@ def test_same_answers_as_the_flask_route(body: bytes) -> None:
         _answer(flask_c, b)
         _answer(fast_c, b)
     assert _answer(fast_c, body) == _answer(flask_c, body)
+
+
+SURFACE_BODIES = [  # (path, body): each envelope route, its own kinds and another route's
+    ("/operator", _envelope("outbox.search", {"dead": True})),
+    ("/operator", _envelope("promise.get", {"id": "p1"})),  # not an operator kind: 400
+    ("/ui/api", _envelope("console.promises", {"prefix": "p"})),
+    ("/ui/api", _envelope("console.promise", {"id": "p1"})),
+    ("/ui/api", _envelope("promise.settle", {"id": "p1", "state": "resolved", "value": {}})),
+    ("/ui/api", _envelope("promise.create", {"id": "p2", "timeoutAt": 4_000_000_000_000})),  # 400 there
+    ("/ui/api", b"not json"),
+    ("/", _envelope("console.promises", {})),  # 400 on `POST /`
+]
+
+
+@pytest.mark.parametrize("ui", [True, False])
+def test_operator_and_console_routes_answer_as_flask(ui: bool) -> None:
+    flask_c, fast_c = _clients(**{"ui.enabled": ui})
+    for c in (flask_c, fast_c):
+        _answer(c, BODIES[0])
+    for path, body in SURFACE_BODIES:
+        assert _answer(fast_c, body, path) == _answer(flask_c, body, path), (path, body)
 
 
 def test_other_routes_and_methods_go_to_flask() -> None:
