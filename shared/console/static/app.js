@@ -367,7 +367,7 @@ function promisePage(main, arg) {
       const text = $("#act-value", main).value;
       if (!(await confirmAction(`${verb} promise ${id}?`))) return;
       const r = await api("promise.settle", { id, state, value: encodeValue(text) });
-      if (r.status === 200) flash(`${verb}d: ${id} is now ${r.data.promise ? r.data.promise.state : state}`, "ok");
+      if (r.status === 200) flash(`${id} is now ${r.data.promise ? r.data.promise.state : state}`, "ok");
       else fail(r);
       await refresh();
     });
