@@ -74,6 +74,14 @@ def resource_attributes(instance_id: str | None = None) -> dict[str, str]:
     return attrs
 
 
+def describe(resource: Any, scope: Any, attributes: dict[str, str], common: Any) -> None:
+    """Name this process on a ResourceMetrics/ResourceSpans message: its resource attributes
+    and the instrumentation scope `resonate` (the same for the metrics and the traces)."""
+    for k, v in attributes.items():
+        resource.attributes.add(key=k, value=common.AnyValue(string_value=v))
+    scope.name = "resonate"
+
+
 class PeriodicExport:
     """When an OTLP export runs, shared by the metrics and the traces exports: `maybe_export()`
     at the end of a request once `_due()` (one caller at a time, the others go on), a timer
@@ -182,10 +190,8 @@ class OtlpExporter(PeriodicExport):
         now = time.time_ns()
         req = self._svc.ExportMetricsServiceRequest()
         rm = req.resource_metrics.add()
-        for k, v in self.attributes.items():
-            rm.resource.attributes.add(key=k, value=common.AnyValue(string_value=v))
         sm = rm.scope_metrics.add()
-        sm.scope.name = "resonate"
+        describe(rm.resource, sm.scope, self.attributes, common)
         for family in self.metrics.registry.collect():
             if family.type == "histogram":
                 self._histogram(sm.metrics, family, now)

@@ -184,8 +184,8 @@ def test_work_outlasting_the_timeout_does_not_hold_the_process(tmp_path):
 def test_console_live_streams_end_at_shutdown(tmp_path):
     """An open console stream (`GET /ui/events`, no hint due for a minute) ends cleanly at
     SIGTERM: the drain does not wait for its next write, so no request is left at the timeout."""
-    srv = start_server("sqlite", tmp_path, debug=False, args=["--server-shutdown-timeout", "5000",
-                                                             "--ui-live-interval", "60000"])
+    srv = start_server("sqlite", tmp_path, debug=False, args=["--server-shutdown-timeout", "10000",
+                                                             "--ui-live-interval", "600000"])
     try:
         live = SseReader(srv.url + "/ui/events")
         live.start()
